@@ -1,0 +1,396 @@
+"""The Flask extension: configuration at ``init_app``, request hooks, view decorators.
+
+``SSECors(app)`` (or ``SSECors()`` then ``init_app(app)``) reads and validates the configuration,
+compiles the policies, creates the broker, and registers two hooks:
+
+- a ``before_request`` hook, placed first, that polices requests to decorated views: it answers
+  preflights itself (``204`` with the headers, or ``403`` with none) and refuses requests from
+  origins that are not allowed with ``403`` before any other hook or the view runs;
+- an ``after_request`` hook, placed to run last, that adds the CORS headers and ``Vary: Origin``
+  to responses of decorated views, and reports any other source of ``Access-Control-*``.
+
+Routes that are not decorated are untouched.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import dataclasses
+import functools
+import logging
+import typing as t
+import weakref
+
+from flask import current_app
+from flask import Flask
+from flask import g
+from flask import request
+from flask import Response
+
+from ._logsafe import escape
+from .brokers import Broker
+from .brokers import create_broker
+from .brokers import Subscription
+from .config import check_overrides
+from .config import CORS_KWARGS
+from .config import merge_overrides
+from .config import read_settings
+from .config import Settings
+from .config import STREAM_KWARGS
+from .exceptions import ConfigError
+from .exceptions import ConfigIssue
+from .exceptions import HeaderConflictError
+from .lastid import last_event_id
+from .policy import compile_policy
+from .policy import CorsPolicy
+from .policy import Decision
+from .stream import EventStream
+from .stream import StreamResponse
+
+if t.TYPE_CHECKING:
+    from .events import Event
+
+logger = logging.getLogger("flask_ssecors")
+
+EXTENSION_KEY: t.Final = "ssecors"
+_DECISION: t.Final = "_ssecors_decision"
+_CORS_PREFIX: t.Final = "access-control-"
+_STREAM_METHODS: t.Final = ("GET", "HEAD")
+
+F = t.TypeVar("F", bound=cabc.Callable[..., t.Any])
+
+
+@dataclasses.dataclass(eq=False, frozen=True)
+class ViewSpec:
+    """What a decorator asked for: its kind and its validated overrides."""
+
+    kind: str
+    overrides: cabc.Mapping[str, object]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ViewPolicy:
+    """A decorated view's settings and compiled policy, for one app."""
+
+    settings: Settings
+    policy: CorsPolicy
+
+
+@dataclasses.dataclass(eq=False)
+class _State:
+    """Per-app state, in ``app.extensions["ssecors"]``."""
+
+    extension: SSECors
+    settings: Settings
+    policy: CorsPolicy
+    broker: Broker
+    views: dict[ViewSpec, ViewPolicy] = dataclasses.field(default_factory=dict)
+
+
+def _spec_of(view: object) -> ViewSpec | None:
+    while view is not None:
+        spec = getattr(view, "__ssecors__", None)
+        if isinstance(spec, ViewSpec):
+            return spec
+        view = getattr(view, "__wrapped__", None)
+    return None
+
+
+def _state() -> _State:
+    try:
+        return t.cast(_State, current_app.extensions[EXTENSION_KEY])
+    except KeyError:
+        raise RuntimeError(
+            "flask-ssecors is not initialised on this app; call SSECors(app) or init_app(app)."
+        ) from None
+
+
+class SSECors:
+    """Secure cross-origin Server-Sent Events for a Flask app.
+
+    :param app: the app, or None to call :meth:`init_app` later (app factories).
+    :param broker: a broker object to use instead of the one ``SSECORS_BROKER_URL`` names.
+
+    One extension object can serve several apps; request-time code reaches each app's state
+    through ``current_app.extensions["ssecors"]``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
+        self._broker = broker
+        self._specs: list[ViewSpec] = []
+        self._states: weakref.WeakSet[_State] = weakref.WeakSet()
+        if app is not None:
+            self.init_app(app)
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        """Read and validate the ``SSECORS_*`` configuration of ``app`` and register the hooks.
+
+        Every configuration problem, including those of views decorated so far, is raised
+        together as one :class:`~flask_ssecors.exceptions.ConfigError`. Changes to
+        ``app.config`` after this call are not seen.
+
+        :raises RuntimeError: if flask-ssecors is already registered on ``app``.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "flask-ssecors is already registered on this Flask app; import and use that "
+                "SSECors instance instead."
+            )
+        settings = read_settings(app.config)
+        state = _State(
+            extension=self,
+            settings=settings,
+            policy=compile_policy(settings.cors),
+            broker=self._broker or create_broker(settings.broker_url, backlog=settings.backlog),
+        )
+        issues: list[ConfigIssue] = []
+        for spec in self._specs:
+            issues.extend(self._compile_view(state, spec))
+        if issues:
+            raise ConfigError(issues)
+        app.extensions[EXTENSION_KEY] = state
+        self._states.add(state)
+        app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
+        app.after_request_funcs.setdefault(None, []).insert(0, self._after_request)
+
+    def _compile_view(self, state: _State, spec: ViewSpec) -> list[ConfigIssue]:
+        try:
+            settings = merge_overrides(state.settings, spec.overrides)
+        except ConfigError as error:
+            return list(error.issues)
+        if spec.overrides:
+            state.views[spec] = ViewPolicy(settings, compile_policy(settings.cors))
+        else:
+            state.views[spec] = ViewPolicy(state.settings, state.policy)
+        return []
+
+    def _register(self, kind: str, overrides: dict[str, object]) -> ViewSpec:
+        allowed = STREAM_KWARGS if kind == "stream" else CORS_KWARGS
+        checked = check_overrides(overrides, allowed=allowed)
+        spec = ViewSpec(kind, checked)
+        issues: list[ConfigIssue] = []
+        for state in list(self._states):
+            issues.extend(self._compile_view(state, spec))
+        if issues:
+            raise ConfigError(issues, where="flask-ssecors view options")
+        self._specs.append(spec)
+        return spec
+
+    # -- decorators --------------------------------------------------------------------------
+
+    def cors(self, **overrides: t.Any) -> cabc.Callable[[F], F]:
+        """Police an ordinary view with the CORS policy (the endpoints a page calls).
+
+        Keyword arguments override the app's settings for this view (``origins``,
+        ``allow_credentials``, ``allowed_methods``…; see the configuration docs).
+
+        A request from an origin that is not allowed gets ``403`` and the view does not run:
+        a credentialed cross-site POST must not have side effects.
+
+        :raises ConfigError: when an override is invalid.
+        """
+        spec = self._register("cors", overrides)
+
+        def decorator(view: F) -> F:
+            @functools.wraps(view)
+            def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+                refusal = self._police()
+                if refusal is not None:
+                    return refusal
+                return current_app.ensure_sync(view)(*args, **kwargs)
+
+            wrapper.__ssecors__ = spec  # type: ignore[attr-defined]
+            return t.cast(F, wrapper)
+
+        return decorator
+
+    def stream(self, **overrides: t.Any) -> cabc.Callable[[F], F]:
+        """Turn a view into a Server-Sent Events stream.
+
+        The view returns or yields events (:class:`~flask_ssecors.Event`, ``str``, or JSON-able
+        data), or returns a subscription from :meth:`subscribe`. It may also return a
+        :class:`~flask.Response` (a ``401``, say), which is sent as it is.
+
+        The response's headers are complete and pinned when the view returns; the first bytes
+        go out at once; a comment is written after ``heartbeat`` seconds of silence.
+
+        A generator view's body runs outside the request context, as with any Flask streaming
+        response: read what it needs from ``request`` in the view before returning a generator.
+
+        :raises ConfigError: when an override is invalid.
+        """
+        spec = self._register("stream", overrides)
+
+        def decorator(view: F) -> F:
+            @functools.wraps(view)
+            def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+                refusal = self._police()
+                if refusal is not None:
+                    return refusal
+                rv = view(*args, **kwargs)
+                if isinstance(rv, Response):
+                    return rv
+                return self._stream_response(spec, rv)
+
+            wrapper.__ssecors__ = spec  # type: ignore[attr-defined]
+            return t.cast(F, wrapper)
+
+        return decorator
+
+    # -- publishing ------------------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        """The current app's broker."""
+        return _state().broker
+
+    def publish(self, channel: str, event: Event) -> str:
+        """Publish ``event`` on ``channel``; return the id the broker assigned.
+
+        Safe from any greenlet and from request handlers.
+
+        :raises flask_ssecors.exceptions.BrokerUnavailable: when nothing could be published.
+        """
+        return _state().broker.publish(channel, event)
+
+    def subscribe(self, channel: str, last_event_id: str | None = None) -> Subscription:
+        """Subscribe the current stream to ``channel``.
+
+        Replays what was published after ``last_event_id`` (by default the request's validated
+        ``Last-Event-ID``), then delivers live events.
+        """
+        state = _state()
+        if last_event_id is None:
+            last_event_id = _last_event_id()
+        view = _view_policy(state)
+        limit = view.settings.stream.queue_size if view else state.settings.stream.queue_size
+        return state.broker.subscribe(channel, last_event_id, limit=limit)
+
+    # -- request hooks -----------------------------------------------------------------------
+
+    def _police(self) -> Response | None:
+        """Decide the current request once; return the refusal response, if any."""
+        decision = g.get(_DECISION)
+        if decision is None:
+            decision = self._decide()
+            if decision is None:
+                return None
+        if not decision.allowed or decision.preflight:
+            return _answer(decision)
+        return None
+
+    def _decide(self) -> Decision | None:
+        state = _state()
+        view = _view_policy(state)
+        if view is None:
+            return None
+        headers = request.headers
+        rule = request.url_rule
+        decision = view.policy.decide(
+            method=request.method,
+            origin=headers.get("Origin"),
+            own_origin=f"{request.scheme}://{request.host}".lower(),
+            request_method=headers.get("Access-Control-Request-Method"),
+            request_headers=headers.get("Access-Control-Request-Headers"),
+            private_network=headers.get("Access-Control-Request-Private-Network") == "true",
+            route_methods=rule.methods if rule is not None else None,
+        )
+        g._ssecors_decision = decision
+        if not decision.allowed:
+            logger.info(
+                "refused %s %s from origin %s: %s",
+                escape(request.method, 16),
+                escape(request.path),
+                escape(headers.get("Origin")),
+                decision.reason,
+            )
+        return decision
+
+    def _before_request(self) -> Response | None:
+        if request.method == "OPTIONS" or request.headers.get("Origin") is not None:
+            return self._police()
+        return None
+
+    def _after_request(self, response: Response) -> Response:
+        decision: Decision | None = g.get(_DECISION)
+        if decision is None:
+            if _view_policy(_state()) is None:
+                return response
+            decision = self._decide()
+            if decision is None:
+                return response
+        if isinstance(response, StreamResponse):
+            return response
+        foreign = [k for k, _ in response.headers if k.lower().startswith(_CORS_PREFIX)]
+        if foreign:
+            detail = (
+                f"{', '.join(sorted(set(foreign)))} set by something other than flask-ssecors "
+                "(a view, an after_request hook or another CORS extension such as flask-cors); "
+                "flask-ssecors owns the CORS headers of policed routes: remove the other source"
+            )
+            if current_app.debug or current_app.testing:
+                raise HeaderConflictError(foreign[0], detail)
+            logger.error("header conflict on %s: %s", escape(request.path), detail)
+            for name in set(foreign):
+                del response.headers[name]
+        if decision.allowed:
+            for name, value in decision.headers:
+                response.headers[name] = value
+        response.vary.update(decision.vary)
+        return response
+
+    def _stream_response(self, spec: ViewSpec, rv: object) -> StreamResponse:
+        state = _state()
+        view = state.views[spec]
+        decision: Decision | None = g.get(_DECISION)
+        if decision is None:
+            decision = self._decide()
+        assert decision is not None
+        source = rv if isinstance(rv, Subscription) else _as_iterable(rv)
+        stream = EventStream(source, view.settings.stream)
+        return StreamResponse(
+            stream,
+            decision.headers if decision.allowed else (),
+            decision.vary,
+            strict=current_app.debug or current_app.testing,
+        )
+
+    def subscriber_count(self, channel: str | None = None) -> int:
+        """Open subscriptions on ``channel`` (or all channels) in the current app's broker."""
+        return _state().broker.subscriber_count(channel)
+
+
+def _as_iterable(rv: object) -> cabc.Iterable[object]:
+    if isinstance(rv, str | bytes | dict) or not isinstance(rv, cabc.Iterable):
+        raise TypeError(
+            "a stream view must return or yield events, or return sse.subscribe(...); "
+            f"it returned {type(rv).__name__}"
+        )
+    return rv
+
+
+def _view_policy(state: _State) -> ViewPolicy | None:
+    endpoint = request.endpoint
+    if endpoint is None:
+        return None
+    spec = _spec_of(current_app.view_functions.get(endpoint))
+    if spec is None:
+        return None
+    return state.views.get(spec)
+
+
+def _answer(decision: Decision) -> Response:
+    """The extension's own answer: a preflight's 204, or a 403 refusal."""
+    if decision.allowed:
+        response = Response(status=204)
+        del response.headers["Content-Type"]
+        return response
+    return Response("Forbidden: cross-origin request refused.\n", 403, mimetype="text/plain")
+
+
+def _last_event_id() -> str | None:
+    return last_event_id()

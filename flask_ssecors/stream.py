@@ -1,0 +1,253 @@
+"""Stream responses: pinned headers, first bytes at once, heartbeats, slow clients, cleanup.
+
+The WSGI server's request greenlet iterates :class:`EventStream`. For a subscription
+(``return sse.subscribe(...)``) it waits on the subscription itself with the heartbeat interval
+as timeout, so a stream costs no greenlet besides the server's own. A generator view, which may
+block anywhere (``gevent.sleep``), runs in one small helper greenlet that hands items over.
+
+Under WSGI, a failed write is the only way to learn that a client left, so a ``:`` comment is
+written after ``heartbeat`` seconds of silence; the next write after the client vanished fails,
+the server closes the iterable, and :meth:`EventStream.close` releases the subscription.
+
+A client that does not accept a write within ``send_timeout`` seconds is cut off: before each
+chunk is handed to the server, a timer is armed in the server's greenlet; if the write is still
+blocked when it fires, the write fails with :class:`SlowClientError` (a
+:class:`ConnectionResetError`, which servers treat as a client disconnect).
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import errno
+import logging
+import typing as t
+
+import gevent
+import gevent.queue
+from flask import Response
+
+from .brokers.base import Subscription
+from .brokers.base import SubscriptionClosed
+from .events import encode_comment
+from .events import Event
+from .headers import PinnedHeaders
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse
+    from _typeshed.wsgi import WSGIEnvironment
+
+    from .config import StreamOptions
+
+logger = logging.getLogger("flask_ssecors")
+
+CONTENT_TYPE: t.Final = "text/event-stream; charset=utf-8"
+CACHE_CONTROL: t.Final = "private, no-cache, no-store, no-transform, max-age=0"
+HEARTBEAT: t.Final = encode_comment("")
+OPENING: t.Final = encode_comment("ok")
+
+_END: t.Final = object()
+
+
+class SlowClientError(ConnectionResetError):
+    """A client did not accept a write within ``SSECORS_SEND_TIMEOUT``."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ECONNRESET, "client did not accept a write in time")
+
+
+def to_bytes(item: object) -> bytes:
+    """Encode one item a stream view produced: an :class:`Event`, a ``str`` or JSON data."""
+    if isinstance(item, Event):
+        return item.encode()
+    if isinstance(item, bytes | bytearray | memoryview):
+        raise TypeError(
+            "a stream view yielded bytes; yield Event objects, str or JSON-able data, so that "
+            "every event is encoded safely"
+        )
+    return Event(item).encode()
+
+
+class EventStream:
+    """The WSGI iterable of a stream response.
+
+    :param source: a :class:`Subscription`, or an iterable of events.
+    :param options: heartbeat, retry, send timeout.
+    :param on_close: called once when the stream ends, for bookkeeping.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_first",
+        "_heartbeat",
+        "_on_close",
+        "_pump",
+        "_queue",
+        "_send_timeout",
+        "_source",
+        "_subscription",
+        "_timer",
+    )
+
+    def __init__(
+        self,
+        source: Subscription | cabc.Iterable[object],
+        options: StreamOptions,
+        on_close: cabc.Callable[[], None] | None = None,
+    ) -> None:
+        self._heartbeat = options.heartbeat
+        self._send_timeout = options.send_timeout
+        self._first: bytes | None = (
+            encode_retry(options.retry) if options.retry is not None else OPENING
+        )
+        self._on_close = on_close
+        self._closed = False
+        self._timer: gevent.Timeout | None = None
+        self._pump: gevent.Greenlet | None = None
+        self._queue: gevent.queue.Queue[object] | None = None
+        self._subscription: Subscription | None = None
+        self._source: cabc.Iterable[object] | None = None
+        if isinstance(source, Subscription):
+            self._subscription = source
+        else:
+            self._source = source
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> bytes:
+        timer = self._timer
+        if timer is not None:
+            timer.cancel()
+        if self._closed:
+            raise StopIteration
+        if self._first is not None:
+            chunk, self._first = self._first, None
+        else:
+            chunk = self._next_chunk()
+        if timer is None:
+            timer = self._timer = gevent.Timeout(self._send_timeout, SlowClientError())
+        timer.start()
+        return chunk
+
+    def _next_chunk(self) -> bytes:
+        subscription = self._subscription
+        if subscription is not None:
+            try:
+                item = subscription.get(self._heartbeat)
+            except SubscriptionClosed as closed:
+                if str(closed) != "closed":
+                    logger.info("stream on channel %r ended: %s", subscription.channel, closed)
+                self.close()
+                raise StopIteration from None
+            return HEARTBEAT if item is None else item
+        queue = self._queue
+        if queue is None:
+            queue = self._start_pump()
+        try:
+            item = queue.get(timeout=self._heartbeat)
+        except gevent.queue.Empty:
+            return HEARTBEAT
+        if item is _END:
+            self.close()
+            raise StopIteration
+        return t.cast(bytes, item)
+
+    def _start_pump(self) -> gevent.queue.Queue[object]:
+        queue: gevent.queue.Queue[object] = gevent.queue.Queue(maxsize=1)
+        self._queue = queue
+        source = self._source
+        assert source is not None
+        self._pump = gevent.spawn(_pump, source, queue)
+        return queue
+
+    def close(self) -> None:
+        """End the stream: cancel timers, release the subscription, stop the generator."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._pump is not None:
+            self._pump.kill(block=False)
+        elif self._source is not None:
+            close = getattr(self._source, "close", None)
+            if close is not None:
+                close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
+
+
+def _pump(source: cabc.Iterable[object], queue: gevent.queue.Queue[object]) -> None:
+    """Run a generator view in its own greenlet, handing encoded items over one at a time."""
+    try:
+        for item in source:
+            try:
+                chunk = to_bytes(item)
+            except (TypeError, ValueError):
+                logger.exception("a stream view produced an item that cannot be sent")
+                break
+            queue.put(chunk)
+    except gevent.GreenletExit:
+        raise
+    except Exception:
+        logger.exception("a stream view raised; ending the stream")
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    queue.put(_END)
+
+
+def encode_retry(milliseconds: int) -> bytes:
+    """The opening ``retry:`` block (applied by browsers at once; it dispatches nothing)."""
+    return f"retry: {milliseconds}\n\n".encode("ascii")
+
+
+class StreamResponse(Response):
+    """A ``text/event-stream`` response whose headers are pinned when the view returns.
+
+    Never sends ``Connection``, ``Keep-Alive``, ``Transfer-Encoding``, ``Content-Length`` or
+    ``Content-Encoding``; the WSGI server frames the body itself.
+    """
+
+    def __init__(
+        self,
+        stream: EventStream,
+        cors_headers: t.Iterable[tuple[str, str]],
+        vary: t.Iterable[str],
+        *,
+        strict: bool,
+    ) -> None:
+        super().__init__(stream, status=200, direct_passthrough=True)
+        headers = PinnedHeaders(strict=strict)
+        headers["Content-Type"] = CONTENT_TYPE
+        headers["Cache-Control"] = CACHE_CONTROL
+        headers["X-Accel-Buffering"] = "no"
+        headers["Vary"] = ", ".join(vary)
+        headers.extend(cors_headers)
+        headers.pin()
+        self.headers = headers
+
+    @property  # type: ignore[override]
+    def headers(self) -> PinnedHeaders:
+        """The pinned headers (see :mod:`flask_ssecors.headers`)."""
+        return self._pinned_headers
+
+    @headers.setter
+    def headers(self, value: t.Any) -> None:
+        current = getattr(self, "_pinned_headers", None)
+        if current is not None and current._pinned:
+            from .exceptions import HeaderConflictError
+
+            raise HeaderConflictError("headers", "a stream response's headers are pinned")
+        self._pinned_headers = value if isinstance(value, PinnedHeaders) else PinnedHeaders(value)
+
+    def __call__(
+        self, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> t.Iterable[bytes]:
+        self._pinned_headers.lock()
+        return super().__call__(environ, start_response)

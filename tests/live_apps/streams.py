@@ -1,0 +1,107 @@
+"""The app the live stream tests serve under gunicorn -k gevent (settings from the environment)."""
+
+from __future__ import annotations
+
+import json
+import os
+import typing as t
+
+import gevent
+from flask import Flask
+from flask import jsonify
+from flask import request
+
+from flask_ssecors import Event
+from flask_ssecors import SSECors
+
+ALLOWED = "http://localhost:5001"
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+class StartResponseRecorder:
+    """WSGI middleware that remembers the headers the app handed to ``start_response``."""
+
+    def __init__(self, app: t.Any) -> None:
+        self.app = app
+        self.seen: dict[str, list[list[str]]] = {}
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        path = environ.get("PATH_INFO", "")
+
+        def recording(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Any:
+            self.seen.setdefault(path, []).append([name for name, _ in headers])
+            return start_response(status, headers, exc_info)
+
+        if path == "/_start_response":
+            body = json.dumps(self.seen).encode()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [body]
+        return self.app(environ, recording)
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config.update(
+        SSECORS_ALLOWED_ORIGINS=[ALLOWED],
+        SSECORS_ALLOW_CREDENTIALS=True,
+        SSECORS_HEARTBEAT=_env_float("HEARTBEAT", 15.0),
+        SSECORS_QUEUE_SIZE=int(os.environ.get("QUEUE_SIZE", "1000")),
+        SSECORS_SEND_TIMEOUT=_env_float("SEND_TIMEOUT", 30.0),
+        SSECORS_BACKLOG=int(os.environ.get("BACKLOG", "1000")),
+    )
+    if os.environ.get("RETRY"):
+        app.config["SSECORS_RETRY"] = int(os.environ["RETRY"])
+    sse = SSECors(app)
+    view_calls = {"count": 0}
+
+    @app.get("/events/<channel>")
+    @sse.stream()
+    def events(channel: str) -> t.Any:
+        view_calls["count"] += 1
+        return sse.subscribe(channel)
+
+    @app.get("/ticks")
+    @sse.stream()
+    def ticks() -> t.Any:
+        count = int(request.args.get("count", "3"))
+        interval = float(request.args.get("interval", "0.05"))
+
+        def generate() -> t.Iterator[Event]:
+            for n in range(count):
+                yield Event({"n": n}, event="tick", id=str(n))
+                gevent.sleep(interval)
+
+        return generate()
+
+    @app.get("/silent")
+    @sse.stream()
+    def silent() -> t.Any:
+        def generate() -> t.Iterator[Event]:
+            gevent.sleep(3600)
+            yield Event("never")
+
+        return generate()
+
+    @app.post("/publish/<channel>")
+    def publish(channel: str) -> t.Any:
+        count = int(request.args.get("count", "1"))
+        size = int(request.args.get("size", "0"))
+        ids = [
+            sse.publish(channel, Event({"n": n, "pad": "x" * size}, event="message"))
+            for n in range(count)
+        ]
+        return jsonify(ids=ids)
+
+    @app.get("/count")
+    def count() -> t.Any:
+        channel = request.args.get("channel")
+        return jsonify(count=sse.subscriber_count(channel), view_calls=view_calls["count"])
+
+    app.wsgi_app = StartResponseRecorder(app.wsgi_app)  # type: ignore[method-assign]
+    return app
+
+
+app = create_app()

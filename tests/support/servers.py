@@ -1,0 +1,180 @@
+"""Real servers for integration tests: the app under gunicorn -k gevent (or gevent's pywsgi) in a
+subprocess, and redis-server, each on a free loopback port, each stopped by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binary(name: str, path: str | None = None) -> str:
+    """Return the path of a system program; fail in CI, skip elsewhere, when it is missing."""
+    found = path if path and os.access(path, os.X_OK) else shutil.which(name)
+    if found is None and name == "nginx" and os.access("/usr/sbin/nginx", os.X_OK):
+        found = "/usr/sbin/nginx"
+    if found is None:
+        message = f"{name} is not installed (apt-get install {name}); run `make system-deps`"
+        if IN_CI:
+            pytest.fail(f"required in CI: {message}", pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes] | None, timeout: float = 20.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
+
+
+def stop(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0
+) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+class LiveServer:
+    """An app served in a subprocess; ``url`` is its base URL."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        env: dict[str, str] | None = None,
+        server: str = "gunicorn",
+        workers: int = 1,
+        extra_args: t.Sequence[str] = (),
+        port: int | None = None,
+        log_path: Path | None = None,
+    ) -> None:
+        self.target = target
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self.url = f"http://{self.host}:{self.port}"
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.server = server
+        self.workers = workers
+        self.extra_args = list(extra_args)
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: t.IO[bytes] | None = None
+
+    def command(self) -> list[str]:
+        if self.server == "gunicorn":
+            return [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-k",
+                "gevent",
+                "-w",
+                str(self.workers),
+                "--worker-connections",
+                "2000",
+                "--graceful-timeout",
+                "5",
+                "-b",
+                f"{self.host}:{self.port}",
+                *self.extra_args,
+                self.target,
+            ]
+        return [sys.executable, "-m", "tests.support.pywsgi_serve", self.target, str(self.port)]
+
+    def start(self) -> LiveServer:
+        self._log = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(),
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+        )
+        wait_for_port(self.port, self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            stop(self.process, sig)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisServer:
+    """A redis-server on a free port, stopped by PID."""
+
+    def __init__(self, *, appendonly: bool = False, directory: Path | None = None) -> None:
+        self.binary = require_binary("redis-server")
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+        ]
+        if self.directory is not None:
+            args += ["--dir", str(self.directory)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, self.process)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None:
+            stop(self.process, sig)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
