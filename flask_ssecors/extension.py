@@ -311,9 +311,7 @@ class SSECors:
         return decision
 
     def _before_request(self) -> Response | None:
-        if request.method == "OPTIONS" or request.headers.get("Origin") is not None:
-            return self._police()
-        return None
+        return self._police()
 
     def _after_request(self, response: Response) -> Response:
         decision: Decision | None = g.get(_DECISION)

@@ -261,6 +261,9 @@ class OriginMatcher:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({[str(pattern) for pattern in self.patterns]!r})"
 
+    def __reduce__(self) -> tuple[type[OriginMatcher], tuple[tuple[OriginPattern, ...]]]:
+        return type(self), (self.patterns,)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, OriginMatcher):
             return NotImplemented
@@ -453,7 +456,11 @@ def _missing_separator(text: str) -> str:
     if "*" in text:
         return _wildcard_form_message()
     if _BARE_HOST.fullmatch(text):
-        return f"missing the scheme and '://'; write {'https://' + text.lower()!r}."
+        lowered = text.lower()
+        host = lowered.partition(":")[0]
+        local = host == "localhost" or host.endswith(".localhost") or host.startswith("127.")
+        suggestion = f"{'http' if local else 'https'}://{lowered}"
+        return f"missing the scheme and '://'; write {suggestion!r}."
     return f"missing '://'; write scheme://host[:port], {_EXAMPLE}."
 
 

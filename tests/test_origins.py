@@ -118,7 +118,8 @@ def test_parse_pattern_fields() -> None:
         ("FILE://host", "file: pages"),
         ("file://", "file: pages"),
         ("app.example.com", "write 'https://app.example.com'"),
-        ("localhost:5000", "write 'https://localhost:5000'"),
+        ("localhost:5000", "write 'http://localhost:5000'"),
+        ("App.Example.com:8443", "write 'https://app.example.com:8443'"),
         ("https:/app.example.com", "missing '://'"),
         ("https:app.example.com", "missing '://'"),
         ("://app.example.com", "missing scheme"),
@@ -690,6 +691,16 @@ def test_matcher_is_immutable() -> None:
     with pytest.raises(AttributeError):
         del MATCHER.patterns
     assert not MATCHER.allows("https://evil.com")
+
+
+def test_matcher_survives_copy_and_pickle() -> None:
+    import copy
+    import pickle
+
+    for clone in (copy.copy(MATCHER), copy.deepcopy(MATCHER), pickle.loads(pickle.dumps(MATCHER))):
+        assert clone == MATCHER
+        assert clone.allows("https://a.example.org")
+        assert not clone.allows("https://example.org")
 
 
 def test_matcher_takes_parsed_patterns_only() -> None:
