@@ -99,6 +99,7 @@ class Settings:
     stream: StreamOptions
     broker_url: str
     backlog: int
+    broker_timeout: float
 
 
 _Check = cabc.Callable[[object], "tuple[object, str | None]"]
@@ -297,6 +298,7 @@ OPTIONS: t.Final[tuple[_Option, ...]] = (
     ),
     _Option("SSECORS_BROKER_URL", "broker_url", "memory://", _broker_url, ""),
     _Option("SSECORS_BACKLOG", "backlog", 1000, _integer(0), ""),
+    _Option("SSECORS_BROKER_TIMEOUT", "broker_timeout", 2.0, _number(0.0, 60.0, low_open=True), ""),
 )
 _BY_KEY: t.Final = {option.key: option for option in OPTIONS}
 _BY_KWARG: t.Final = {option.kwarg: option for option in OPTIONS}
@@ -408,6 +410,7 @@ def _values_of(settings: Settings) -> dict[str, object]:
         "send_timeout": settings.stream.send_timeout,
         "broker_url": settings.broker_url,
         "backlog": settings.backlog,
+        "broker_timeout": settings.broker_timeout,
     }
 
 
@@ -488,4 +491,5 @@ def _assemble(
         stream=stream,
         broker_url=t.cast(str, values["broker_url"]),
         backlog=t.cast(int, values["backlog"]),
+        broker_timeout=t.cast(float, values["broker_timeout"]),
     )

@@ -18,6 +18,7 @@ import collections.abc as cabc
 import dataclasses
 import functools
 import logging
+import os
 import typing as t
 import weakref
 
@@ -30,6 +31,7 @@ from flask import Response
 from ._logsafe import escape
 from .brokers import Broker
 from .brokers import create_broker
+from .brokers import MemoryBroker
 from .brokers import Subscription
 from .config import check_overrides
 from .config import CORS_KWARGS
@@ -85,6 +87,8 @@ class _State:
     policy: CorsPolicy
     broker: Broker
     views: dict[ViewSpec, ViewPolicy] = dataclasses.field(default_factory=dict)
+    #: Whether the first request's environ was checked for several worker processes.
+    checked_processes: bool = False
 
 
 def _spec_of(view: object) -> ViewSpec | None:
@@ -145,13 +149,19 @@ class SSECors:
             extension=self,
             settings=settings,
             policy=compile_policy(settings.cors),
-            broker=self._broker or create_broker(settings.broker_url, backlog=settings.backlog),
+            broker=self._broker
+            or create_broker(
+                settings.broker_url, backlog=settings.backlog, timeout=settings.broker_timeout
+            ),
         )
         issues: list[ConfigIssue] = []
         for spec in self._specs:
             issues.extend(self._compile_view(state, spec))
         if issues:
             raise ConfigError(issues)
+        workers = os.environ.get("WEB_CONCURRENCY", "1")
+        if isinstance(state.broker, MemoryBroker) and workers.isdigit() and int(workers) > 1:
+            _warn_memory_broker(f"WEB_CONCURRENCY={workers}")
         app.extensions[EXTENSION_KEY] = state
         self._states.add(state)
         app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
@@ -311,6 +321,11 @@ class SSECors:
         return decision
 
     def _before_request(self) -> Response | None:
+        state = _state()
+        if not state.checked_processes:
+            state.checked_processes = True
+            if request.environ.get("wsgi.multiprocess") and isinstance(state.broker, MemoryBroker):
+                _warn_memory_broker("the WSGI server runs several worker processes")
         return self._police()
 
     def _after_request(self, response: Response) -> Response:
@@ -360,6 +375,15 @@ class SSECors:
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions on ``channel`` (or all channels) in the current app's broker."""
         return _state().broker.subscriber_count(channel)
+
+
+def _warn_memory_broker(why: str) -> None:
+    logger.warning(
+        "flask-ssecors uses the in-memory broker but %s: each worker process has its own "
+        "broker, so events published in one process never reach streams served by another. "
+        "Set SSECORS_BROKER_URL to a Redis URL, or run one worker process.",
+        why,
+    )
 
 
 def _as_iterable(rv: object) -> cabc.Iterable[object]:

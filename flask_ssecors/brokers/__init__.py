@@ -12,24 +12,22 @@ from .base import SubscriptionClosed as SubscriptionClosed
 from .memory import MemoryBroker as MemoryBroker
 
 
-def create_broker(url: str, *, backlog: int) -> Broker:
+def create_broker(url: str, *, backlog: int, timeout: float = 2.0) -> Broker:
     """Create the broker a validated ``SSECORS_BROKER_URL`` names.
 
-    :param url: ``memory://`` or a Redis URL.
+    :param url: ``memory://`` or a Redis URL (``redis://``, ``rediss://``, ``unix://``).
     :param backlog: events kept per channel for replay.
+    :param timeout: bound on each broker operation, in seconds.
+    :raises ConfigError: when the URL names Redis and the ``redis`` package is missing.
     """
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
         return MemoryBroker(backlog=backlog)
-    from ..exceptions import ConfigError
-    from ..exceptions import ConfigIssue
+    try:
+        from .redis import RedisBroker
+    except ImportError as error:
+        from ..exceptions import ConfigError
+        from ..exceptions import ConfigIssue
 
-    raise ConfigError(
-        [
-            ConfigIssue(
-                "SSECORS_BROKER_URL",
-                url,
-                "the Redis broker is not available in this version; use 'memory://'.",
-            )
-        ]
-    )
+        raise ConfigError([ConfigIssue("SSECORS_BROKER_URL", url, str(error))]) from None
+    return RedisBroker(url, backlog=backlog, timeout=timeout)
