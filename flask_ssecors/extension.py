@@ -39,6 +39,7 @@ from .config import merge_overrides
 from .config import read_settings
 from .config import Settings
 from .config import STREAM_KWARGS
+from .exceptions import BrokerUnavailable
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import HeaderConflictError
@@ -58,6 +59,8 @@ EXTENSION_KEY: t.Final = "ssecors"
 _DECISION: t.Final = "_ssecors_decision"
 _CORS_PREFIX: t.Final = "access-control-"
 _STREAM_METHODS: t.Final = ("GET", "HEAD")
+#: ``retry:`` sent on a stream that could not subscribe because the broker is unavailable.
+BROKER_RETRY_MS: t.Final = 3000
 
 F = t.TypeVar("F", bound=cabc.Callable[..., t.Any])
 
@@ -241,7 +244,13 @@ class SSECors:
                 refusal = self._police()
                 if refusal is not None:
                     return refusal
-                rv = view(*args, **kwargs)
+                try:
+                    rv = view(*args, **kwargs)
+                except BrokerUnavailable as error:
+                    # A non-200 answer would make browsers stop reconnecting for good: open the
+                    # stream, tell the client when to come back, and end it.
+                    logger.warning("stream on %s deferred: %s", escape(request.path), error)
+                    return self._stream_response(spec, (), retry=BROKER_RETRY_MS)
                 if isinstance(rv, Response):
                     return rv
                 return self._stream_response(spec, rv)
@@ -356,7 +365,9 @@ class SSECors:
         response.vary.update(decision.vary)
         return response
 
-    def _stream_response(self, spec: ViewSpec, rv: object) -> StreamResponse:
+    def _stream_response(
+        self, spec: ViewSpec, rv: object, *, retry: int | None = None
+    ) -> StreamResponse:
         state = _state()
         view = state.views[spec]
         decision: Decision | None = g.get(_DECISION)
@@ -364,7 +375,10 @@ class SSECors:
             decision = self._decide()
         assert decision is not None
         source = rv if isinstance(rv, Subscription) else _as_iterable(rv)
-        stream = EventStream(source, view.settings.stream)
+        options = view.settings.stream
+        if retry is not None:
+            options = dataclasses.replace(options, retry=retry)
+        stream = EventStream(source, options)
         return StreamResponse(
             stream,
             decision.headers if decision.allowed else (),
