@@ -89,6 +89,10 @@ class StreamOptions:
     retry: int | None
     queue_size: int
     send_timeout: float
+    #: Whether the stream needs a signed stream token (:mod:`flask_ssecors.tokens`).
+    require_token: bool = False
+    #: Seconds after which the stream ends so that the client reconnects, or None.
+    max_stream_age: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -100,6 +104,18 @@ class Settings:
     broker_url: str
     backlog: int
     broker_timeout: float
+    #: Open streams per worker process, or None for no limit.
+    max_streams: int | None = None
+    #: ``retry:`` in milliseconds (and ``Retry-After``) for streams refused over capacity.
+    busy_retry: int = 5000
+    #: Lifetime of a stream token when ``issue_token`` is not given ``max_age``, in seconds.
+    token_max_age: float = 300.0
+    #: Name of the cookie that carries a stream token.
+    token_cookie: str = "ssecors_token"
+    #: The request id header (``X-Request-ID``), or None when request ids are off.
+    request_id_header: str | None = None
+    #: Whether a safe incoming request id is kept (otherwise one is always generated).
+    trust_request_id: bool = True
 
 
 _Check = cabc.Callable[[object], "tuple[object, str | None]"]
@@ -152,6 +168,36 @@ def _integer(
         return value, None
 
     return check
+
+
+def _optional_seconds(low: float, high: float) -> _Check:
+    number = _number(low, high, low_open=True)
+
+    def check(value: object) -> tuple[object, str | None]:
+        if value is None:
+            return None, None
+        result, problem = number(value)
+        return result, problem and problem.replace("seconds.", "seconds or None.")
+
+    return check
+
+
+def _cookie_name(value: object) -> tuple[object, str | None]:
+    if not isinstance(value, str) or not value or not set(value.lower()) <= _TOKEN_CHARS:
+        return value, "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)."
+    return value, None
+
+
+def _request_id_header(value: object) -> tuple[object, str | None]:
+    if value is None:
+        return None, None
+    if not isinstance(value, str) or not value or not set(value.lower()) <= _TOKEN_CHARS:
+        return value, "must be a header name such as 'X-Request-ID', or None."
+    if value.lower() in FORBIDDEN_REQUEST_HEADERS or value.lower().startswith(
+        (*FORBIDDEN_REQUEST_PREFIXES, "access-control-")
+    ):
+        return value, "is a header name browsers or the CORS protocol own; use 'X-Request-ID'."
+    return value, None
 
 
 def _string_list(value: object) -> tuple[list[str] | None, str | None]:
@@ -299,6 +345,18 @@ OPTIONS: t.Final[tuple[_Option, ...]] = (
     _Option("SSECORS_BROKER_URL", "broker_url", "memory://", _broker_url, ""),
     _Option("SSECORS_BACKLOG", "backlog", 1000, _integer(0), ""),
     _Option("SSECORS_BROKER_TIMEOUT", "broker_timeout", 2.0, _number(0.0, 60.0, low_open=True), ""),
+    _Option("SSECORS_REQUIRE_TOKEN", "require_token", False, _bool, "stream"),
+    _Option(
+        "SSECORS_MAX_STREAM_AGE", "max_stream_age", None, _optional_seconds(0.0, 604800.0), "stream"
+    ),
+    _Option("SSECORS_MAX_STREAMS", "max_streams", None, _integer(1, optional=True), ""),
+    _Option("SSECORS_BUSY_RETRY", "busy_retry", 5000, _integer(0, unit=" of milliseconds"), ""),
+    _Option(
+        "SSECORS_TOKEN_MAX_AGE", "token_max_age", 300.0, _number(0.0, 86400.0, low_open=True), ""
+    ),
+    _Option("SSECORS_TOKEN_COOKIE", "token_cookie", "ssecors_token", _cookie_name, ""),
+    _Option("SSECORS_REQUEST_ID_HEADER", "request_id_header", None, _request_id_header, ""),
+    _Option("SSECORS_TRUST_REQUEST_ID", "trust_request_id", True, _bool, ""),
 )
 _BY_KEY: t.Final = {option.key: option for option in OPTIONS}
 _BY_KWARG: t.Final = {option.kwarg: option for option in OPTIONS}
@@ -345,9 +403,28 @@ def read_settings(config: cabc.Mapping[str, object]) -> Settings:
             issues.append(ConfigIssue(option.key, raw, problem))
         else:
             values[option.kwarg] = value
+    # The checks that involve several keys run on every value that passed its own check, so a
+    # problem in one key never hides a combination problem elsewhere (all issues together).
+    combined = dict(values)
+    if "origins" not in combined and _BY_KWARG["origins"].key in config:
+        combined["origins"] = _parseable_origins(config[_BY_KWARG["origins"].key])
+    issues.extend(_combined_issues(combined, lambda kwarg: _BY_KWARG[kwarg].key))
     if issues:
         raise ConfigError(issues)
     return _assemble(values, lambda kwarg: _BY_KWARG[kwarg].key)
+
+
+def _parseable_origins(raw: object) -> tuple[OriginPattern, ...]:
+    """The entries of a refused origin list that do parse, so that their own combination
+    problems (an insecure origin with credentials) are reported beside the refusal."""
+    items, _ = _string_list(raw)
+    patterns: list[OriginPattern] = []
+    for item in items or ():
+        try:
+            patterns.append(parse_pattern(item))
+        except OriginError:
+            continue
+    return tuple(patterns)
 
 
 def check_overrides(
@@ -411,22 +488,33 @@ def _values_of(settings: Settings) -> dict[str, object]:
         "broker_url": settings.broker_url,
         "backlog": settings.backlog,
         "broker_timeout": settings.broker_timeout,
+        "require_token": settings.stream.require_token,
+        "max_stream_age": settings.stream.max_stream_age,
+        "max_streams": settings.max_streams,
+        "busy_retry": settings.busy_retry,
+        "token_max_age": settings.token_max_age,
+        "token_cookie": settings.token_cookie,
+        "request_id_header": settings.request_id_header,
+        "trust_request_id": settings.trust_request_id,
     }
 
 
-def _assemble(
-    values: dict[str, object],
-    name_of: cabc.Callable[[str], str],
-    where: str = "flask-ssecors",
-) -> Settings:
-    """Run the checks that involve several options, then freeze."""
+def _combined_issues(
+    values: cabc.Mapping[str, object], name_of: cabc.Callable[[str], str]
+) -> list[ConfigIssue]:
+    """The problems that involve several options.
+
+    A check is skipped when one of its inputs is missing from ``values`` (it failed its own
+    check, which is reported already).
+    """
     issues: list[ConfigIssue] = []
-    origins = values["origins"]
-    credentials = t.cast(bool, values["allow_credentials"])
-    insecure_ok = t.cast(bool, values["dangerously_allow_insecure_origins"])
-    headers = t.cast("tuple[str, ...]", values["allowed_headers"])
-    expose = t.cast("tuple[str, ...]", values["expose_headers"])
-    if origins == "*" and credentials:
+    if values.get("allow_credentials") is not True:
+        return issues  # every combination refused below involves credentials
+    origins = values.get("origins")
+    insecure_ok = values.get("dangerously_allow_insecure_origins", True) is True
+    headers = t.cast("tuple[str, ...]", values.get("allowed_headers", ()))
+    expose = t.cast("tuple[str, ...]", values.get("expose_headers", ()))
+    if origins == "*":
         issues.append(
             ConfigIssue(
                 name_of("origins"),
@@ -435,7 +523,7 @@ def _assemble(
                 "list the exact origins.",
             )
         )
-    if origins != "*" and credentials and not insecure_ok:
+    if isinstance(origins, tuple) and not insecure_ok:
         for pattern in t.cast("tuple[OriginPattern, ...]", origins):
             if not pattern.is_secure:
                 issues.append(
@@ -447,7 +535,7 @@ def _assemble(
                         f"{name_of('dangerously_allow_insecure_origins')}=True if you must.",
                     )
                 )
-    if credentials and "*" in headers:
+    if "*" in headers:
         issues.append(
             ConfigIssue(
                 name_of("allowed_headers"),
@@ -456,7 +544,7 @@ def _assemble(
                 "list the header names.",
             )
         )
-    if credentials and "*" in expose:
+    if "*" in expose:
         issues.append(
             ConfigIssue(
                 name_of("expose_headers"),
@@ -465,6 +553,21 @@ def _assemble(
                 "list the header names.",
             )
         )
+    return issues
+
+
+def _assemble(
+    values: dict[str, object],
+    name_of: cabc.Callable[[str], str],
+    where: str = "flask-ssecors",
+) -> Settings:
+    """Run the checks that involve several options, then freeze."""
+    issues = _combined_issues(values, name_of)
+    origins = values["origins"]
+    credentials = t.cast(bool, values["allow_credentials"])
+    insecure_ok = t.cast(bool, values["dangerously_allow_insecure_origins"])
+    headers = t.cast("tuple[str, ...]", values["allowed_headers"])
+    expose = t.cast("tuple[str, ...]", values["expose_headers"])
     if issues:
         raise ConfigError(issues, where=where)
     cors = CorsOptions(
@@ -485,6 +588,8 @@ def _assemble(
         retry=t.cast("int | None", values["retry"]),
         queue_size=t.cast(int, values["queue_size"]),
         send_timeout=t.cast(float, values["send_timeout"]),
+        require_token=t.cast(bool, values["require_token"]),
+        max_stream_age=t.cast("float | None", values["max_stream_age"]),
     )
     return Settings(
         cors=cors,
@@ -492,4 +597,10 @@ def _assemble(
         broker_url=t.cast(str, values["broker_url"]),
         backlog=t.cast(int, values["backlog"]),
         broker_timeout=t.cast(float, values["broker_timeout"]),
+        max_streams=t.cast("int | None", values["max_streams"]),
+        busy_retry=t.cast(int, values["busy_retry"]),
+        token_max_age=t.cast(float, values["token_max_age"]),
+        token_cookie=t.cast(str, values["token_cookie"]),
+        request_id_header=t.cast("str | None", values["request_id_header"]),
+        trust_request_id=t.cast(bool, values["trust_request_id"]),
     )

@@ -24,7 +24,6 @@ import weakref
 
 from flask import current_app
 from flask import Flask
-from flask import g
 from flask import request
 from flask import Response
 
@@ -56,7 +55,9 @@ if t.TYPE_CHECKING:
 logger = logging.getLogger("flask_ssecors")
 
 EXTENSION_KEY: t.Final = "ssecors"
-_DECISION: t.Final = "_ssecors_decision"
+#: Where a request's decision is kept: its WSGI environ, which belongs to that request alone
+#: (``g`` lives as long as the app context, which requests share when one is pushed around them).
+_DECISION_ENVIRON: t.Final = "flask_ssecors.decision"
 _CORS_PREFIX: t.Final = "access-control-"
 _STREAM_METHODS: t.Final = ("GET", "HEAD")
 #: ``retry:`` sent on a stream that could not subscribe because the broker is unavailable.
@@ -293,7 +294,7 @@ class SSECors:
 
     def _police(self) -> Response | None:
         """Decide the current request once; return the refusal response, if any."""
-        decision = g.get(_DECISION)
+        decision: Decision | None = request.environ.get(_DECISION_ENVIRON)
         if decision is None:
             decision = self._decide()
             if decision is None:
@@ -306,6 +307,13 @@ class SSECors:
         state = _state()
         view = _view_policy(state)
         if view is None:
+            if _spec_of(current_app.view_functions.get(request.endpoint or "")) is not None:
+                # Fail closed: serving the view unpoliced would let cross-site requests run it.
+                raise RuntimeError(
+                    f"the view {request.endpoint!r} was decorated by an SSECors instance that "
+                    "is not the one registered on this app; decorate views with the instance "
+                    "passed to init_app (one instance can serve several apps)."
+                )
             return None
         headers = request.headers
         rule = request.url_rule
@@ -318,7 +326,7 @@ class SSECors:
             private_network=headers.get("Access-Control-Request-Private-Network") == "true",
             route_methods=rule.methods if rule is not None else None,
         )
-        g._ssecors_decision = decision
+        request.environ[_DECISION_ENVIRON] = decision
         if not decision.allowed:
             logger.info(
                 "refused %s %s from origin %s: %s",
@@ -338,7 +346,7 @@ class SSECors:
         return self._police()
 
     def _after_request(self, response: Response) -> Response:
-        decision: Decision | None = g.get(_DECISION)
+        decision: Decision | None = request.environ.get(_DECISION_ENVIRON)
         if decision is None:
             if _view_policy(_state()) is None:
                 return response
@@ -370,7 +378,7 @@ class SSECors:
     ) -> StreamResponse:
         state = _state()
         view = state.views[spec]
-        decision: Decision | None = g.get(_DECISION)
+        decision: Decision | None = request.environ.get(_DECISION_ENVIRON)
         if decision is None:
             decision = self._decide()
         assert decision is not None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from flask import g
 from flask import has_request_context
 from flask import request
 
@@ -24,6 +23,8 @@ QUERY_PARAMETER: t.Final = "last_event_id"
 
 logger = logging.getLogger("flask_ssecors")
 _UNSET: t.Final = object()
+#: Where the validated value is kept: per request (``g`` may outlive a request).
+_CACHE_KEY: t.Final = "flask_ssecors.last_event_id"
 
 
 def clean_last_event_id(value: str | None, *, wsgi: bool = True) -> str | None:
@@ -60,7 +61,7 @@ def last_event_id() -> str | None:
     """
     if not has_request_context():
         return None
-    cached = g.get("_ssecors_last_event_id", _UNSET)
+    cached = request.environ.get(_CACHE_KEY, _UNSET)
     if cached is not _UNSET:
         return t.cast("str | None", cached)
     raw = request.headers.get(HEADER)
@@ -71,5 +72,5 @@ def last_event_id() -> str | None:
     value = clean_last_event_id(raw, wsgi=wsgi)
     if raw and value is None:
         logger.warning("ignored invalid Last-Event-ID %s on %s", escape(raw), escape(request.path))
-    g._ssecors_last_event_id = value
+    request.environ[_CACHE_KEY] = value
     return value
