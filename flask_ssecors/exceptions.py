@@ -6,6 +6,7 @@ The hierarchy::
      ├── ConfigError          bad configuration, raised at ``init_app`` or decoration time
      ├── EventFieldError      an event field that cannot be sent (CR, LF or NUL in ``id``/``event``)
      ├── HeaderConflictError  something else tried to set headers this extension owns
+     ├── TokenRefused         a stream token does not grant what the request asks for
      └── BrokerError          the broker failed
           └── BrokerUnavailable   the broker cannot be reached right now
 
@@ -104,3 +105,23 @@ class BrokerUnavailable(BrokerError):
     Raised by :meth:`~flask_ssecors.SSECors.publish` within a bounded time rather than
     dropping the event silently or hanging the request.
     """
+
+
+class TokenRefused(SSECorsError):
+    """A stream token does not grant what the request asks for.
+
+    Raised by :meth:`~flask_ssecors.SSECors.subscribe` when the request's token does not grant
+    the channel. A stream view need not catch it: the extension answers the request with
+    :attr:`status` before any byte of the stream is sent, and logs :attr:`reason`. The token
+    itself is never part of the message.
+
+    :param reason: one of the :class:`flask_ssecors.tokens.Refusal` labels.
+    :param status: the status of the answer (``401`` to authenticate again, ``403`` otherwise).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, reason: str, status: int = 403) -> None:
+        self.reason = reason
+        self.status = status
+        super().__init__(f"stream token refused: {reason}")

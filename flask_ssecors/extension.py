@@ -42,11 +42,14 @@ from .exceptions import BrokerUnavailable
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import HeaderConflictError
+from .exceptions import TokenRefused
+from .hardening import AppHardening
+from .hardening import compile_cors
+from .hardening import HardeningMixin
 from .lastid import last_event_id
-from .policy import compile_policy
 from .policy import CorsPolicy
 from .policy import Decision
-from .stream import EventStream
+from .requestid import stamp
 from .stream import StreamResponse
 
 if t.TYPE_CHECKING:
@@ -90,6 +93,8 @@ class _State:
     settings: Settings
     policy: CorsPolicy
     broker: Broker
+    #: Named policies, tokens, open streams and statistics (:mod:`flask_ssecors.hardening`).
+    hardening: AppHardening
     views: dict[ViewSpec, ViewPolicy] = dataclasses.field(default_factory=dict)
     #: Whether the first request's environ was checked for several worker processes.
     checked_processes: bool = False
@@ -113,7 +118,7 @@ def _state() -> _State:
         ) from None
 
 
-class SSECors:
+class SSECors(HardeningMixin):
     """Secure cross-origin Server-Sent Events for a Flask app.
 
     :param app: the app, or None to call :meth:`init_app` later (app factories).
@@ -126,6 +131,7 @@ class SSECors:
     """
 
     def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
+        super().__init__()
         self._broker = broker
         self._specs: list[ViewSpec] = []
         self._states: weakref.WeakSet[_State] = weakref.WeakSet()
@@ -152,15 +158,17 @@ class SSECors:
         state = _State(
             extension=self,
             settings=settings,
-            policy=compile_policy(settings.cors),
+            policy=compile_cors(settings),
             broker=self._broker
             or create_broker(
                 settings.broker_url, backlog=settings.backlog, timeout=settings.broker_timeout
             ),
+            hardening=AppHardening(app, settings),
         )
         issues: list[ConfigIssue] = []
         for spec in self._specs:
             issues.extend(self._compile_view(state, spec))
+        issues.extend(self._setup_hardening(app, state))
         if issues:
             raise ConfigError(issues)
         workers = os.environ.get("WEB_CONCURRENCY", "1")
@@ -176,8 +184,11 @@ class SSECors:
             settings = merge_overrides(state.settings, spec.overrides)
         except ConfigError as error:
             return list(error.issues)
+        issues = state.hardening.token_issues(settings.stream)
+        if issues:
+            return issues
         if spec.overrides:
-            state.views[spec] = ViewPolicy(settings, compile_policy(settings.cors))
+            state.views[spec] = ViewPolicy(settings, compile_cors(settings))
         else:
             state.views[spec] = ViewPolicy(state.settings, state.policy)
         return []
@@ -245,6 +256,11 @@ class SSECors:
                 refusal = self._police()
                 if refusal is not None:
                     return refusal
+                state = _state()
+                decision = request.environ[_DECISION_ENVIRON]
+                refusal = self._admit_stream(state, state.views[spec].settings.stream, decision)
+                if refusal is not None:  # a refused token, or over capacity
+                    return refusal
                 try:
                     rv = view(*args, **kwargs)
                 except BrokerUnavailable as error:
@@ -252,6 +268,10 @@ class SSECors:
                     # stream, tell the client when to come back, and end it.
                     logger.warning("stream on %s deferred: %s", escape(request.path), error)
                     return self._stream_response(spec, (), retry=BROKER_RETRY_MS)
+                except TokenRefused as error:  # sse.subscribe(): a channel the token lacks
+                    return self._refuse_token(state, error)
+                finally:
+                    state.hardening.streams.unreserve()
                 if isinstance(rv, Response):
                     return rv
                 return self._stream_response(spec, rv)
@@ -284,6 +304,7 @@ class SSECors:
         ``Last-Event-ID``), then delivers live events.
         """
         state = _state()
+        self._check_channel(channel)
         if last_event_id is None:
             last_event_id = _last_event_id()
         view = _view_policy(state)
@@ -317,7 +338,8 @@ class SSECors:
             return None
         headers = request.headers
         rule = request.url_rule
-        decision = view.policy.decide(
+        policy = self._choose_policy(state, view.policy)
+        decision = policy.decide(
             method=request.method,
             origin=headers.get("Origin"),
             own_origin=f"{request.scheme}://{request.host}".lower(),
@@ -335,6 +357,7 @@ class SSECors:
                 escape(headers.get("Origin")),
                 decision.reason,
             )
+            self._note_refusal(state, decision)
         return decision
 
     def _before_request(self) -> Response | None:
@@ -371,6 +394,7 @@ class SSECors:
             for name, value in decision.headers:
                 response.headers[name] = value
         response.vary.update(decision.vary)
+        stamp(_state().settings, response)
         return response
 
     def _stream_response(
@@ -386,10 +410,10 @@ class SSECors:
         options = view.settings.stream
         if retry is not None:
             options = dataclasses.replace(options, retry=retry)
-        stream = EventStream(source, options)
+        stream = self._open_stream(state, source, options)
         return StreamResponse(
             stream,
-            decision.headers if decision.allowed else (),
+            self._stream_headers(state, decision),
             decision.vary,
             strict=current_app.debug or current_app.testing,
         )

@@ -101,6 +101,11 @@ class PinnedHeaders(Headers):
         self._pinned = True
         self._locked = True
 
+    @property
+    def locked(self) -> bool:
+        """Whether the response started (every change is refused)."""
+        return self._locked
+
     def _check(self, before: list[tuple[str, str]]) -> None:
         after = self._list
         if after == before:

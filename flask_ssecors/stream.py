@@ -18,9 +18,12 @@ blocked when it fires, the write fails with :class:`SlowClientError` (a
 from __future__ import annotations
 
 import collections.abc as cabc
+import contextlib
 import errno
 import logging
+import time
 import typing as t
+import weakref
 
 import gevent
 import gevent.queue
@@ -46,6 +49,8 @@ HEARTBEAT: t.Final = encode_comment("")
 OPENING: t.Final = encode_comment("ok")
 
 _END: t.Final = object()
+#: Put in a generator view's queue by :meth:`EventStream.end` to wake the stream up.
+_WAKE: t.Final = object()
 
 
 class SlowClientError(ConnectionResetError):
@@ -73,10 +78,16 @@ class EventStream:
     :param source: a :class:`Subscription`, or an iterable of events.
     :param options: heartbeat, retry, send timeout.
     :param on_close: called once when the stream ends, for bookkeeping.
+
+    A stream can be told to end on its own (:meth:`end_at`, :meth:`end`): it then writes a
+    last chunk (a ``retry:`` hint, say) and ends cleanly, so the client reconnects. When no end
+    is set, the cost per event is one attribute check.
     """
 
     __slots__ = (
         "_closed",
+        "_end_reason",
+        "_ending",
         "_first",
         "_heartbeat",
         "_on_close",
@@ -86,6 +97,8 @@ class EventStream:
         "_source",
         "_subscription",
         "_timer",
+        "_until",
+        "sent",
     )
 
     def __init__(
@@ -106,6 +119,13 @@ class EventStream:
         self._queue: gevent.queue.Queue[object] | None = None
         self._subscription: Subscription | None = None
         self._source: cabc.Iterable[object] | None = None
+        #: ``time.monotonic()`` at which the stream ends (``0.0``: now), or None.
+        self._until: float | None = None
+        #: What happens at ``_until``: the last chunk to write, and the end reason.
+        self._ending: tuple[bytes | None, str] | None = None
+        self._end_reason: str | None = None
+        #: Events handed to the server so far (heartbeats and the opening bytes not counted).
+        self.sent = 0
         if isinstance(source, Subscription):
             self._subscription = source
         else:
@@ -130,27 +150,97 @@ class EventStream:
         return chunk
 
     def _next_chunk(self) -> bytes:
+        timeout = self._heartbeat
+        until = self._until
+        if until is not None:
+            left = until - time.monotonic()
+            if left <= 0:
+                return self._finish()
+            if left < timeout:
+                timeout = left
         subscription = self._subscription
         if subscription is not None:
             try:
-                item = subscription.get(self._heartbeat)
+                item = subscription.get(timeout)
             except SubscriptionClosed as closed:
                 if str(closed) != "closed":
                     logger.info("stream on channel %r ended: %s", subscription.channel, closed)
+                self._end_reason = str(closed)
                 self.close()
                 raise StopIteration from None
-            return HEARTBEAT if item is None else item
+            if item is None:
+                return self._idle()
+            self.sent += 1
+            return item
         queue = self._queue
         if queue is None:
             queue = self._start_pump()
         try:
-            item = queue.get(timeout=self._heartbeat)
+            item = queue.get(timeout=timeout)
         except gevent.queue.Empty:
-            return HEARTBEAT
+            return self._idle()
         if item is _END:
+            self._end_reason = "complete"
             self.close()
             raise StopIteration
+        if item is _WAKE:
+            return self._finish()
+        self.sent += 1
         return t.cast(bytes, item)
+
+    def _idle(self) -> bytes:
+        """Nothing came in time: the end is due, or it is time for a heartbeat."""
+        if self._until is not None and time.monotonic() >= self._until:
+            return self._finish()
+        return HEARTBEAT
+
+    def _finish(self) -> bytes:
+        """The last chunk of a stream told to end; the next call ends the iteration."""
+        ending, self._ending = self._ending, None
+        self._until = 0.0
+        if ending is not None:
+            farewell, self._end_reason = ending
+            if farewell is not None:
+                return farewell
+        self.close()
+        raise StopIteration
+
+    def end_at(self, when: float, farewell: bytes | None, reason: str) -> None:
+        """End the stream at ``when`` (``time.monotonic()``), after writing ``farewell``.
+
+        :param when: the monotonic time at which the stream ends.
+        :param farewell: the last chunk (a ``retry:`` hint, a final event), or None.
+        :param reason: the :attr:`end_reason` reported once it ended this way.
+
+        .. versionadded:: 0.1
+        """
+        self._until = when
+        self._ending = (farewell, reason)
+
+    def end(self, farewell: bytes | None, reason: str) -> None:
+        """End the stream now, from any greenlet: it writes ``farewell`` and ends.
+
+        A stream waiting for its next event wakes up at once. The first call wins; later calls,
+        and calls on a closed stream, do nothing.
+
+        .. versionadded:: 0.1
+        """
+        if self._closed or self._until == 0.0:
+            return
+        self.end_at(0.0, farewell, reason)
+        if self._subscription is not None:
+            self._subscription.wake()
+        elif self._queue is not None:
+            with contextlib.suppress(gevent.queue.Full):
+                self._queue.put_nowait(_WAKE)
+
+    @property
+    def end_reason(self) -> str | None:
+        """Why the stream ended, once it did: ``"complete"`` (the generator returned),
+        ``"disconnected"``, ``"send-timeout"``, a subscription's drop reason (``"overflow"``,
+        ``"closed"``), or the reason given to :meth:`end_at` / :meth:`end`. None while open.
+        """
+        return self._end_reason if self._closed else None
 
     def _start_pump(self) -> gevent.queue.Queue[object]:
         queue: gevent.queue.Queue[object] = gevent.queue.Queue(maxsize=1)
@@ -161,19 +251,34 @@ class EventStream:
         return queue
 
     def close(self) -> None:
-        """End the stream: cancel timers, release the subscription, stop the generator."""
+        """End the stream: cancel timers, release the subscription, stop the generator.
+
+        The stream also lets go of the subscription, the generator and its greenlet: the
+        server may hold on to a closed stream a while longer, and a killed greenlet keeps the
+        traceback, and so the generator's frame and everything it referenced.
+        """
         if self._closed:
             return
         self._closed = True
+        if self._end_reason is None:
+            # Closed by the server: the client left, or the send timer fired (its exception,
+            # created once per stream, has a traceback only once it was raised).
+            timer = self._timer
+            fired = timer is not None and getattr(timer.exception, "__traceback__", None)
+            self._end_reason = "send-timeout" if fired else "disconnected"
         if self._timer is not None:
             self._timer.close()
             self._timer = None
-        if self._subscription is not None:
-            self._subscription.close()
-        if self._pump is not None:
-            self._pump.kill(block=False)
-        elif self._source is not None:
-            close = getattr(self._source, "close", None)
+        subscription, self._subscription = self._subscription, None
+        pump, self._pump = self._pump, None
+        source, self._source = self._source, None
+        self._queue = None
+        if subscription is not None:
+            subscription.close()
+        if pump is not None:
+            pump.kill(block=False)
+        elif source is not None:
+            close = getattr(source, "close", None)
             if close is not None:
                 close()
         if self._on_close is not None:
@@ -212,6 +317,10 @@ class StreamResponse(Response):
 
     Never sends ``Connection``, ``Keep-Alive``, ``Transfer-Encoding``, ``Content-Length`` or
     ``Content-Encoding``; the WSGI server frames the body itself.
+
+    A response that is never served (an ``after_request`` hook raised, so Flask answers ``500``
+    instead) closes its stream when it is garbage collected, releasing the subscription the
+    view took; otherwise nothing would ever close it.
     """
 
     def __init__(
@@ -231,6 +340,7 @@ class StreamResponse(Response):
         headers.extend(cors_headers)
         headers.pin()
         self.headers = headers
+        weakref.finalize(self, _close_unserved, stream, headers).atexit = False
 
     @property  # type: ignore[override]
     def headers(self) -> PinnedHeaders:
@@ -251,3 +361,9 @@ class StreamResponse(Response):
     ) -> t.Iterable[bytes]:
         self._pinned_headers.lock()
         return super().__call__(environ, start_response)
+
+
+def _close_unserved(stream: EventStream, headers: PinnedHeaders) -> None:
+    """Close the stream of a response that was never handed to the server."""
+    if not headers.locked:
+        stream.close()

@@ -19,8 +19,10 @@ from __future__ import annotations
 import collections
 import collections.abc as cabc
 import typing as t
+import weakref
 
 import gevent
+import gevent.queue
 from flask.testing import FlaskClient
 
 from .events import Event
@@ -32,9 +34,17 @@ if t.TYPE_CHECKING:
 
 __all__ = ["EventStreamReader", "SSETestClient", "parse_events"]
 
+_END: t.Final = object()
+
 
 class EventStreamReader:
     """Reads an open stream response incrementally.
+
+    A greenlet plays the WSGI server: it iterates the response and hands each chunk over at
+    once, as a client with an unbounded socket buffer would accept it, and closes the response
+    when the stream ends or the reader is closed. The stream's send timeout therefore never
+    fires while the test pauses between reads, and the app sees the same sequence of calls as
+    under a real server.
 
     :param response: a test response opened with ``buffered=False``.
     :param include_comments: also return comment lines (heartbeats) as events.
@@ -42,27 +52,35 @@ class EventStreamReader:
 
     def __init__(self, response: TestResponse, *, include_comments: bool = False) -> None:
         self.response = response
-        self._chunks: cabc.Iterator[bytes] = iter(t.cast("cabc.Iterable[bytes]", response.response))
+        self._chunks: gevent.queue.Queue[object] = gevent.queue.Queue()
+        self._server = gevent.spawn(_serve, response, self._chunks)
         self._parser = EventStreamParser(include_comments=include_comments)
         self._pending: collections.deque[Event] = collections.deque()
         #: Every byte read so far.
         self.raw = bytearray()
         self.ended = False
+        # A reader dropped without close() must not keep its stream open for good.
+        weakref.finalize(self, self._server.kill, block=False).atexit = False
 
     def read_chunk(self, timeout: float = 5.0) -> bytes:
         """The next chunk the app produced, as bytes; ``b""`` once the stream ended.
 
         :raises TimeoutError: when nothing came within ``timeout`` seconds.
+        :raises Exception: what iterating the response raised, if it did.
         """
         if self.ended:
             return b""
         try:
-            with gevent.Timeout(timeout, TimeoutError(f"no bytes within {timeout} s")):
-                chunk = next(self._chunks)
-        except StopIteration:
+            item = self._chunks.get(timeout=timeout)
+        except gevent.queue.Empty:
+            raise TimeoutError(f"no bytes within {timeout} s") from None
+        if item is _END:
             self.ended = True
             return b""
-        data = bytes(chunk)
+        if isinstance(item, BaseException):
+            self.ended = True
+            raise item
+        data = t.cast(bytes, item)
         self.raw += data
         self._pending.extend(self._parser.feed(data))
         return data
@@ -84,7 +102,8 @@ class EventStreamReader:
         return [self.next_event(timeout) for _ in range(count)]
 
     def close(self) -> None:
-        """Close the response, as a client that goes away does."""
+        """Go away, as a client does: the stand-in server stops and closes the response."""
+        self._server.kill(block=True, timeout=5)
         self.response.close()
 
     def __enter__(self) -> EventStreamReader:
@@ -92,6 +111,18 @@ class EventStreamReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _serve(response: TestResponse, chunks: gevent.queue.Queue[object]) -> None:
+    """Iterate ``response`` as a WSGI server does, handing each chunk to ``chunks``."""
+    try:
+        for chunk in t.cast("cabc.Iterable[bytes]", response.response):
+            chunks.put(bytes(chunk))
+        chunks.put(_END)
+    except Exception as error:
+        chunks.put(error)
+    finally:
+        response.close()
 
 
 class SSETestClient(FlaskClient):

@@ -36,7 +36,7 @@ class Subscription:
     :param on_close: called once when the subscription closes, to unregister it.
     """
 
-    __slots__ = ("_items", "_ready", "_release", "channel", "drop_reason", "limit")
+    __slots__ = ("_items", "_ready", "_release", "_replayed", "channel", "drop_reason", "limit")
 
     def __init__(
         self,
@@ -49,6 +49,8 @@ class Subscription:
         #: None while open; ``"closed"`` after :meth:`close`; another label when dropped.
         self.drop_reason: str | None = None
         self._items: collections.deque[bytes] = collections.deque()
+        #: How many replayed events are still at the front of ``_items`` (not counted in limit).
+        self._replayed = 0
         self._ready = gevent.event.Event()
         self._release = on_close
 
@@ -61,9 +63,14 @@ class Subscription:
         return len(self._items)
 
     def preload(self, items: t.Iterable[bytes]) -> None:
-        """Queue replayed events before the subscription goes live (not counted in the limit)."""
+        """Queue replayed events; call it before the subscription receives live events.
+
+        Replayed events are not counted in :attr:`limit`: once they are taken, the subscriber
+        may again fall at most ``limit`` live events behind.
+        """
+        before = len(self._items)
         self._items.extend(items)
-        self.limit += len(self._items)
+        self._replayed += len(self._items) - before
         if self._items:
             self._ready.set()
 
@@ -74,7 +81,7 @@ class Subscription:
         """
         if self.drop_reason is not None:
             return False
-        if len(self._items) >= self.limit:
+        if len(self._items) - self._replayed >= self.limit:
             self.drop("overflow")
             return False
         self._items.append(item)
@@ -97,7 +104,16 @@ class Subscription:
                 raise SubscriptionClosed(self.drop_reason)
             if not self._items:
                 return None
+        if self._replayed:
+            self._replayed -= 1
         return self._items.popleft()
+
+    def wake(self) -> None:
+        """Wake a waiting :meth:`get` without an event: it returns None, as on a timeout.
+
+        .. versionadded:: 0.1
+        """
+        self._ready.set()
 
     def drop(self, reason: str) -> None:
         """Cut the subscriber loose (idempotent); a waiting :meth:`get` wakes up and raises."""
@@ -105,6 +121,7 @@ class Subscription:
             return
         self.drop_reason = reason
         self._items.clear()
+        self._replayed = 0
         self._ready.set()
         release, self._release = self._release, None
         if release is not None:

@@ -36,7 +36,9 @@ class MemoryBroker:
 
     def __init__(self, backlog: int = 1000) -> None:
         self.backlog = backlog
-        self.epoch = f"{time.time_ns() // 1_000_000:x}{secrets.randbelow(1 << 16):04x}"
+        # Milliseconds since the epoch and 32 random bits: two brokers started in the same
+        # millisecond (tests, several workers) still get different epochs.
+        self.epoch = f"{time.time_ns() // 1_000_000:x}{secrets.randbits(32):08x}"
         self._channels: dict[str, _Channel] = {}
 
     def _channel(self, name: str) -> _Channel:
@@ -70,7 +72,7 @@ class MemoryBroker:
 
     def _replay(self, state: _Channel, last_event_id: str) -> list[bytes]:
         epoch, _, number = last_event_id.rpartition("-")
-        seq = int(number) if number.isdigit() and len(number) < 20 else -1
+        seq = int(number) if _is_canonical_number(number) else -1
         if epoch != self.epoch or seq < 0 or seq > state.head:
             return [self._reset(state, "unknown-id")]
         if seq == state.head:
@@ -106,3 +108,15 @@ class MemoryBroker:
             for subscription in tuple(state.subscribers):
                 subscription.drop("broker-closed")
         self._channels.clear()
+
+
+def _is_canonical_number(text: str) -> bool:
+    """Whether ``text`` is a number as :class:`MemoryBroker` writes it in ids.
+
+    ASCII digits only (``str.isdigit`` also accepts other scripts' digits, which ``int``
+    parses), no sign, no leading zero, bounded length: anything else is an id this broker
+    never assigned.
+    """
+    return (
+        0 < len(text) < 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+    )

@@ -1,18 +1,23 @@
 """The Redis broker: fan-out across workers and hosts (``SSECORS_BROKER_URL = "redis://..."``).
 
-Each channel is a Redis Stream (``XADD`` with ``MAXLEN ~ SSECORS_BACKLOG``). Stream ids are
-global and ordered, so a client can reconnect to any worker and resume after its
-``Last-Event-ID``.
+Each channel is a Redis Stream (``XADD`` with ``MAXLEN ~``, keeping at least
+``SSECORS_BACKLOG + 1`` entries). Stream ids are global and ordered, so a client can reconnect
+to any worker and resume after its ``Last-Event-ID``.
 
 Per worker process there is **one** listening connection, shared by every subscriber and
 channel: one greenlet runs ``XREAD BLOCK`` over the streams that have local subscribers and fans
-each entry out in-process. Publishing and replay use a small, bounded pool of command
+each entry out in-process. A channel that gets its first local subscriber while the read is
+blocked wakes the listener (an entry on a per-process wake stream), which then reads again with
+the new channel included. Publishing and replay use a small, bounded pool of command
 connections. The event is encoded once when published; each worker adds the ``id:`` line once
-per entry, and every local subscriber receives the same bytes object.
+per entry, and every local subscriber receives the same bytes object. Connections are named
+``ssecors-listen-<pid>`` and ``ssecors-cmd-<pid>`` in ``CLIENT LIST``.
 
 Event ids look like ``<epoch>.<stream id>``. The epoch is a random token kept in Redis: if Redis
 restarts without its data, a new epoch is drawn, and clients holding ids of the old one get the
-reset event instead of silence.
+reset event instead of silence. A client whose id is older than the backlog gets the reset
+event too (Redis does not record which entries ``MAXLEN`` trimmed, so the broker counts the
+entries after the id, and checks that the id is not older than the oldest entry kept).
 
 Faults: when Redis goes away, open streams stay open (heartbeats go on); the listener reconnects
 with backoff and then delivers what was published since, in order, without duplicates.
@@ -57,7 +62,12 @@ logger = logging.getLogger("flask_ssecors")
 BLOCK_MS: t.Final = 5000
 #: Most entries one ``XREAD`` returns per stream.
 READ_COUNT: t.Final = 1000
-MAX_BACKOFF: t.Final = 2.0
+#: Longest pause between two attempts of the listener to reconnect (seconds).
+MAX_BACKOFF: t.Final = 1.0
+
+#: A stream id as ``(milliseconds, sequence)``, which orders like Redis orders them.
+StreamId: t.TypeAlias = tuple[int, int]
+_RESET_MARK: t.Final = f"\nevent: {RESET_EVENT}\n".encode()
 
 
 class GeventConnection(redis.Connection):
@@ -83,7 +93,7 @@ class GeventUnixConnection(redis.UnixDomainSocketConnection):
         return sock
 
 
-def _client(url: str, *, timeout: float, max_connections: int) -> redis.Redis[bytes]:
+def _client(url: str, *, timeout: float, max_connections: int, name: str) -> redis.Redis[bytes]:
     scheme = url.partition("://")[0].lower()
     kwargs: dict[str, t.Any] = {
         "socket_timeout": timeout,
@@ -91,6 +101,7 @@ def _client(url: str, *, timeout: float, max_connections: int) -> redis.Redis[by
         "max_connections": max_connections,
         "retry": Retry(NoBackoff(), 0),
         "health_check_interval": 0,
+        "client_name": name,
     }
     if scheme == "redis":
         kwargs["connection_class"] = GeventConnection
@@ -100,32 +111,77 @@ def _client(url: str, *, timeout: float, max_connections: int) -> redis.Redis[by
     return redis.Redis(connection_pool=pool)
 
 
-def _stream_id(value: bytes | str) -> tuple[int, int]:
+def _stream_id(value: bytes | str) -> StreamId:
     text = value.decode() if isinstance(value, bytes) else value
     ms, _, seq = text.partition("-")
     return int(ms), int(seq or 0)
 
 
-def parse_event_id(value: str) -> tuple[str, tuple[int, int]] | None:
-    """Split ``<epoch>.<ms>-<seq>``; None when it is not of that form."""
+def _id_bytes(value: StreamId) -> bytes:
+    return b"%d-%d" % value
+
+
+def parse_event_id(value: str) -> tuple[str, StreamId] | None:
+    """Split ``<epoch>.<ms>-<seq>``; None unless it is exactly how this broker writes ids.
+
+    Only ASCII digits without leading zeros are accepted (``int`` would also take other
+    scripts' digits, signs and underscores, and resume from a position the client never held).
+    """
     epoch, dot, stream = value.partition(".")
     ms, dash, seq = stream.partition("-")
-    if not (dot and dash and epoch and ms.isdigit() and seq.isdigit()):
+    if not (dot and dash and _is_number(ms) and _is_number(seq)):
         return None
-    if len(ms) > 19 or len(seq) > 19 or not epoch.isalnum() or len(epoch) > 32:
+    if not (0 < len(epoch) <= 32 and epoch.isascii() and epoch.isalnum()):
         return None
     return epoch, (int(ms), int(seq))
 
 
+def _is_number(text: str) -> bool:
+    return (
+        0 < len(text) < 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+    )
+
+
+def _frame_id(item: bytes) -> tuple[str, StreamId] | None:
+    """The id of a frame built by :meth:`RedisBroker._frame`; None for a reset event."""
+    if _RESET_MARK in item:
+        return None
+    for line in item.split(b"\n"):
+        if line.startswith(b"id: "):
+            return parse_event_id(line[4:].decode("ascii", "replace"))
+        if not line.startswith(b":"):
+            break
+    return None
+
+
+class _Snapshot(t.NamedTuple):
+    """What one subscriber reads atomically when it joins a channel."""
+
+    epoch: str
+    #: The stream's last generated id (b"0-0" when the stream does not exist).
+    tail: bytes
+    #: The oldest entry still kept, if any.
+    first: StreamId | None
+    #: Whether entries were ever removed from the stream (by ``MAXLEN``).
+    trimmed: bool
+    #: The entries after the client's id, at most ``backlog + 1`` of them.
+    entries: list[t.Any]
+
+
 class _Channel:
-    __slots__ = ("key", "last_id", "name", "ready", "subscribers")
+    __slots__ = ("epoch", "floors", "key", "last_id", "name", "ready", "subscribers")
 
     def __init__(self, name: str, key: str) -> None:
         self.name = name
         self.key = key
         #: The stream id after which the listener reads; None until the first snapshot.
         self.last_id: bytes | None = None
+        #: The epoch ``last_id`` belongs to.
+        self.epoch = ""
         self.subscribers: set[Subscription] = set()
+        #: Subscribers that already have the entries up to a stream id the listener has not
+        #: reached yet (they resumed with an id seen on another worker).
+        self.floors: dict[Subscription, StreamId] = {}
         #: Set once the first snapshot was taken (or failed).
         self.ready = gevent.event.Event()
 
@@ -134,7 +190,8 @@ class RedisBroker:
     """Redis Streams behind the broker protocol.
 
     :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
-    :param backlog: events kept per channel for replay (``MAXLEN ~``, so at least this many).
+    :param backlog: events kept per channel for replay (``MAXLEN ~``, so a little more may stay
+        in Redis; replay never goes further back than this many events).
     :param timeout: bound in seconds on each publish or replay (``SSECORS_BROKER_TIMEOUT``).
     :param prefix: key prefix in Redis.
     :param pool_size: command connections per process.
@@ -155,16 +212,18 @@ class RedisBroker:
         self.prefix = prefix
         self.pool_size = pool_size
         self._epoch_key = f"{prefix}epoch"
-        #: Most entries one replay reads; more than that waiting means the client is too far
-        #: behind, and it gets the reset event (``MAXLEN ~`` may keep a little over backlog).
-        self._replay_cap = backlog + 200
         self._pid = -1
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
         """(Re)create per-process state; called lazily, and again after a fork."""
         self._pid = os.getpid()
-        self._commands = _client(self.url, timeout=self.timeout, max_connections=self.pool_size)
+        self._commands = _client(
+            self.url,
+            timeout=self.timeout,
+            max_connections=self.pool_size,
+            name=f"ssecors-cmd-{self._pid}",
+        )
         self._slots = gevent.lock.BoundedSemaphore(self.pool_size)
         self._listener_client: redis.Redis[bytes] | None = None
         self._listener: gevent.Greenlet | None = None
@@ -172,6 +231,7 @@ class RedisBroker:
         self._by_key: dict[bytes, _Channel] = {}
         self._epoch: str | None = None
         self._wake_key = f"{self.prefix}wake:{secrets.token_hex(8)}"
+        self._wake_key_bytes = self._wake_key.encode()
         self._wake_pending = False
         self._wake_id: t.Any = b"0-0"
         self._closed = False
@@ -189,36 +249,51 @@ class RedisBroker:
     # -- commands ----------------------------------------------------------------------------
 
     def _run(self, what: str, call: t.Callable[[redis.Redis[bytes]], t.Any]) -> t.Any:
-        """Run commands on a pooled connection, bounded by ``timeout``."""
-        if not self._slots.acquire(timeout=self.timeout):
-            raise BrokerUnavailable(f"{what}: every Redis connection stayed busy")
+        """Run commands on a pooled connection; raise BrokerUnavailable after ``timeout``.
+
+        The bound covers waiting for a free connection, connecting, and the answer.
+        """
+        timer = gevent.Timeout(self.timeout)
+        timer.start()
         try:
-            with gevent.Timeout(self.timeout * 2 + 0.5, BrokerUnavailable(f"{what}: timed out")):
+            with self._slots:
                 return call(self._commands)
-        except redis.RedisError as error:
+        except gevent.Timeout as expired:
+            if expired is not timer:
+                raise
+            raise BrokerUnavailable(
+                f"{what}: no answer from Redis within {self.timeout:g} s"
+            ) from None
+        except (redis.RedisError, OSError) as error:
             raise BrokerUnavailable(f"{what}: {error}") from error
         finally:
-            self._slots.release()
+            timer.close()
+
+    def _epoch_commands(self, pipe: t.Any) -> None:
+        """Queue the commands that read the epoch, creating it when Redis has none."""
+        pipe.set(self._epoch_key, secrets.token_hex(4), nx=True)
+        pipe.get(self._epoch_key)
 
     def publish(self, channel: str, event: Event) -> str:
         """Append to the channel's stream; return ``<epoch>.<stream id>``.
 
-        :raises BrokerUnavailable: when Redis cannot be reached within the timeout.
+        An ``id`` given to the event is replaced by the one the broker assigns.
+
+        :raises BrokerUnavailable: when Redis does not confirm within the timeout.
         """
         self._check_pid()
-        data = (
-            Event(event.data, event=event.event, retry=event.retry, comment=event.comment).encode()
-            if event.id is not None
-            else event.encode()
-        )
-        new_epoch = secrets.token_hex(4)
+        if event.id is not None:
+            event = Event(event.data, event=event.event, retry=event.retry, comment=event.comment)
+        fields: dict[str, bytes] = {"e": event.encode()}
+        if event.comment is not None:
+            # The id line goes after the comment lines, as Event.encode() writes it.
+            fields["k"] = b"%d" % (len(Event(comment=event.comment).encode()) - 1)
         key = self._key(channel)
 
         def call(client: redis.Redis[bytes]) -> t.Any:
             pipe = client.pipeline(transaction=True)
-            pipe.set(self._epoch_key, new_epoch, nx=True)
-            pipe.get(self._epoch_key)
-            pipe.xadd(key, {"e": data}, maxlen=max(self.backlog, 1), approximate=True)
+            self._epoch_commands(pipe)
+            pipe.xadd(key, fields, maxlen=self.backlog + 1, approximate=True)
             return pipe.execute()
 
         _, epoch, stream_id = self._run("publish", call)
@@ -233,9 +308,11 @@ class RedisBroker:
 
         The first subscriber of a channel in this process takes a snapshot (the stream's tail
         and the entries after ``last_event_id``, read atomically), which becomes the listener's
-        cursor. Later subscribers register first, then take their snapshot, and keep the
-        replayed entries up to the cursor they joined at; the listener delivers everything
-        after it. Either way nothing is missed and nothing is delivered twice.
+        cursor. Later subscribers register (which is all one without ``last_event_id`` does),
+        then take their snapshot, and keep the replayed entries up to the cursor they joined
+        at; the listener delivers everything after it. A client that saw more on another
+        worker than this worker's listener has delivered yet skips what it already has. Either
+        way nothing is missed and nothing is delivered twice.
 
         :raises BrokerUnavailable: when Redis cannot be reached to take the snapshot.
         """
@@ -245,23 +322,37 @@ class RedisBroker:
         if state is None:
             return self._subscribe_first(channel, last_event_id, limit)
         if state.last_id is None:
-            state.ready.wait(self.timeout * 2 + 1)
+            state.ready.wait(self.timeout + 0.5)
             if state.last_id is None:
                 raise BrokerUnavailable("subscribe: the channel's first snapshot failed")
         cursor = state.last_id
         subscription = Subscription(channel, limit, self._release)
         state.subscribers.add(subscription)
+        if last_event_id is None:
+            return subscription  # live only: the listener delivers what comes after its cursor
         try:
-            epoch, tail, info, entries = self._snapshot(state.key, last_event_id)
+            snapshot = self._snapshot(state.key, last_event_id)
         except BrokerUnavailable:
             subscription.close()
             raise
         # Nothing yields from here on: merge the snapshot with what arrived live meanwhile.
         if subscription.closed:
             return subscription
-        replay = self._replay(epoch, tail, info, entries, last_event_id, cursor)
+        replay = self._replay(snapshot, last_event_id, cursor)
         live = list(subscription._items)
         subscription._items.clear()
+        parsed = parse_event_id(last_event_id) if last_event_id is not None else None
+        if (
+            parsed is not None
+            and parsed[0] == snapshot.epoch == state.epoch
+            and parsed[1] > _stream_id(cursor)
+            and not (replay and _RESET_MARK in replay[0])
+        ):
+            # The client is ahead of this worker's listener: drop what it already has.
+            seen = parsed
+            live = [item for item in live if not _already_seen(item, seen)]
+            if state.last_id is not None and _stream_id(state.last_id) < seen[1]:
+                state.floors[subscription] = seen[1]
         subscription.preload([*replay, *live])
         return subscription
 
@@ -270,8 +361,9 @@ class RedisBroker:
         self._channels[channel] = state
         self._by_key[state.key.encode()] = state
         try:
-            epoch, tail, info, entries = self._snapshot(state.key, last_event_id)
-            state.last_id = tail
+            snapshot = self._snapshot(state.key, last_event_id)
+            state.epoch = snapshot.epoch
+            state.last_id = snapshot.tail
         except BrokerUnavailable:
             self._forget(state)
             raise
@@ -280,56 +372,57 @@ class RedisBroker:
         self._wake()
         subscription = Subscription(channel, limit, self._release)
         state.subscribers.add(subscription)
-        subscription.preload(self._replay(epoch, tail, info, entries, last_event_id, tail))
+        subscription.preload(self._replay(snapshot, last_event_id, snapshot.tail))
         return subscription
 
-    def _snapshot(
-        self, key: str, last_event_id: str | None
-    ) -> tuple[str, bytes, dict[str, t.Any] | None, list[t.Any]]:
-        """Read the epoch, the stream's tail and info, and the entries after the id, atomically."""
+    def _snapshot(self, key: str, last_event_id: str | None) -> _Snapshot:
+        """Read the epoch, the stream's state and the entries after the id, atomically."""
         parsed = parse_event_id(last_event_id) if last_event_id is not None else None
-        new_epoch = secrets.token_hex(4)
 
         def call(client: redis.Redis[bytes]) -> t.Any:
             pipe = client.pipeline(transaction=True)
-            pipe.set(self._epoch_key, new_epoch, nx=True)
-            pipe.get(self._epoch_key)
+            self._epoch_commands(pipe)
             pipe.xinfo_stream(key)
             if parsed is not None:
                 ms, seq = parsed[1]
-                pipe.xrange(key, min=f"({ms}-{seq}", max="+", count=self._replay_cap)
+                pipe.xrange(key, min=f"({ms}-{seq}", max="+", count=self.backlog + 1)
             return pipe.execute(raise_on_error=False)
 
         results = self._run("subscribe", call)
         epoch = results[1].decode()
         info = results[2] if isinstance(results[2], dict) else None
-        tail = _as_bytes(info.get("last-generated-id", b"0-0")) if info is not None else b"0-0"
         entries = results[3] if parsed is not None and isinstance(results[3], list) else []
-        if self._epoch is None:
-            self._epoch = epoch
-        return epoch, tail, info, entries
+        if info is None:  # no such stream yet
+            return _Snapshot(epoch, b"0-0", None, False, entries)
+        first = info.get("first-entry")
+        added, length = info.get("entries-added"), info.get("length", 0)
+        return _Snapshot(
+            epoch=epoch,
+            tail=_as_bytes(info.get("last-generated-id", b"0-0")),
+            first=_stream_id(first[0]) if first and first[0] else None,
+            trimmed=added is None or added > length,
+            entries=entries,
+        )
 
-    def _replay(
-        self,
-        epoch: str,
-        tail: bytes,
-        info: dict[str, t.Any] | None,
-        entries: list[t.Any],
-        last_event_id: str | None,
-        cursor: bytes,
-    ) -> list[bytes]:
+    def _replay(self, snapshot: _Snapshot, last_event_id: str | None, cursor: bytes) -> list[bytes]:
+        """The frames after ``last_event_id`` up to ``cursor``, or the reset event."""
         if last_event_id is None:
             return []
+        epoch = snapshot.epoch
         parsed = parse_event_id(last_event_id)
-        if parsed is None or parsed[0] != epoch or parsed[1] > _stream_id(tail):
+        tail = _stream_id(snapshot.tail)
+        if parsed is None or parsed[0] != epoch or parsed[1] > tail:
             return [self._reset(epoch, cursor, "unknown-id")]
-        deleted = _as_bytes(info.get("max-deleted-entry-id", b"0-0")) if info else b"0-0"
-        if parsed[1] < _stream_id(deleted) or len(entries) >= self._replay_cap:
+        after = parsed[1]
+        gone = (
+            snapshot.trimmed and after < tail and (snapshot.first is None or after < snapshot.first)
+        )
+        if gone or len(snapshot.entries) > self.backlog:
             return [self._reset(epoch, cursor, "expired")]
         limit = _stream_id(cursor)
         return [
             self._frame(epoch, entry_id, fields)
-            for entry_id, fields in entries
+            for entry_id, fields in snapshot.entries
             if _stream_id(entry_id) <= limit
         ]
 
@@ -339,13 +432,20 @@ class RedisBroker:
         ).encode()
 
     def _frame(self, epoch: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bytes:
-        return b"id: %s.%s\n%s" % (epoch.encode(), _as_bytes(entry_id), fields[b"e"])
+        data = fields[b"e"]
+        line = b"id: %s.%s\n" % (epoch.encode(), _as_bytes(entry_id))
+        split = fields.get(b"k")
+        if split is None:
+            return line + data
+        at = int(split)
+        return data[:at] + line + data[at:]
 
     def _release(self, subscription: Subscription) -> None:
         state = self._channels.get(subscription.channel)
         if state is None:
             return
         state.subscribers.discard(subscription)
+        state.floors.pop(subscription, None)
         if not state.subscribers and state.last_id is not None:
             self._forget(state)
 
@@ -367,10 +467,16 @@ class RedisBroker:
 
     def _ensure_listener(self) -> None:
         if self._listener is None or self._listener.dead:
+            if self._listener_client is not None:
+                self._listener_client.connection_pool.disconnect()
             self._listener_client = _client(
-                self.url, timeout=BLOCK_MS / 1000 + self.timeout + 1, max_connections=1
+                self.url,
+                timeout=BLOCK_MS / 1000 + self.timeout + 1,
+                max_connections=1,
+                name=f"ssecors-listen-{self._pid}",
             )
-            self._listener = gevent.spawn(self._listen)
+            self._epoch_checked = False
+            self._listener = gevent.spawn(self._listen, self._listener_client)
 
     def _wake(self) -> None:
         """Make the listener start a new XREAD that includes a newly tracked channel."""
@@ -393,10 +499,8 @@ class RedisBroker:
         except BrokerUnavailable:
             self._wake_pending = False
 
-    def _listen(self) -> None:
+    def _listen(self, client: redis.Redis[bytes]) -> None:
         backoff = 0.05
-        client = self._listener_client
-        assert client is not None
         while not self._closed:
             try:
                 self._sync_epoch(client)
@@ -406,8 +510,8 @@ class RedisBroker:
                         streams[state.key] = state.last_id
                 self._wake_pending = False
                 reply = client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
-                self.connected = True
                 backoff = 0.05
+                self._dispatch(reply)
             except (redis.RedisError, OSError) as error:
                 if self.connected:
                     logger.warning("Redis listener lost its connection: %s", error)
@@ -415,58 +519,91 @@ class RedisBroker:
                 self._epoch_checked = False
                 gevent.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            self._dispatch(reply)
+            except Exception:
+                # A bug, not a fault of Redis: say so, and keep serving the other channels.
+                logger.exception("Redis listener failed; reading again")
+                self._epoch_checked = False
+                gevent.sleep(MAX_BACKOFF)
 
     def _sync_epoch(self, client: redis.Redis[bytes]) -> None:
         """After (re)connecting, check that Redis still has the data our cursors point into."""
         if self._epoch_checked:
             return
         pipe = client.pipeline(transaction=True)
-        pipe.set(self._epoch_key, secrets.token_hex(4), nx=True)
-        pipe.get(self._epoch_key)
+        self._epoch_commands(pipe)
         epoch = pipe.execute()[1].decode()
         if self._epoch is not None and epoch != self._epoch:
             logger.warning("Redis lost its data (new epoch); sending the reset event to streams")
-            for state in self._channels.values():
-                reset = self._reset(epoch, b"0-0", "broker-restarted")
-                for subscription in tuple(state.subscribers):
-                    subscription.deliver(reset)
-                if state.last_id is not None:
-                    state.last_id = b"0-0"
+        for state in self._channels.values():
+            if state.last_id is None or state.epoch == epoch:
+                continue
+            reset = self._reset(epoch, b"0-0", "broker-restarted")
+            for subscription in tuple(state.subscribers):
+                subscription.deliver(reset)
+            state.epoch = epoch
+            state.last_id = b"0-0"
+            state.floors.clear()
         self._epoch = epoch
         self._epoch_checked = True
+        if not self.connected:
+            logger.info("Redis listener connected")
         self.connected = True
 
     def _dispatch(self, reply: t.Any) -> None:
-        epoch = self._epoch
-        assert epoch is not None
         for key, entries in reply or ():
-            if _as_bytes(key) == self._wake_key.encode():
+            key = _as_bytes(key)
+            if key == self._wake_key_bytes:
                 if entries:
                     self._wake_id = entries[-1][0]
                 continue
-            state = self._by_key.get(_as_bytes(key))
-            if state is None or not entries:
+            state = self._by_key.get(key)
+            if state is None or state.last_id is None or not entries:
                 continue
+            last = _stream_id(state.last_id)
+            epoch = state.epoch
             for entry_id, fields in entries:
-                if b"e" not in fields:
+                current = _stream_id(entry_id)
+                # A read issued before this channel was tracked again may repeat entries.
+                if current <= last or b"e" not in fields:
                     continue
+                last = current
                 data = self._frame(epoch, entry_id, fields)
+                if state.floors:
+                    _deliver_past_floors(state, current, data)
+                    continue
                 for subscription in tuple(state.subscribers):
                     subscription.deliver(data)
-            state.last_id = _as_bytes(entries[-1][0])
+            state.last_id = _id_bytes(last)
 
     def close(self) -> None:
-        """Stop the listener and drop every subscriber."""
+        """Stop the listener, drop every subscriber and close the connections."""
         self._closed = True
         if self._listener is not None:
-            self._listener.kill(block=False)
+            self._listener.kill(block=True, timeout=1)
         for state in list(self._channels.values()):
             for subscription in tuple(state.subscribers):
                 subscription.drop("broker-closed")
         self._channels.clear()
         self._by_key.clear()
+        self._commands.connection_pool.disconnect()
+        if self._listener_client is not None:
+            self._listener_client.connection_pool.disconnect()
+
+
+def _deliver_past_floors(state: _Channel, current: StreamId, data: bytes) -> None:
+    floors = state.floors
+    for subscription in tuple(state.subscribers):
+        floor = floors.get(subscription)
+        if floor is not None:
+            if current <= floor:
+                continue
+            del floors[subscription]
+        subscription.deliver(data)
+
+
+def _already_seen(item: bytes, seen: tuple[str, StreamId]) -> bool:
+    framed = _frame_id(item)
+    return framed is not None and framed[0] == seen[0] and framed[1] <= seen[1]
 
 
 def _as_bytes(value: bytes | str) -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import time
 import typing as t
 
 import gevent
@@ -22,21 +24,29 @@ def _env_float(name: str, default: float) -> float:
 
 
 class StartResponseRecorder:
-    """WSGI middleware that remembers the headers the app handed to ``start_response``."""
+    """WSGI middleware that remembers the headers the app handed to ``start_response``.
+
+    It keeps the last :attr:`KEEP` calls per path (the tests poll some paths many times).
+    """
+
+    KEEP = 50
 
     def __init__(self, app: t.Any) -> None:
         self.app = app
-        self.seen: dict[str, list[list[str]]] = {}
+        self.seen: dict[str, collections.deque[list[str]]] = {}
 
     def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
         path = environ.get("PATH_INFO", "")
 
         def recording(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Any:
-            self.seen.setdefault(path, []).append([name for name, _ in headers])
+            calls = self.seen.get(path)
+            if calls is None:
+                calls = self.seen[path] = collections.deque(maxlen=self.KEEP)
+            calls.append([name for name, _ in headers])
             return start_response(status, headers, exc_info)
 
         if path == "/_start_response":
-            body = json.dumps(self.seen).encode()
+            body = json.dumps({k: list(v) for k, v in self.seen.items()}).encode()
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
         return self.app(environ, recording)
@@ -56,6 +66,8 @@ def create_app() -> Flask:
         app.config["SSECORS_RETRY"] = int(os.environ["RETRY"])
     sse = SSECors(app)
     view_calls = {"count": 0}
+    #: Generator views whose body started and whose ``finally`` has not run yet.
+    generators = {"active": 0}
 
     @app.get("/events/<channel>")
     @sse.stream()
@@ -70,9 +82,13 @@ def create_app() -> Flask:
         interval = float(request.args.get("interval", "0.05"))
 
         def generate() -> t.Iterator[Event]:
-            for n in range(count):
-                yield Event({"n": n}, event="tick", id=str(n))
-                gevent.sleep(interval)
+            generators["active"] += 1
+            try:
+                for n in range(count):
+                    yield Event({"n": n}, event="tick", id=str(n))
+                    gevent.sleep(interval)
+            finally:
+                generators["active"] -= 1
 
         return generate()
 
@@ -80,8 +96,12 @@ def create_app() -> Flask:
     @sse.stream()
     def silent() -> t.Any:
         def generate() -> t.Iterator[Event]:
-            gevent.sleep(3600)
-            yield Event("never")
+            generators["active"] += 1
+            try:
+                gevent.sleep(3600)
+                yield Event("never")
+            finally:
+                generators["active"] -= 1
 
         return generate()
 
@@ -89,8 +109,10 @@ def create_app() -> Flask:
     def publish(channel: str) -> t.Any:
         count = int(request.args.get("count", "1"))
         size = int(request.args.get("size", "0"))
+        pad = "x" * size
+        # "t" is the wall-clock time of publication, for delivery latency on the same host.
         ids = [
-            sse.publish(channel, Event({"n": n, "pad": "x" * size}, event="message"))
+            sse.publish(channel, Event({"n": n, "t": time.time(), "pad": pad}, event="message"))
             for n in range(count)
         ]
         return jsonify(ids=ids)
@@ -98,7 +120,11 @@ def create_app() -> Flask:
     @app.get("/count")
     def count() -> t.Any:
         channel = request.args.get("channel")
-        return jsonify(count=sse.subscriber_count(channel), view_calls=view_calls["count"])
+        return jsonify(
+            count=sse.subscriber_count(channel),
+            view_calls=view_calls["count"],
+            generators=generators["active"],
+        )
 
     app.wsgi_app = StartResponseRecorder(app.wsgi_app)  # type: ignore[method-assign]
     return app

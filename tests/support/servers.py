@@ -53,15 +53,38 @@ def wait_for_port(
 
 
 def stop(
-    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 10.0
+    process: subprocess.Popen[bytes],
+    sig: int = signal.SIGTERM,
+    timeout: float = 10.0,
+    *,
+    group: bool = False,
 ) -> None:
+    """Stop ``process`` by its PID: ``sig``, then SIGKILL after ``timeout`` seconds.
+
+    With ``group``, the SIGKILL goes to the process group ``process`` leads (the session
+    ``start_new_session=True`` made for it), so a gunicorn master that had to be killed leaves
+    no orphaned worker behind. It is sent while the leader is still alive, so the group id
+    cannot have been reused.
+    """
     if process.poll() is None:
         process.send_signal(sig)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
+            if group:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
             process.kill()
             process.wait(5)
+
+
+def _gunicorn_has_control_socket() -> bool:
+    """Whether this gunicorn opens a control socket (at one fixed path unless told otherwise)."""
+    try:
+        from gunicorn import config
+    except ImportError:
+        return False
+    return hasattr(config, "ControlSocketDisable")
 
 
 class LiveServer:
@@ -92,6 +115,9 @@ class LiveServer:
 
     def command(self) -> list[str]:
         if self.server == "gunicorn":
+            # gunicorn >= 25 listens on a control socket at one fixed path per user: servers
+            # started side by side (tests, other sessions) would take it from each other.
+            control = ["--no-control-socket"] if _gunicorn_has_control_socket() else []
             return [
                 sys.executable,
                 "-m",
@@ -106,6 +132,7 @@ class LiveServer:
                 "5",
                 "-b",
                 f"{self.host}:{self.port}",
+                *control,
                 *self.extra_args,
                 self.target,
             ]
@@ -119,13 +146,18 @@ class LiveServer:
             env=self.env,
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+            start_new_session=True,
         )
-        wait_for_port(self.port, self.process)
+        try:
+            wait_for_port(self.port, self.process)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None:
-            stop(self.process, sig)
+            stop(self.process, sig, group=True)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -26,6 +26,7 @@ class StreamClient:
         rcvbuf: int | None = None,
         include_comments: bool = False,
         body: bytes = b"",
+        keep_raw: bool = True,
     ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
@@ -37,15 +38,24 @@ class StreamClient:
             lines.append(f"{name}: {value}")
         request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.sock.sendall(request + body)
+        #: When the request was sent and when the response head arrived (``time.monotonic``).
+        self.sent_at = time.monotonic()
         self._buffer = b""
         self.status, self.reason, self.header_lines = self._read_head()
+        self.head_at = time.monotonic()
         self.chunked = any(
             k.lower() == "transfer-encoding" and "chunked" in v.lower()
             for k, v in self.header_lines
         )
         self.parser = EventStreamParser(include_comments=include_comments)
+        #: Every body byte read, and each read's (time, bytes), unless ``keep_raw`` is False
+        #: (many readers of large streams).
+        self.keep_raw = keep_raw
         self.raw = bytearray()
         self.ended = False
+        #: Whether the body ended with its terminating zero-size chunk, rather than with the
+        #: connection closing (or being reset) under it.
+        self.complete = False
         self._remaining_chunk = 0
         self.pending: list[Event] = []
         self.arrivals: list[tuple[float, bytes]] = []
@@ -115,6 +125,7 @@ class StreamClient:
             size = int(size_line.split(b";")[0], 16)
             if size == 0:
                 self.ended = True
+                self.complete = True
                 return b""
             self._remaining_chunk = size
 
@@ -128,8 +139,9 @@ class StreamClient:
         return data
 
     def _got(self, data: bytes) -> bytes:
-        self.raw += data
-        self.arrivals.append((time.monotonic(), data))
+        if self.keep_raw:
+            self.raw += data
+            self.arrivals.append((time.monotonic(), data))
         self.pending.extend(self.parser.feed(data))
         return data
 

@@ -1,0 +1,557 @@
+"""N concurrent streams under ``gunicorn -k gevent -w 1``: flask-ssecors against a bare floor.
+
+For each size N and each app (:mod:`bench.apps.bare`, :mod:`bench.apps.ssecors`), in its own
+gunicorn run (``--worker-connections N+500``, open-file limit raised to the hard limit by
+:mod:`bench.gunicorn_conf`), the orchestrator:
+
+1. starts gunicorn, finds its one worker (the master's child), warms it up with a few requests
+   and reads the worker's ``VmRSS``;
+2. starts :mod:`bench.loadgen` in another process, which opens N streams with an allowed
+   ``Origin`` and reports when every one received its first bytes;
+3. after a short settle, reads ``VmRSS`` again: (open - before) / N is the memory per stream;
+4. idle phase: worker CPU over ``idle`` seconds with every stream open and nothing published
+   (flask-ssecors writes heartbeats, the floor writes nothing);
+5. publishing phase: ``POST /start`` makes a greenlet in the worker publish ``count`` events at
+   a fixed interval, each carrying its publish timestamp; the load generator waits until every
+   stream received all of them and reports delivery and publish-to-receive latency. Worker CPU
+   (``utime + stime`` from ``/proc/<pid>/stat``) over the phase divided by the delivered events
+   is the CPU cost per delivered event;
+6. closes every stream and watches how long the worker takes to release them (flask-ssecors
+   notices at the next heartbeat; the floor, without heartbeats, holds dead streams until the
+   next event);
+7. stops the worker and the master by PID.
+
+Runs of the two apps alternate, so slow phases of a shared machine hit both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+from ._common import children_of
+from ._common import cpu_seconds
+from ._common import free_port
+from ._common import markdown_table
+from ._common import median
+from ._common import ratio
+from ._common import RESULTS
+from ._common import ROOT
+from ._common import rss_kib
+from ._common import sched_seconds
+from ._common import wait_for_port
+
+APPS = ("bare", "ssecors")
+#: Bench-only variants that may be added with ``apps=`` (see :mod:`bench.apps.ssecors_proto`).
+EXPERIMENTS = ("ssecors_proto",)
+ORIGIN = "https://app.example.com"
+GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn_conf.py"
+#: The targets from the design discussion: flask-ssecors within 1.3x of the floor.
+TARGET_RATIO = 1.3
+
+
+class Settings(t.NamedTuple):
+    """What one stream benchmark run does."""
+
+    sizes: tuple[int, ...]
+    count: int = 10  #: events published
+    interval: float = 1.0  #: seconds between events
+    heartbeat: float = 5.0  #: flask-ssecors heartbeat (SSECORS_HEARTBEAT)
+    idle: float = 6.0  #: seconds of the idle phase
+    settle: float = 2.0  #: seconds between "all open" and the RSS reading
+    rounds: int = 1
+    #: Record the worker with py-spy during the publishing phase (its CPU numbers then include
+    #: the sampling overhead; use for where the time goes, not for the ratios).
+    profile: bool = False
+    #: Call gc.freeze() in the worker (both apps) once every stream is open: an experiment.
+    gc_freeze: bool = False
+    #: The apps to run; the first is the baseline of the ratios.
+    apps: tuple[str, ...] = APPS
+
+
+class Failure(RuntimeError):
+    """A run could not complete."""
+
+
+def _http(port: int, method: str, path: str, timeout: float = 10.0) -> t.Any:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status >= 300:
+            raise Failure(f"{method} {path}: {response.status} {body[:200]!r}")
+        ctype = response.getheader("Content-Type", "")
+        return json.loads(body) if ctype.startswith("application/json") else body
+    finally:
+        connection.close()
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (guards against PID reuse when stopping it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+class Server:
+    """gunicorn serving one bench app; stops the master and the worker by PID."""
+
+    def __init__(self, app: str, streams: int, heartbeat: float, log_path: Path) -> None:
+        self.port = free_port()
+        self.log_path = log_path
+        self.command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            str(GUNICORN_CONF),
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "--worker-connections",
+            str(streams + 500),
+            "-b",
+            f"127.0.0.1:{self.port}",
+            f"bench.apps.{app}:app",
+        ]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "BENCH_HEARTBEAT": str(heartbeat)}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.worker: int | None = None
+        self._worker_started: str | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_for_port(self.port, self.process)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            workers = children_of(self.process.pid)
+            if len(workers) == 1:
+                self.worker = workers[0]
+                self._worker_started = _start_time(self.worker)
+                break
+            time.sleep(0.05)
+        else:
+            raise Failure("gunicorn started no worker within 20 s")
+        for _ in range(20):
+            _http(self.port, "GET", "/health")
+        _http(self.port, "GET", "/stats")
+
+    def stop(self) -> None:
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        worker = self.worker
+        if worker is not None and self._worker_started is not None:
+            deadline = time.monotonic() + 5
+            while _start_time(worker) == self._worker_started and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _start_time(worker) == self._worker_started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
+
+
+class LoadGen:
+    """The :mod:`bench.loadgen` subprocess, driven over its stdin and stdout."""
+
+    def __init__(self, port: int, streams: int, log_path: Path) -> None:
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.loadgen",
+                "--port",
+                str(port),
+                "--streams",
+                str(streams),
+                "--origin",
+                ORIGIN,
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+        )
+        self._buffer = b""
+
+    def send(self, command: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        self.process.stdin.flush()
+
+    def read(self, kind: str, timeout: float) -> dict[str, t.Any]:
+        """The next message, which must be of type ``kind``, within ``timeout`` seconds."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Failure(f"load generator: no {kind!r} message within {timeout:.0f} s")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise Failure(f"load generator exited (waiting for {kind!r})")
+                self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        message = json.loads(line)
+        if message.get("type") != kind:
+            raise Failure(f"load generator: expected {kind!r}, got {message}")
+        return t.cast("dict[str, t.Any]", message)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(OSError):
+                self.send("close")
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+def _cpu(pid: int) -> tuple[float, float | None]:
+    return cpu_seconds(pid), sched_seconds(pid)
+
+
+def _start_profiler(
+    pid: int, settings: Settings, path: Path
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``py-spy record`` (collapsed stacks, non-blocking) on ``pid`` for the publishing phase."""
+    spy = Path(sys.executable).with_name("py-spy")
+    duration = int(settings.count * settings.interval + 5)
+    process = subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(pid),
+            "--nonblocking",
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--duration",
+            str(duration),
+            "--output",
+            str(path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return process, path
+
+
+def _stop_profiler(spy: tuple[subprocess.Popen[bytes], Path]) -> str:
+    process, path = spy
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return str(path)
+
+
+def run_one(app: str, streams: int, settings: Settings, log_dir: Path) -> dict[str, t.Any]:
+    """One gunicorn run of ``app`` with ``streams`` streams; see the module docstring."""
+    tag = f"{app}-{streams}-{int(time.time())}"
+    server = Server(app, streams, settings.heartbeat, log_dir / f"{tag}-server.log")
+    result: dict[str, t.Any] = {
+        "app": app,
+        "streams": streams,
+        "heartbeat_s": settings.heartbeat if app != "bare" else None,
+        "server_log": str(server.log_path),
+    }
+    loadgen: LoadGen | None = None
+    try:
+        server.start()
+        worker = server.worker
+        assert worker is not None
+        time.sleep(1.0)
+        result["rss_before_kib"] = rss_kib(worker)
+        loadgen = LoadGen(server.port, streams, log_dir / f"{tag}-loadgen.log")
+        opened = loadgen.read("opened", timeout=240)
+        result["open"] = opened
+        if opened["opened"] < streams:
+            raise Failure(f"only {opened['opened']} of {streams} streams opened: {opened}")
+        time.sleep(settings.settle)
+        result["subscribers_open"] = _http(server.port, "GET", "/stats")["subscribers"]
+        result["rss_open_kib"] = rss_kib(worker)
+        result["kib_per_stream"] = (result["rss_open_kib"] - result["rss_before_kib"]) / streams
+
+        # Idle phase: everything open, nothing published.
+        loadgen.send("mark")
+        loadgen.read("mark", timeout=30)
+        cpu0, _ = _cpu(worker)
+        begin = time.monotonic()
+        time.sleep(settings.idle)
+        cpu1, _ = _cpu(worker)
+        elapsed = time.monotonic() - begin
+        loadgen.send("mark")
+        idle = loadgen.read("mark", timeout=30)
+        result["idle"] = {
+            "seconds": elapsed,
+            "cpu_s": cpu1 - cpu0,
+            "cpu_percent": 100 * (cpu1 - cpu0) / elapsed,
+            "comments_received": idle["comments"],
+        }
+
+        # Publishing phase.
+        wait_timeout = settings.count * settings.interval + 30 + streams / 500
+        loadgen.send(f"wait {settings.count} {wait_timeout}")
+        loadgen.read("waiting", timeout=30)
+        spy = (
+            _start_profiler(worker, settings, log_dir / f"{tag}-publish.pyspy")
+            if settings.profile
+            else None
+        )
+        if settings.gc_freeze:
+            result["gc_frozen"] = _http(server.port, "POST", "/gc-freeze")["frozen"]
+        gc0 = _http(server.port, "GET", "/stats")["gc"]
+        query = f"count={settings.count}&interval={settings.interval}"
+        cpu0, sched0 = _cpu(worker)
+        begin = time.monotonic()
+        _http(server.port, "POST", f"/start?{query}")
+        delivered = loadgen.read("delivered", timeout=wait_timeout + 30)
+        cpu1, sched1 = _cpu(worker)
+        if spy is not None:
+            result["profile"] = _stop_profiler(spy)
+        elapsed = time.monotonic() - begin
+        stats = _http(server.port, "GET", "/stats")
+        events = delivered["delivered_events"]
+        sched = sched1 - sched0 if sched0 is not None and sched1 is not None else None
+        result["publish"] = {
+            **delivered,
+            "seconds": elapsed,
+            "cpu_s": cpu1 - cpu0,
+            "sched_cpu_s": sched,
+            "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / events if events else float("nan"),
+            "sched_us_per_event": 1e6 * sched / events if events and sched is not None else None,
+            "publish_call_ms_median": median(stats["publish_ms"]),
+            "publish_call_ms_max": max(stats["publish_ms"], default=float("nan")),
+            "gc_collections": [
+                b - a for a, b in zip(gc0["collections"], stats["gc"]["collections"], strict=True)
+            ],
+            "gc_seconds": [
+                b - a for a, b in zip(gc0["seconds"], stats["gc"]["seconds"], strict=True)
+            ],
+            "gc_frozen_objects": stats["gc_frozen"],
+        }
+        result["publish"]["gc_share_of_cpu"] = ratio(
+            sum(result["publish"]["gc_seconds"]), result["publish"]["cpu_s"]
+        )
+        result["rss_after_publish_kib"] = rss_kib(worker)
+
+        # Close every stream; watch the worker release them. flask-ssecors should within two
+        # heartbeats (the first write to a closed peer usually succeeds; the next one fails).
+        # The floor has no heartbeat and holds them until the next event: one look suffices.
+        loadgen.stop()
+        loadgen = None
+        begin = time.monotonic()
+        patience = 2 * settings.heartbeat + 4 if app != "bare" else 2.0
+        left = _http(server.port, "GET", "/stats")["subscribers"]
+        while left and time.monotonic() - begin < patience:
+            time.sleep(0.25)
+            left = _http(server.port, "GET", "/stats")["subscribers"]
+        result["release"] = {
+            "waited_s": time.monotonic() - begin,
+            "subscribers_left": left,
+            "released_all": left == 0,
+        }
+        result["ok"] = True
+    except Failure as error:
+        result["ok"] = False
+        result["error"] = str(error)
+    finally:
+        if loadgen is not None:
+            loadgen.stop()
+        server.stop()
+    return result
+
+
+def run(
+    settings: Settings, log_dir: Path | None = None, progress: t.TextIO = sys.stderr
+) -> dict[str, t.Any]:
+    """Every size, both apps alternating, ``settings.rounds`` times; a JSON-able result."""
+    log_dir = log_dir or RESULTS / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for number in range(settings.rounds):
+        for index, streams in enumerate(settings.sizes):
+            apps = settings.apps
+            order = apps if (index + number) % 2 == 0 else apps[::-1]
+            for app in order:
+                print(f"  streams: {app} x {streams} ...", file=progress, flush=True)
+                one = run_one(app, streams, settings, log_dir)
+                runs.append(one)
+                print(f"  streams: {_one_line(one)}", file=progress, flush=True)
+    return {
+        "settings": settings._asdict(),
+        "runs": runs,
+        "summary": summarise(runs, settings.apps),
+    }
+
+
+def _one_line(one: dict[str, t.Any]) -> str:
+    if not one.get("ok"):
+        return f"{one['app']} x {one['streams']}: FAILED: {one.get('error')}"
+    publish = one["publish"]
+    return (
+        f"{one['app']} x {one['streams']}: {one['kib_per_stream']:.1f} KiB/stream, "
+        f"{publish['cpu_us_per_event']:.1f} µs CPU/event, p50 {publish['p50_ms']:.1f} ms, "
+        f"p99 {publish['p99_ms']:.1f} ms, delivered {publish['delivered_events']}/"
+        f"{publish['expected_events']}"
+    )
+
+
+def summarise(runs: list[dict[str, t.Any]], apps: tuple[str, ...] = APPS) -> list[dict[str, t.Any]]:
+    """Per size: medians per app over rounds, and each app's ratios to the first app (the bare
+    floor), checked against the target."""
+    rows = []
+    for streams in sorted({one["streams"] for one in runs}):
+        by_app: dict[str, dict[str, float]] = {}
+        for app in apps:
+            good = [
+                one
+                for one in runs
+                if one["streams"] == streams and one["app"] == app and one.get("ok")
+            ]
+            if not good:
+                continue
+            by_app[app] = {
+                "runs": len(good),
+                "kib_per_stream": median(one["kib_per_stream"] for one in good),
+                "cpu_us_per_event": median(one["publish"]["cpu_us_per_event"] for one in good),
+                "p50_ms": median(one["publish"]["p50_ms"] for one in good),
+                "p99_ms": median(one["publish"]["p99_ms"] for one in good),
+                "idle_cpu_percent": median(one["idle"]["cpu_percent"] for one in good),
+                "delivered": sum(one["publish"]["delivered_events"] for one in good),
+                "expected": sum(one["publish"]["expected_events"] for one in good),
+                "publish_call_ms": median(one["publish"]["publish_call_ms_median"] for one in good),
+                "gc_share": median(one["publish"]["gc_share_of_cpu"] for one in good),
+                "left_after_close": max(one["release"]["subscribers_left"] for one in good),
+                "release_s": max(one["release"]["waited_s"] for one in good),
+            }
+        row: dict[str, t.Any] = {"streams": streams, **by_app, "ratios": {}}
+        base = by_app.get(apps[0])
+        for app in apps[1:]:
+            ours = by_app.get(app)
+            if base is None or ours is None:
+                continue
+            ratios = {
+                key: ratio(ours[key], base[key])
+                for key in ("kib_per_stream", "cpu_us_per_event", "p50_ms", "p99_ms")
+            }
+            ratios["meets_memory_target"] = ratios["kib_per_stream"] <= TARGET_RATIO
+            ratios["meets_cpu_target"] = ratios["cpu_us_per_event"] <= TARGET_RATIO
+            row["ratios"][app] = ratios
+        rows.append(row)
+    return rows
+
+
+def to_markdown(result: dict[str, t.Any]) -> str:
+    """The result as Markdown tables."""
+    settings = result["settings"]
+    apps = tuple(settings.get("apps", APPS))
+    rows = []
+    for row in result["summary"]:
+        for app in apps:
+            data = row.get(app)
+            if data is None:
+                rows.append((row["streams"], app, *["failed"] * 10))
+                continue
+            rows.append(
+                (
+                    row["streams"],
+                    app,
+                    data["kib_per_stream"],
+                    data["cpu_us_per_event"],
+                    data["p50_ms"],
+                    data["p99_ms"],
+                    f"{data['delivered']}/{data['expected']}",
+                    data["publish_call_ms"],
+                    f"{100 * data['gc_share']:.0f} %",
+                    data["idle_cpu_percent"],
+                    f"{data['left_after_close']} left after {data['release_s']:.1f} s",
+                    data["runs"],
+                )
+            )
+    table = markdown_table(
+        (
+            "N",
+            "app",
+            "KiB/stream",
+            "µs CPU/event",
+            "p50 ms",
+            "p99 ms",
+            "delivered",
+            "publish() ms",
+            "GC share of CPU",
+            "idle CPU %",
+            "streams held after clients left",
+            "runs",
+        ),
+        rows,
+    )
+    ratio_rows = []
+    for row in result["summary"]:
+        for app, r in row["ratios"].items():
+            ratio_rows.append(
+                (
+                    row["streams"],
+                    f"{app} / {apps[0]}",
+                    f"{r['kib_per_stream']:.2f}x {'✅' if r['meets_memory_target'] else '❌'}",
+                    f"{r['cpu_us_per_event']:.2f}x {'✅' if r['meets_cpu_target'] else '❌'}",
+                    f"{r['p50_ms']:.2f}x",
+                    f"{r['p99_ms']:.2f}x",
+                )
+            )
+    ratios = markdown_table(
+        ("N", "ratio", "memory/stream", "CPU/event", "p50 latency", "p99 latency"), ratio_rows
+    )
+    failures = [
+        f"- {one['app']} x {one['streams']}: {one.get('error')} (log: {one['server_log']})"
+        for one in result["runs"]
+        if not one.get("ok")
+    ]
+    return "\n\n".join(
+        part
+        for part in (
+            f"Streams under `gunicorn -k gevent -w 1 --worker-connections N+500`: "
+            f"{settings['count']} events, one every {settings['interval']} s; flask-ssecors "
+            f"heartbeat {settings['heartbeat']} s (none during publishing: events come more "
+            f"often); idle phase {settings['idle']} s"
+            f"{'; gc.freeze() in the worker before publishing' if settings['gc_freeze'] else ''}."
+            f"\n\n{table}",
+            f"Ratios to the bare floor (target for flask-ssecors: <= {TARGET_RATIO}x on memory "
+            "and CPU per event):"
+            f"\n\n{ratios}",
+            "Failed runs:\n" + "\n".join(failures) if failures else "",
+        )
+        if part
+    )

@@ -1,0 +1,394 @@
+"""The stream rules of :mod:`flask_ssecors.check`: SSE headers, timing, parsing, resuming.
+
+Like :mod:`flask_ssecors._audit`, every function turns what was seen into one
+:class:`~flask_ssecors._audit.Item`; nothing here does I/O.
+
+Pure module: no Flask, no gevent.
+"""
+
+from __future__ import annotations
+
+import codecs
+import dataclasses
+import itertools
+import re
+import typing as t
+
+from ._audit import Item
+from ._audit import Seen
+from .events import RESET_EVENT
+
+if t.TYPE_CHECKING:
+    from .events import Event
+
+#: First body bytes later than this (seconds) are late, even within the timeout.
+PROMPT: t.Final = 1.0
+_FIELDS: t.Final = frozenset({"event", "data", "id", "retry"})
+_LINE_BREAK: t.Final = re.compile(r"\r\n|\r|\n")
+_HOP_BY_HOP: t.Final = ("Keep-Alive", "Proxy-Connection", "Upgrade", "TE", "Trailer")
+
+
+@dataclasses.dataclass
+class Observation:
+    """What reading the stream showed (times in seconds since the request was sent)."""
+
+    timeout: float
+    arrivals: list[float] = dataclasses.field(default_factory=list)
+    events: list[Event] = dataclasses.field(default_factory=list)
+    comments: int = 0
+    body: bytearray = dataclasses.field(default_factory=bytearray)
+    ended_after: float | None = None
+    #: Framing or decoding trouble, in words; empty when none.
+    error: str = ""
+    undecodable: str = ""
+
+
+def status(seen: Seen) -> Item:
+    """The stream request must be answered ``200``."""
+    if seen.error:
+        return Item("status", "fail", f"{seen.error}.", "Check the URL, and that it serves.")
+    line = f'"{seen.status_line}"'
+    if seen.status == 200:
+        return Item("status", "pass", f"{line}.")
+    if 300 <= seen.status < 400:
+        return Item(
+            "status",
+            "fail",
+            f"{line}, {seen.evidence('Location')}: a cross-origin redirect turns the Origin "
+            "into 'null' and costs a round trip on every reconnect.",
+            "Point the page (and this check) at the final URL.",
+        )
+    fix = "Serve the stream with 200."
+    if seen.status == 403:
+        fix = "Allow this origin (flask-ssecors: add it to SSECORS_ALLOWED_ORIGINS)."
+    return Item(
+        "status",
+        "fail",
+        f"{line}: EventSource fails and, for any status but 200, never reconnects.",
+        fix,
+    )
+
+
+def content_type(seen: Seen) -> Item:
+    """``Content-Type: text/event-stream`` (UTF-8 is the only charset)."""
+    values = seen.values("Content-Type")
+    evidence = seen.evidence("Content-Type")
+    media, _, params = (values[0] if values else "").partition(";")
+    if len(values) != 1 or media.strip().lower() != "text/event-stream":
+        return Item(
+            "content-type",
+            "fail",
+            f"{evidence}: EventSource fails on anything but text/event-stream.",
+            "Send Content-Type: text/event-stream; charset=utf-8.",
+        )
+    charset = re.search(r"charset\s*=\s*\"?([^\";\s]+)", params, re.IGNORECASE)
+    if charset and charset.group(1).lower() not in ("utf-8", "utf8"):
+        return Item(
+            "content-type",
+            "warn",
+            f"{evidence}: event streams are always UTF-8; the charset is ignored.",
+            "Send charset=utf-8, or none.",
+        )
+    return Item("content-type", "pass", f"{evidence}.")
+
+
+def cache_control(seen: Seen) -> Item:
+    """``no-cache`` (or ``no-store``), and ``no-transform`` so proxies leave the stream alone."""
+    tokens = seen.tokens("Cache-Control")
+    evidence = seen.evidence("Cache-Control")
+    directives = {token.partition("=")[0].strip() for token in tokens}
+    cacheable = directives & {"public", "s-maxage"} or any(
+        token.startswith("max-age=") and token != "max-age=0" for token in tokens
+    )
+    if not directives & {"no-cache", "no-store"} or cacheable:
+        return Item(
+            "cache-control",
+            "fail",
+            f"{evidence}: caches and proxies may store or coalesce the stream.",
+            "Send Cache-Control: no-cache, no-store, no-transform.",
+        )
+    if "no-transform" not in directives:
+        return Item(
+            "cache-control",
+            "warn",
+            f"{evidence}: without no-transform, proxies may compress (and so buffer) it.",
+            "Add no-transform: Cache-Control: no-cache, no-store, no-transform.",
+        )
+    return Item("cache-control", "pass", f"{evidence}.")
+
+
+def accel_buffering(seen: Seen) -> Item:
+    """``X-Accel-Buffering: no`` turns off nginx's proxy buffering for this response."""
+    values = [v.lower() for v in seen.values("X-Accel-Buffering")]
+    evidence = seen.evidence("X-Accel-Buffering")
+    if values == ["no"]:
+        return Item("x-accel-buffering", "pass", f"{evidence}.")
+    fix = "Send X-Accel-Buffering: no (or turn proxy_buffering off for this location)."
+    if values:
+        return Item("x-accel-buffering", "fail", f"{evidence}: nginx buffers the stream.", fix)
+    return Item(
+        "x-accel-buffering",
+        "warn",
+        f"{evidence}: an nginx in front buffers the stream unless configured not to "
+        "(nginx also removes this header, so behind nginx its absence is expected).",
+        fix,
+    )
+
+
+def hop_by_hop(seen: Seen) -> Item:
+    """No application-set hop-by-hop header (the request said ``Connection: close``)."""
+    problems = [f'"{line}"' for name in _HOP_BY_HOP for line in _lines(seen, name)]
+    connection = _lines(seen, "Connection")
+    if len(connection) > 1:
+        problems.append("two Connection headers (" + "; ".join(f'"{c}"' for c in connection) + ")")
+    elif "keep-alive" in seen.tokens("Connection"):
+        problems.append(f'"{connection[0]}" in answer to "Connection: close"')
+    codings = seen.tokens("Transfer-Encoding")
+    if codings and codings != ["chunked"]:
+        problems.append(seen.evidence("Transfer-Encoding"))
+    if problems:
+        return Item(
+            "hop-by-hop",
+            "fail",
+            "; ".join(problems) + ": set by the application, not the server; illegal in WSGI, "
+            "and Connection-specific headers break HTTP/2.",
+            "Remove Connection, Keep-Alive and Transfer-Encoding from the application's "
+            "response; the server frames the connection itself.",
+        )
+    return Item("hop-by-hop", "pass", f"none from the application ({seen.evidence('Connection')}).")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _lines(seen: Seen, name: str) -> list[str]:
+    lowered = name.lower()
+    return [line for line in seen.lines if line.partition(":")[0].strip().lower() == lowered]
+
+
+def content_encoding(seen: Seen) -> Item:
+    """No compression: compressors hold bytes back until their buffer fills."""
+    tokens = [t for t in seen.tokens("Content-Encoding") if t != "identity"]
+    if tokens:
+        return Item(
+            "content-encoding",
+            "fail",
+            f"{seen.evidence('Content-Encoding')} (the request offered gzip, deflate, br, as "
+            "browsers do): compression buffers events until enough bytes pile up.",
+            "Exclude text/event-stream from compression (Flask-Compress, a proxy's gzip, a CDN).",
+        )
+    return Item("content-encoding", "pass", f"{seen.evidence('Content-Encoding')}.")
+
+
+def content_length(seen: Seen) -> Item:
+    """A stream has no length: the body must be chunked (HTTP/1.1) or end with the connection."""
+    if seen.values("Content-Length"):
+        return Item(
+            "content-length",
+            "fail",
+            f"{seen.evidence('Content-Length')}: the stream is cut off after that many bytes, "
+            "and proxies may wait for all of them.",
+            "Do not set Content-Length on a stream; let the server use chunked framing.",
+        )
+    return Item("content-length", "pass", "no Content-Length header.")
+
+
+# -- the body ------------------------------------------------------------------------------
+
+
+def first_bytes(head_after: float, seen: Observation) -> Item:
+    """The first body bytes must arrive at once (so ``onopen`` fires and proxies flush)."""
+    fix = (
+        "Write something at once (a ': ok' comment, or retry:), and make sure nothing buffers "
+        "the response: compression, a proxy (X-Accel-Buffering: no), or a WSGI middleware."
+    )
+    if not seen.arrivals:
+        why = seen.error or f"no body bytes within {seen.timeout:g} s"
+        return Item(
+            "first-bytes",
+            "fail",
+            f"headers after {head_after:.2f} s, then {why}: the stream is buffered somewhere, "
+            "or waits for the first event.",
+            fix,
+        )
+    first = seen.arrivals[0]
+    if first > PROMPT:
+        return Item(
+            "first-bytes",
+            "warn",
+            f"first body bytes after {first:.2f} s (headers after {head_after:.2f} s).",
+            fix,
+        )
+    return Item(
+        "first-bytes",
+        "pass",
+        f"first body bytes after {first:.2f} s (headers after {head_after:.2f} s).",
+    )
+
+
+def heartbeat(obs: Observation) -> Item:
+    """After the first bytes, events or heartbeat comments must keep arriving."""
+    arrivals = obs.arrivals
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    span = f"{len(arrivals)} arrivals over {arrivals[-1] - arrivals[0]:.1f} s"
+    if len(arrivals) > 1 and obs.ended_after is None:
+        return Item(
+            "heartbeat",
+            "pass",
+            f"{span}, longest silence {max(gaps):.1f} s "
+            f"({_count(len(obs.events), 'event')}, {_count(obs.comments, 'comment')}).",
+        )
+    if obs.ended_after is not None:
+        return Item(
+            "heartbeat",
+            "warn",
+            f"the server ended the stream {obs.ended_after:.1f} s after the request; browsers "
+            "reconnect after the retry delay (about 3 s by default).",
+            "Keep the stream open; send a comment line when there is nothing to say.",
+        )
+    return Item(
+        "heartbeat",
+        "fail",
+        f"bytes arrived once, then nothing for {obs.timeout:g} s: no heartbeats (or a buffer "
+        "holds them); idle proxies and load balancers cut such streams, and a server never "
+        "notices clients that left.",
+        "Write a ':' comment line after some seconds of silence (flask-ssecors: "
+        "SSECORS_HEARTBEAT, default 15 s); run this check with --timeout above that interval.",
+    )
+
+
+def parse(obs: Observation, content_coding: str) -> Item:
+    """The body must be valid UTF-8 and parse into events, as a browser parses it."""
+    fix = "Encode events with a library (flask_ssecors.Event) instead of by hand."
+    if obs.undecodable:
+        return Item(
+            "parse",
+            "warn",
+            f"not checked: the body is {obs.undecodable}-encoded, which this check cannot decode.",
+            "Turn compression off for streams (see content-encoding).",
+        )
+    if obs.error:
+        return Item("parse", "fail", f"{obs.error}.", fix)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(bytes(obs.body), final=False)
+    except UnicodeDecodeError as error:
+        return Item(
+            "parse",
+            "fail",
+            f"invalid UTF-8 at byte {error.start} of the body: browsers show U+FFFD instead.",
+            fix,
+        )
+    text = bytes(obs.body).decode("utf-8", "replace")
+    unknown = sorted(
+        {
+            line.partition(":")[0]
+            for line in _LINE_BREAK.split(text)[:-1]
+            if line and not line.startswith(":") and line.partition(":")[0] not in _FIELDS
+        }
+    )
+    names = sorted({event.event or "message" for event in obs.events})
+    summary = (
+        f"{_count(len(obs.events), 'event')} ({', '.join(names) or 'none'}) and "
+        f"{_count(obs.comments, 'comment')}"
+        f"{' from the ' + content_coding + '-decoded body' if content_coding else ''}"
+    )
+    if unknown:
+        shown = ", ".join(repr(name) for name in unknown[:3])
+        return Item(
+            "parse",
+            "warn",
+            f"{summary}; lines with unknown fields {shown} are ignored by browsers.",
+            "Use only event:, data:, id:, retry: and ':' comments.",
+        )
+    return Item("parse", "pass", f"{summary}, all well-formed.")
+
+
+def reconnect(seen: Seen, first: Seen, sent: str) -> Item:
+    """A reconnect carrying ``Last-Event-ID`` must be served like the first connection."""
+    what = f"reconnect with Last-Event-ID: {sent}"
+    if seen.error:
+        return Item("reconnect", "fail", f"{what}: {seen.error}.", _RECONNECT_FIX)
+    names = ("Content-Type", "Access-Control-Allow-Origin", "Access-Control-Allow-Credentials")
+    same = all(seen.values(name) == first.values(name) for name in names)
+    if seen.status != first.status or not same:
+        return Item(
+            "reconnect",
+            "fail",
+            f'{what}: "{seen.status_line}", {seen.evidence(*names)}; the first connection got '
+            f'"{first.status_line}", {first.evidence(*names)}. Browsers reconnect exactly like '
+            "this, without a preflight.",
+            _RECONNECT_FIX,
+        )
+    return Item(
+        "reconnect", "pass", f'{what}: "{seen.status_line}", the same type and CORS headers.'
+    )
+
+
+_RECONNECT_FIX: t.Final = (
+    "Accept any Last-Event-ID (treat an unknown or invalid one as absent, or send a reset "
+    "event), with the same status and headers as a first connection."
+)
+
+
+def resume(
+    ids: t.Sequence[str], sent: str, expected: str | None, first: Event | None, timeout: float
+) -> Item:
+    """After a reconnect, the stream must continue strictly after the id sent."""
+    fix = "Replay the events published strictly after Last-Event-ID, then go live."
+    if not ids:
+        return Item(
+            "resume",
+            "pass",
+            "the stream sends no event ids, so browsers reconnect without Last-Event-ID; "
+            "nothing to resume.",
+        )
+    if first is None:
+        if expected is None:
+            return Item(
+                "resume",
+                "pass",
+                f"no event newer than {sent} within {timeout:g} s, and none was expected.",
+            )
+        return Item(
+            "resume",
+            "warn",
+            f"no event within {timeout:g} s after resuming from {sent}; {expected} followed it "
+            "before.",
+            fix,
+        )
+    got = first.id
+    if first.event == RESET_EVENT:
+        return Item(
+            "resume",
+            "warn",
+            f"a {RESET_EVENT} event (id {got}): the server no longer knows {sent}, which it "
+            "sent moments ago.",
+            "Keep a backlog long enough for reconnects (SSECORS_BACKLOG).",
+        )
+    if got == sent:
+        return Item(
+            "resume",
+            "fail",
+            f"the first event after resuming from {sent} was {sent} itself: the client sees it "
+            "twice.",
+            "Replay the events published strictly after Last-Event-ID (never the one with that "
+            "id), then go live.",
+        )
+    if got is not None and got in ids and ids.index(got) < ids.index(sent):
+        # A stateless generator that numbers its events restarts from the beginning.
+        return Item(
+            "resume",
+            "warn",
+            f"resuming from {sent} started again at {got}: clients see duplicates.",
+            fix,
+        )
+    if expected is not None and got != expected:
+        return Item(
+            "resume",
+            "warn",
+            f"resuming from {sent} went on with {got}, but {expected} came after {sent} "
+            "before: events published while a client is away are lost.",
+            fix,
+        )
+    return Item("resume", "pass", f"resuming from {sent} went on with {got}, the next event.")

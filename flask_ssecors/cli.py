@@ -1,0 +1,370 @@
+"""The ``flask ssecors`` commands, and the standalone ``ssecors-check``.
+
+Installed through entry points, so every Flask app gets the group without registering it:
+
+- ``flask ssecors check URL --origin ORIGIN``: audit a live stream (see
+  :mod:`flask_ssecors.check`); needs no app, and is also installed as ``ssecors-check``;
+- ``flask ssecors routes``: every route flask-ssecors polices, with its effective policy;
+- ``flask ssecors publish CHANNEL DATA``: publish an event through the app's broker.
+
+Exit status: ``0`` when the command succeeded (for ``check``: nothing failed; warnings are
+allowed), ``1`` when it failed (for ``check``: at least one item failed), ``2`` for usage errors.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import ast
+import collections.abc as cabc
+import inspect
+import json
+import shutil
+import sys
+import textwrap
+import time
+import typing as t
+import urllib.parse
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from .brokers import MemoryBroker
+from .check import check_stream
+from .check import DEFAULT_TIMEOUT
+from .check import parse_header
+from .events import Event
+from .exceptions import BrokerUnavailable
+from .exceptions import EventFieldError
+from .extension import EXTENSION_KEY
+from .extension import ViewSpec
+
+if t.TYPE_CHECKING:
+    from .check import Item
+    from .extension import ViewPolicy
+
+_STYLES: t.Final[dict[str, dict[str, t.Any]]] = {
+    "pass": {"fg": "green"},
+    "warn": {"fg": "yellow", "bold": True},
+    "fail": {"fg": "red", "bold": True},
+}
+
+
+@click.group("ssecors")
+def ssecors() -> None:
+    """flask-ssecors: audit streams, list policed routes, publish events."""
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+class _ProgressLine:
+    """The progress line on stderr: rewritten in place on a terminal, one line per phase
+    otherwise (so CI logs show where a slow check waits)."""
+
+    def __init__(self, stream: t.TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.phase = ""
+        self.written = 0.0
+
+    def __call__(self, phase: str, detail: str) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if phase == self.phase and now - self.written < 0.2:
+                return
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write(f"\r\x1b[Kssecors-check: {phase}… {detail}"[: width + 4])
+            self.stream.flush()
+            self.written = now
+        elif phase != self.phase:
+            self.stream.write(f"ssecors-check: {phase}…\n")
+            self.stream.flush()
+        self.phase = phase
+
+    def clear(self) -> None:
+        if self.tty and self.phase:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _style(label: str, item: Item) -> str:
+    return click.style(label, **_STYLES[item.status])
+
+
+@click.command("check")
+@click.argument("url")
+@click.option(
+    "--origin",
+    required=True,
+    metavar="ORIGIN",
+    help="The page's origin, as the browser sends it, e.g. https://app.example.com.",
+)
+@click.option("--credentials", is_flag=True, help="The page uses withCredentials: true (cookies).")
+@click.option(
+    "--header",
+    "-H",
+    "headers",
+    multiple=True,
+    metavar="NAME:VALUE",
+    help="Send this request header on stream requests (Cookie, Authorization...); repeatable.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Bound on each wait for bytes; set it above the server's heartbeat interval.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for CI.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr.")
+@click.pass_context
+def check_command(
+    ctx: click.Context,
+    url: str,
+    origin: str,
+    credentials: bool,
+    headers: tuple[str, ...],
+    timeout: float,
+    as_json: bool,
+    insecure: bool,
+    quiet: bool,
+) -> None:
+    """Audit the Server-Sent Events stream at URL as a page on ORIGIN uses it.
+
+    Makes real requests (a preflight, the stream, hostile origins derived from ORIGIN, a
+    reconnect with Last-Event-ID) and prints a checklist: each item pass, fail or warn, with
+    the header lines seen and what to fix. Exit status 0 when nothing failed, 1 otherwise.
+    """
+    try:
+        parsed = [parse_header(header) for header in headers]
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="'--header'") from None
+    progress = _ProgressLine(sys.stderr)
+    try:
+        report = check_stream(
+            url,
+            origin,
+            credentials=credentials,
+            headers=parsed,
+            timeout=timeout,
+            verify=not insecure,
+            progress=None if quiet else progress,
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error), ctx) from None
+    finally:
+        progress.clear()
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        click.echo(report.to_text(_style))
+    ctx.exit(0 if report.ok else 1)
+
+
+ssecors.add_command(check_command)
+
+
+def main(argv: cabc.Sequence[str] | None = None) -> None:
+    """The ``ssecors-check`` console script: ``flask ssecors check`` without Flask's CLI.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``).
+    """
+    check_command.main(
+        args=list(argv) if argv is not None else sys.argv[1:], prog_name="ssecors-check"
+    )
+
+
+# -- routes --------------------------------------------------------------------------------
+
+
+def _state() -> t.Any:
+    state = current_app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        raise click.ClickException(
+            "flask-ssecors is not initialised on this app; call SSECors(app) or init_app(app)."
+        )
+    return state
+
+
+def _spec_of(view: object) -> ViewSpec | None:
+    while view is not None:
+        spec = getattr(view, "__ssecors__", None)
+        if isinstance(spec, ViewSpec):
+            return spec
+        view = getattr(view, "__wrapped__", None)
+    return None
+
+
+def _channel_of(view: cabc.Callable[..., t.Any]) -> str | None:
+    """The channel a stream view subscribes to, read from its source: ``room:{room}`` for
+    ``sse.subscribe(f"room:{room}")``; ``""`` when it subscribes to none; None if unknown."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(view))))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "subscribe"
+            and node.args
+        ):
+            return _template(node.args[0])
+    return ""
+
+
+def _template(node: ast.expr) -> str:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            str(part.value)
+            if isinstance(part, ast.Constant)
+            else "{" + ast.unparse(t.cast(ast.FormattedValue, part).value) + "}"
+            for part in node.values
+        )
+    return "{" + ast.unparse(node) + "}"
+
+
+def _redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _describe(rule: t.Any, kind: str, view: ViewPolicy, channel: str | None) -> dict[str, t.Any]:
+    cors, stream = view.settings.cors, view.settings.stream
+    info: dict[str, t.Any] = {
+        "rule": rule.rule,
+        "endpoint": rule.endpoint,
+        "methods": sorted(set(rule.methods or ()) - {"HEAD", "OPTIONS"}),
+        "kind": kind,
+        "origins": ["*"] if cors.allow_any_origin else [str(o) for o in cors.origins],
+        "credentials": cors.allow_credentials,
+        "allowed_headers": (["*"] if cors.allow_any_header else []) + list(cors.allowed_headers),
+        "expose_headers": list(cors.expose_headers),
+        "max_age": cors.max_age,
+        "serve_without_origin": cors.serve_without_origin,
+    }
+    if kind == "cors":
+        info["allowed_methods"] = list(cors.allowed_methods)
+    else:
+        info.update(
+            heartbeat=stream.heartbeat,
+            retry=stream.retry,
+            queue_size=stream.queue_size,
+            send_timeout=stream.send_timeout,
+            broker=_redact(view.settings.broker_url),
+            channel=channel,
+        )
+    return info
+
+
+def _routes() -> list[dict[str, t.Any]]:
+    state = _state()
+    out = []
+    for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
+        view = current_app.view_functions.get(rule.endpoint)
+        spec = _spec_of(view)
+        policy = state.views.get(spec) if spec is not None else None
+        if view is None or spec is None or policy is None:
+            continue
+        channel = _channel_of(view) if spec.kind == "stream" else None
+        out.append(_describe(rule, spec.kind, policy, channel))
+    return out
+
+
+def _text(route: dict[str, t.Any]) -> list[str]:
+    def listed(values: list[str]) -> str:
+        return ", ".join(values) or "-"
+
+    lines = [
+        f"{' '.join(route['methods'])} {route['rule']}  ({route['endpoint']}, {route['kind']})",
+        f"    origins         {listed(route['origins'])}",
+        f"    credentials     {'yes' if route['credentials'] else 'no'}",
+        f"    allow headers   {listed(route['allowed_headers'])}",
+        f"    expose headers  {listed(route['expose_headers'])}",
+        f"    preflight cache {route['max_age']} s",
+        f"    without Origin  {'served' if route['serve_without_origin'] else 'refused'}",
+    ]
+    if route["kind"] == "cors":
+        lines.append(f"    methods         {listed(route['allowed_methods'])}")
+        return lines
+    channel = route["channel"]
+    if channel is None:
+        channel = "unknown (source not available)"
+    elif not channel:
+        channel = "none (the view yields its own events)"
+    retry = "browser default" if route["retry"] is None else f"{route['retry']} ms"
+    lines += [
+        f"    heartbeat       {route['heartbeat']:g} s",
+        f"    retry           {retry}",
+        f"    slow clients    dropped after {route['queue_size']} queued events or a "
+        f"{route['send_timeout']:g} s write",
+        f"    broker          {route['broker']}",
+        f"    channel         {channel}",
+    ]
+    return lines
+
+
+@ssecors.command("routes")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@with_appcontext
+def routes_command(as_json: bool) -> None:
+    """List every route flask-ssecors polices, with its effective policy."""
+    routes = _routes()
+    if as_json:
+        click.echo(json.dumps(routes, indent=2))
+        return
+    if not routes:
+        click.echo("No route is policed: decorate views with @sse.stream() or @sse.cors().")
+        return
+    click.echo("\n\n".join("\n".join(_text(route)) for route in routes))
+
+
+# -- publish -------------------------------------------------------------------------------
+
+
+@ssecors.command("publish")
+@click.argument("channel")
+@click.argument("data")
+@click.option("--event", "event_name", metavar="NAME", help="The event type (default: message).")
+@click.option("--json", "as_json", is_flag=True, help="DATA is JSON: check it, send it compact.")
+@with_appcontext
+def publish_command(channel: str, data: str, event_name: str | None, as_json: bool) -> None:
+    """Publish DATA on CHANNEL through the app's broker, and print the id it got.
+
+    DATA "-" reads standard input. Useful with a Redis broker (SSECORS_BROKER_URL): with the
+    in-memory broker, the event would stay in this process, so the command refuses.
+    """
+    broker = _state().broker
+    if isinstance(broker, MemoryBroker):
+        raise click.ClickException(
+            "the app uses the in-memory broker (SSECORS_BROKER_URL = memory://): an event "
+            "published from this process reaches no stream served by another one. Set "
+            "SSECORS_BROKER_URL to a Redis URL."
+        )
+    if data == "-":
+        data = sys.stdin.read().removesuffix("\n")
+    payload: object = data
+    if as_json:
+        try:
+            payload = json.loads(data)
+        except ValueError as error:
+            raise click.BadParameter(f"not JSON: {error}", param_hint="'DATA'") from None
+    try:
+        event = Event(payload, event=event_name)
+    except EventFieldError as error:
+        raise click.BadParameter(str(error), param_hint="'--event' or 'DATA'") from None
+    try:
+        event_id = broker.publish(channel, event)
+    except BrokerUnavailable as error:
+        raise click.ClickException(f"could not publish: {error}") from None
+    click.echo(event_id)

@@ -1,0 +1,321 @@
+"""Stream capacity and lifetime: how many streams a worker holds, how long, and how they end.
+
+Capacity
+    ``SSECORS_MAX_STREAMS`` bounds the open streams of one app in one worker process. Over it,
+    a request that comes from ``EventSource`` (it sends ``Accept: text/event-stream``) gets a
+    ``200`` stream that carries only a ``retry:`` hint (``SSECORS_BUSY_RETRY`` milliseconds,
+    with jitter) and ends: the browser comes back later, maybe to a less busy worker. A ``503``
+    would make ``EventSource`` give up for good. Other clients get ``503`` with
+    ``Retry-After``. The view does not run.
+
+Age
+    ``SSECORS_MAX_STREAM_AGE`` ends each stream after that many seconds, less up to 10 %
+    jitter so that streams opened together do not all end together, with a ``retry:`` hint.
+    The client reconnects with its ``Last-Event-ID`` and resumes where it was; rotation spreads
+    long-lived clients across workers and bounds how long one stream holds state.
+
+Shutdown
+    When the worker stops, every open stream ends with a ``retry:`` hint (500 to 3000 ms, with
+    jitter, so that clients do not all come back in the same instant), the client reconnects to
+    another worker and resumes from its ``Last-Event-ID``. Stream requests that still reach the
+    stopping worker are turned away as over capacity.
+
+    Under gunicorn's gevent workers this is automatic: on the first stream, flask-ssecors finds
+    the worker that installed the ``SIGTERM`` handler and chains its own handler before
+    gunicorn's, so that streams end at once when the worker is told to stop (``SIGTERM``:
+    graceful stop, reload, scale down; ``SIGINT``/``SIGQUIT``: quick stop), well within
+    ``--graceful-timeout``. Under another server, call :func:`end_all_streams` from the
+    server's shutdown hook.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import sys
+import time
+import typing as t
+import weakref
+
+import gevent
+from flask import request
+from flask import Response
+
+from .stats import send_safely
+from .stats import Stats
+from .stats import stream_closed
+from .stats import stream_opened
+from .stream import encode_retry
+from .stream import EventStream
+from .stream import StreamResponse
+from .tokens import expired_event
+
+if t.TYPE_CHECKING:
+    import collections.abc as cabc
+    import types
+
+    from flask import Flask
+
+    from .brokers import Subscription
+    from .config import Settings
+    from .config import StreamOptions
+    from .policy import Decision
+    from .tokens import Grant
+
+logger = logging.getLogger("flask_ssecors")
+
+#: Largest share of ``SSECORS_MAX_STREAM_AGE`` taken off at random, per stream.
+AGE_JITTER: t.Final = 0.1
+#: ``retry:`` range (milliseconds) sent when a stream is rotated and no ``SSECORS_RETRY`` is set.
+ROTATE_RETRY_MS: t.Final = (500, 1500)
+#: ``retry:`` range (milliseconds) sent when the worker shuts down.
+SHUTDOWN_RETRY_MS: t.Final = (500, 3000)
+#: Relative jitter of the ``retry:`` hint sent over capacity.
+BUSY_JITTER: t.Final = 0.5
+
+#: Every tracker of this process, for :func:`end_all_streams`.
+_trackers: weakref.WeakSet[StreamTracker] = weakref.WeakSet()
+
+
+def _jittered_retry(low: int, high: int) -> bytes:
+    return encode_retry(random.randint(low, high))
+
+
+class StreamTracker:
+    """The open streams of one app in one process: capacity, deadlines, shutdown, statistics.
+
+    :param app: the app, the sender of the signals.
+    :param settings: the app's settings (``max_streams``, ``busy_retry``).
+    """
+
+    def __init__(self, app: Flask, settings: Settings) -> None:
+        self.app = app
+        self.limit = settings.max_streams
+        self.busy_retry = settings.busy_retry
+        self.streams: set[EventStream] = set()
+        #: Stream requests admitted whose view is still running.
+        self.pending = 0
+        #: Set once the process is shutting down: no stream is admitted any more.
+        self.draining = False
+        self.stats = Stats()
+        _trackers.add(self)
+
+    # -- admission -------------------------------------------------------------------------
+
+    def reserve(self) -> bool:
+        """Admit one more stream request, or refuse it (over capacity, or shutting down).
+
+        Every admitted request must be followed by :meth:`unreserve` once its view returned.
+        """
+        if self.draining or (
+            self.limit is not None and len(self.streams) + self.pending >= self.limit
+        ):
+            return False
+        self.pending += 1
+        return True
+
+    def unreserve(self) -> None:
+        """The view of an admitted request returned (with a stream or not)."""
+        self.pending -= 1
+
+    def busy_response(
+        self, decision: Decision, options: StreamOptions, headers: Headers, *, strict: bool
+    ) -> Response:
+        """The answer to a stream request that was not admitted (see the module docs).
+
+        :param decision: the request's CORS decision (its headers go on the stream).
+        :param options: the view's stream options.
+        :param headers: extra headers for the response (the request id).
+        :param strict: raise on header conflicts (debug/testing).
+        """
+        reason = "shutting-down" if self.draining else "over-capacity"
+        self.stats.count_refusal(self.app, "capacity", reason)
+        logger.info(
+            "turned a stream request away: %s (%d open, SSECORS_MAX_STREAMS=%s)",
+            reason,
+            len(self.streams),
+            self.limit,
+        )
+        delay = self.busy_retry
+        if "text/event-stream" in request.headers.get("Accept", ""):
+            low = int(delay * (1 - BUSY_JITTER))
+            stream = EventStream((), options)
+            stream.end(_jittered_retry(low, int(delay * (1 + BUSY_JITTER))), "busy")
+            cors = decision.headers if decision.allowed else ()
+            return StreamResponse(stream, (*cors, *headers), decision.vary, strict=strict)
+        response = Response(
+            "Service Unavailable: too many open streams; retry later.\n",
+            503,
+            mimetype="text/plain",
+        )
+        response.headers["Retry-After"] = str(max(1, math.ceil(delay / 1000)))
+        return response
+
+    # -- open streams ----------------------------------------------------------------------
+
+    def open(
+        self,
+        source: Subscription | cabc.Iterable[object],
+        options: StreamOptions,
+        *,
+        grant: Grant | None = None,
+        clock: cabc.Callable[[], float] = time.time,
+        request_id: str | None = None,
+    ) -> EventStream:
+        """Create and track the stream of an admitted request.
+
+        :param source: the subscription or iterable the view returned.
+        :param options: the view's stream options.
+        :param grant: the request's token grant: the stream ends when the token expires.
+        :param clock: the wall clock the token's expiry is measured with.
+        :param request_id: the request's id, for the signals.
+        """
+        started = time.monotonic()
+        stream = EventStream(
+            source, options, on_close=lambda: self._release(stream, started, request_id)
+        )
+        self.streams.add(stream)
+        self.stats.streams_opened += 1
+        self._set_deadline(stream, options, grant, clock, started)
+        if self.draining:
+            stream.end(_jittered_retry(*SHUTDOWN_RETRY_MS), "shutdown")
+        watch_server()
+        send_safely(stream_opened, self.app, request_id=request_id)
+        return stream
+
+    @staticmethod
+    def _set_deadline(
+        stream: EventStream,
+        options: StreamOptions,
+        grant: Grant | None,
+        clock: cabc.Callable[[], float],
+        now: float,
+    ) -> None:
+        until: float | None = None
+        if options.max_stream_age is not None:
+            until = now + options.max_stream_age * (1 - AGE_JITTER * random.random())
+            retry = options.retry
+            farewell = (
+                encode_retry(retry) if retry is not None else _jittered_retry(*ROTATE_RETRY_MS)
+            )
+            stream.end_at(until, farewell, "max-age")
+        if grant is not None:
+            expires = now + (grant.expires - clock())
+            if until is None or expires <= until:
+                stream.end_at(expires, expired_event(), "token-expired")
+
+    def _release(self, stream: EventStream, started: float, request_id: str | None) -> None:
+        self.streams.discard(stream)
+        reason = stream.end_reason or "disconnected"
+        self.stats.count_closed(reason, stream.sent)
+        send_safely(
+            stream_closed,
+            self.app,
+            reason=reason,
+            events_sent=stream.sent,
+            duration=time.monotonic() - started,
+            request_id=request_id,
+        )
+
+    def end_all(self, reason: str = "shutdown") -> int:
+        """End every open stream with a ``retry:`` hint and admit no more; return how many.
+
+        .. versionadded:: 0.1
+        """
+        self.draining = True
+        streams = list(self.streams)
+        for stream in streams:
+            stream.end(_jittered_retry(*SHUTDOWN_RETRY_MS), reason)
+        return len(streams)
+
+    def events_in_open_streams(self) -> int:
+        """Events sent so far by the streams still open."""
+        return sum(stream.sent for stream in self.streams)
+
+
+Headers = tuple[tuple[str, str], ...]
+
+
+def end_all_streams(reason: str = "shutdown") -> int:
+    """End every open stream of every app in this process, and admit no new ones.
+
+    Each stream writes a ``retry:`` hint and ends, so that its client reconnects (to another
+    worker) and resumes from its ``Last-Event-ID``. Safe to call from a signal handler's
+    greenlet or a server's shutdown hook; it does not block.
+
+    :return: how many streams were told to end.
+
+    .. versionadded:: 0.1
+    """
+    total = 0
+    for tracker in list(_trackers):
+        total += tracker.end_all(reason)
+    if total:
+        logger.info("ending %d open streams: %s", total, reason)
+    return total
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+_watching = False
+_STOP_SIGNALS: t.Final = ("SIGTERM", "SIGINT", "SIGQUIT")
+
+
+def _forget_watch() -> None:
+    global _watching
+    _watching = False
+
+
+os.register_at_fork(after_in_child=_forget_watch)
+
+
+def watch_server() -> None:
+    """Once per process: when it runs in a gunicorn gevent worker, chain a handler to the
+    worker's stop signals that ends every open stream (see the module documentation)."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    worker = _gunicorn_gevent_worker()
+    if worker is None:
+        return
+    for name in _STOP_SIGNALS:
+        signum = getattr(signal, name)
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+        try:
+            signal.signal(signum, _chain(previous))
+        except ValueError:  # not the main thread: a threaded worker, not gevent's
+            return
+    logger.debug("flask-ssecors ends open streams when gunicorn worker %s stops", worker.pid)
+
+
+def _gunicorn_gevent_worker() -> t.Any:
+    """The gunicorn gevent worker this process is, found through its ``SIGTERM`` handler."""
+    base = sys.modules.get("gunicorn.workers.base")
+    ggevent = sys.modules.get("gunicorn.workers.ggevent")
+    if base is None or ggevent is None:
+        return None
+    handler = signal.getsignal(signal.SIGTERM)
+    worker = getattr(handler, "__self__", None)
+    if isinstance(worker, ggevent.GeventWorker):
+        return worker
+    return None
+
+
+def _chain(
+    previous: cabc.Callable[[int, types.FrameType | None], t.Any],
+) -> cabc.Callable[[int, types.FrameType | None], None]:
+    def stop_streams_then(signum: int, frame: types.FrameType | None) -> None:
+        # Like gunicorn's own gevent handlers: leave the signal handler, do the work in a
+        # greenlet (it only flags the streams and wakes them; it never blocks).
+        gevent.spawn(end_all_streams, "shutdown")
+        previous(signum, frame)
+
+    return stop_streams_then

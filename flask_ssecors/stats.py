@@ -1,0 +1,201 @@
+"""Statistics and signals: what the streams of one app in one worker process are doing.
+
+:meth:`~flask_ssecors.SSECors.stats` returns a :class:`StatsSnapshot` (a plain ``dict``):
+
+``open_streams``
+    streams open now;
+``streams_opened`` / ``streams_closed``
+    streams opened and closed since the process started;
+``events_sent``
+    events handed to the server (heartbeats not counted);
+``refused_origins``
+    requests refused by the CORS policy, by reason (``origin-not-allowed``,
+    ``malformed-origin``, ``no-origin-refused``, ``method-not-allowed``...);
+``token_refusals``
+    requests refused for their stream token, by reason (see :class:`flask_ssecors.tokens.Refusal`);
+``slow_clients_dropped``
+    clients cut off because they fell more than ``SSECORS_QUEUE_SIZE`` events behind or did
+    not accept a write within ``SSECORS_SEND_TIMEOUT``;
+``streams_refused_busy``
+    stream requests turned away because the worker was at ``SSECORS_MAX_STREAMS`` or shutting
+    down;
+``streams_ended``
+    streams the server ended, by reason (``max-age``, ``token-expired``, ``shutdown``).
+
+Counters are per app and per worker process: with several gunicorn workers, each has its own.
+Nothing is counted per event besides one integer per stream.
+
+Signals (`blinker <https://blinker.readthedocs.io>`_, like Flask's own), sent with the app as
+sender:
+
+- :data:`stream_opened` (``request_id``), in the request context of the stream;
+- :data:`stream_closed` (``reason``, ``events_sent``, ``duration``, ``request_id``), in the
+  server's greenlet, outside any request context;
+- :data:`request_refused` (``kind``: ``"origin"``, ``"token"`` or ``"capacity"``; ``reason``),
+  in the request context of the refused request.
+
+Prometheus: with ``prometheus-client`` installed, register a :class:`PrometheusCollector`::
+
+    from prometheus_client import REGISTRY
+    from flask_ssecors.stats import PrometheusCollector
+
+    REGISTRY.register(PrometheusCollector(app))
+
+It reads :meth:`~flask_ssecors.SSECors.stats` when scraped, and costs nothing in between.
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc as cabc
+import logging
+import typing as t
+
+from blinker import Namespace
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+logger = logging.getLogger("flask_ssecors")
+
+_signals = Namespace()
+
+#: Sent when a stream opens: ``sender`` is the app; keyword ``request_id``.
+stream_opened = _signals.signal("flask-ssecors.stream-opened")
+#: Sent when a stream closes: ``sender`` is the app; keywords ``reason``, ``events_sent``,
+#: ``duration`` (seconds) and ``request_id``.
+stream_closed = _signals.signal("flask-ssecors.stream-closed")
+#: Sent when a request is refused: ``sender`` is the app; keywords ``kind`` (``"origin"``,
+#: ``"token"`` or ``"capacity"``) and ``reason``.
+request_refused = _signals.signal("flask-ssecors.request-refused")
+
+#: Stream end reasons that mean a slow client was cut off.
+SLOW_CLIENT_REASONS: t.Final = frozenset({"overflow", "send-timeout"})
+#: Stream end reasons that the server chose, counted in ``streams_ended``.
+SERVER_END_REASONS: t.Final = frozenset({"max-age", "token-expired", "shutdown"})
+
+
+class StatsSnapshot(t.TypedDict):
+    """What :meth:`~flask_ssecors.SSECors.stats` returns."""
+
+    open_streams: int
+    streams_opened: int
+    streams_closed: int
+    events_sent: int
+    refused_origins: dict[str, int]
+    token_refusals: dict[str, int]
+    slow_clients_dropped: int
+    streams_refused_busy: int
+    streams_ended: dict[str, int]
+
+
+class Stats:
+    """The counters of one app in one process (see the module documentation)."""
+
+    def __init__(self) -> None:
+        self.streams_opened = 0
+        self.streams_closed = 0
+        self.events_sent_closed = 0
+        self.slow_clients_dropped = 0
+        self.streams_refused_busy = 0
+        self.refused_origins: collections.Counter[str] = collections.Counter()
+        self.token_refusals: collections.Counter[str] = collections.Counter()
+        self.streams_ended: collections.Counter[str] = collections.Counter()
+
+    def count_refusal(self, app: Flask, kind: str, reason: str) -> None:
+        """Count a refused request and send :data:`request_refused`."""
+        if kind == "origin":
+            self.refused_origins[reason] += 1
+        elif kind == "token":
+            self.token_refusals[reason] += 1
+        else:
+            self.streams_refused_busy += 1
+        if request_refused.receivers:
+            request_refused.send(app, kind=kind, reason=reason)
+
+    def count_closed(self, reason: str, events: int) -> None:
+        """Count a closed stream."""
+        self.streams_closed += 1
+        self.events_sent_closed += events
+        if reason in SLOW_CLIENT_REASONS:
+            self.slow_clients_dropped += 1
+        elif reason in SERVER_END_REASONS:
+            self.streams_ended[reason] += 1
+
+    def snapshot(self, open_streams: int, events_in_open: int) -> StatsSnapshot:
+        """The counters as a plain ``dict``."""
+        return StatsSnapshot(
+            open_streams=open_streams,
+            streams_opened=self.streams_opened,
+            streams_closed=self.streams_closed,
+            events_sent=self.events_sent_closed + events_in_open,
+            refused_origins=dict(self.refused_origins),
+            token_refusals=dict(self.token_refusals),
+            slow_clients_dropped=self.slow_clients_dropped,
+            streams_refused_busy=self.streams_refused_busy,
+            streams_ended=dict(self.streams_ended),
+        )
+
+
+def send_safely(signal: t.Any, app: Flask, **kwargs: object) -> None:
+    """Send ``signal`` if anyone listens; a receiver that raises is logged, not propagated
+    (it runs where a stream is being closed, which must go on)."""
+    if not signal.receivers:
+        return
+    try:
+        signal.send(app, **kwargs)
+    except Exception:
+        logger.exception("a receiver of %s raised", signal.name)
+
+
+class PrometheusCollector:
+    """A ``prometheus_client`` collector for the flask-ssecors statistics of ``app``.
+
+    :param app: the Flask app flask-ssecors is registered on.
+    :param prefix: the metric name prefix.
+
+    Metrics (per worker process): ``<prefix>_open_streams`` (gauge),
+    ``<prefix>_streams_opened_total``, ``<prefix>_streams_closed_total``,
+    ``<prefix>_events_sent_total``, ``<prefix>_slow_clients_dropped_total``,
+    ``<prefix>_streams_refused_busy_total``, and, labelled by ``reason``,
+    ``<prefix>_refused_origins_total``, ``<prefix>_token_refusals_total`` and
+    ``<prefix>_streams_ended_total``.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, app: Flask, prefix: str = "ssecors") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    def collect(self) -> cabc.Iterator[t.Any]:
+        """Yield the metrics (called by ``prometheus_client`` on each scrape)."""
+        from prometheus_client.core import CounterMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
+
+        with self.app.app_context():
+            state = self.app.extensions["ssecors"]
+            stats: StatsSnapshot = state.extension.stats()
+        p = self.prefix
+        yield GaugeMetricFamily(f"{p}_open_streams", "Open streams.", value=stats["open_streams"])
+        for name, help_text in (
+            ("streams_opened", "Streams opened."),
+            ("streams_closed", "Streams closed."),
+            ("events_sent", "Events sent, heartbeats not counted."),
+            ("slow_clients_dropped", "Clients cut off for being too slow."),
+            ("streams_refused_busy", "Stream requests turned away at capacity or shutdown."),
+        ):
+            value = t.cast(int, stats[name])  # type: ignore[literal-required]
+            yield CounterMetricFamily(f"{p}_{name}", help_text, value=value)
+        for name, help_text in (
+            ("refused_origins", "Requests refused by the CORS policy."),
+            ("token_refusals", "Requests refused for their stream token."),
+            ("streams_ended", "Streams ended by the server."),
+        ):
+            family = CounterMetricFamily(f"{p}_{name}", help_text, labels=["reason"])
+            counts = t.cast("dict[str, int]", stats[name])  # type: ignore[literal-required]
+            for reason, count in sorted(counts.items()):
+                family.add_metric([reason], count)
+            yield family

@@ -1,0 +1,319 @@
+"""Signed stream tokens: authorization for ``EventSource``, which cannot send headers.
+
+A page asks an ordinary endpoint of the app for a token (``sse.issue_token(subject)``), then
+opens the stream with it in a cookie or in the ``token`` query parameter. A token is signed
+with the app's ``SECRET_KEY`` (through itsdangerous, with its own salt, so no other signed value
+of the app can pass for one) and bound to:
+
+- the ``Origin`` of the request that asked for it (the request's own origin when it sent none,
+  as same-origin ``GET`` requests do);
+- a hash of that request's ``User-Agent``;
+- the channels it may read (all channels when None);
+- an expiry (``max_age`` seconds after it was issued).
+
+A stream view decorated with ``@sse.stream(require_token=True)`` refuses, before the view runs,
+a request whose token is missing (``401``), not signed by the app (``401``), expired (``401``),
+bound to another origin or user agent (``403``); and, at the latest when the view calls
+``sse.subscribe(channel)``, a channel the token does not grant (``403``). Any non-``200``
+status tells ``EventSource`` to stop reconnecting; the page fetches a new token first. The
+reason is logged and counted (``sse.stats()["token_refusals"]``); the token never is.
+
+An open stream ends when its token expires, after a final :data:`TOKEN_EXPIRED_EVENT` event
+telling the page to fetch a new token.
+
+Keeping tokens out of logs
+--------------------------
+
+Prefer the cookie (:meth:`~flask_ssecors.SSECors.set_token_cookie`): it never appears in a URL.
+A token in the query string is part of the request line, which access logs record. flask-ssecors
+never logs it, but gunicorn's default access log format does (``%(r)s`` is the request line);
+log the path without the query string instead, e.g. in ``gunicorn.conf.py``::
+
+    from flask_ssecors.tokens import ACCESS_LOG_FORMAT
+    access_log_format = ACCESS_LOG_FORMAT
+
+which is gunicorn's default format with ``"%(m)s %(U)s %(H)s"`` (method, path, protocol) in
+place of ``"%(r)s"``. Proxies in front log request lines too (nginx: use ``$uri`` rather than
+``$request`` in ``log_format``).
+
+.. versionadded:: 0.1
+"""
+
+from __future__ import annotations
+
+import base64
+import collections.abc as cabc
+import dataclasses
+import hashlib
+import logging
+import math
+import time
+import typing as t
+
+import itsdangerous
+from flask import request
+from flask import Response
+
+from ._logsafe import escape
+from .events import Event
+from .exceptions import TokenRefused
+
+logger = logging.getLogger("flask_ssecors")
+
+#: The salt that sets stream tokens apart from every other value the app signs.
+SALT: t.Final = "flask-ssecors.stream-token"
+#: The query parameter that may carry a token.
+QUERY_PARAMETER: t.Final = "token"
+#: The ``event`` name of the last event of a stream whose token expired.
+TOKEN_EXPIRED_EVENT: t.Final = "ssecors-token-expired"
+#: Longest token accepted; anything longer is refused unread.
+MAX_TOKEN_LENGTH: t.Final = 4096
+#: Longest lifetime a token may be given, in seconds.
+MAX_TOKEN_AGE: t.Final = 7 * 86400.0
+#: gunicorn's default access log format with the path in place of the request line, so that a
+#: token in the query string is not written to the access log.
+ACCESS_LOG_FORMAT: t.Final = (
+    '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
+)
+
+_KEY: t.Final = "flask_ssecors.token_grant"
+
+
+class Refusal:
+    """Why a token was refused (log, signal and statistics labels)."""
+
+    MISSING: t.Final = "token-missing"
+    INVALID: t.Final = "token-invalid"
+    EXPIRED: t.Final = "token-expired"
+    OTHER_ORIGIN: t.Final = "token-other-origin"
+    OTHER_USER_AGENT: t.Final = "token-other-user-agent"
+    CHANNEL_NOT_GRANTED: t.Final = "token-channel-not-granted"
+
+
+#: Refusals answered ``401`` (authenticate again); the others are answered ``403``.
+_UNAUTHENTICATED: t.Final = frozenset({Refusal.MISSING, Refusal.INVALID, Refusal.EXPIRED})
+
+
+def refused(reason: str) -> TokenRefused:
+    """The :class:`~flask_ssecors.exceptions.TokenRefused` for ``reason``, with its status."""
+    return TokenRefused(reason, 401 if reason in _UNAUTHENTICATED else 403)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grant:
+    """What a valid token grants.
+
+    :param subject: the subject given to :meth:`StreamTokens.issue` (a user id, say).
+    :param origin: the origin the token is bound to.
+    :param channels: the channels it may read, or None for every channel.
+    :param expires: when it expires, in seconds since the epoch.
+    """
+
+    subject: str
+    origin: str
+    channels: frozenset[str] | None
+    expires: float
+
+    def allows_channel(self, channel: str) -> bool:
+        """Whether the token grants ``channel``."""
+        return self.channels is None or channel in self.channels
+
+
+def hash_user_agent(user_agent: str) -> str:
+    """A short digest of a ``User-Agent`` value, as tokens carry it."""
+    digest = hashlib.sha256(user_agent.encode("utf-8", "surrogateescape")).digest()[:12]
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+class StreamTokens:
+    """Signs and checks stream tokens. Pure: it reads no request.
+
+    :param secret_keys: the signing keys, oldest first (Flask's ``SECRET_KEY_FALLBACKS``, then
+        ``SECRET_KEY``); the last signs, every one verifies.
+    :param default_max_age: the lifetime of a token issued without ``max_age``, in seconds.
+    :param clock: the wall clock, seconds since the epoch (tests replace it).
+    """
+
+    def __init__(
+        self,
+        secret_keys: cabc.Sequence[str | bytes],
+        *,
+        default_max_age: float,
+        clock: cabc.Callable[[], float] = time.time,
+    ) -> None:
+        keys = [key.encode("utf-8") if isinstance(key, str) else key for key in secret_keys]
+        self._serializer = itsdangerous.URLSafeSerializer(
+            keys, salt=SALT, signer_kwargs={"digest_method": hashlib.sha256}
+        )
+        self.default_max_age = default_max_age
+        self.clock = clock
+
+    def issue(
+        self,
+        subject: str,
+        *,
+        origin: str,
+        user_agent: str,
+        channels: cabc.Iterable[str] | None = None,
+        max_age: float | None = None,
+    ) -> str:
+        """Sign a token for ``subject``, bound to ``origin`` and ``user_agent``.
+
+        :raises TypeError: when ``subject`` or a channel is not a string, or ``channels`` is a
+            single string rather than a collection of them.
+        :raises ValueError: when ``max_age`` is not a number of seconds above zero and at most
+            :data:`MAX_TOKEN_AGE`.
+        """
+        if not isinstance(subject, str):
+            raise TypeError(f"a token subject must be a str, not {type(subject).__name__}")
+        granted: list[str] | None = None
+        if channels is not None:
+            if isinstance(channels, str | bytes):
+                raise TypeError("channels must be a collection of channel names, not one string")
+            granted = sorted(set(channels))
+            if not all(isinstance(channel, str) for channel in granted):
+                raise TypeError("channel names must be strings")
+        lifetime = self.default_max_age if max_age is None else max_age
+        if (
+            isinstance(lifetime, bool)
+            or not isinstance(lifetime, int | float)
+            or not math.isfinite(lifetime)
+            or not 0 < lifetime <= MAX_TOKEN_AGE
+        ):
+            raise ValueError(
+                f"max_age must be a number of seconds above 0 and at most {MAX_TOKEN_AGE:g}"
+            )
+        expires_ms = math.floor((self.clock() + lifetime) * 1000)
+        payload = {
+            "s": subject,
+            "o": origin,
+            "u": hash_user_agent(user_agent),
+            "c": granted,
+            "e": expires_ms,
+        }
+        return self._serializer.dumps(payload)
+
+    def verify(self, token: str, *, origin: str, user_agent: str) -> Grant:
+        """Check ``token`` for a request from ``origin`` with ``user_agent``.
+
+        :raises TokenRefused: with one of the :class:`Refusal` reasons.
+        """
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            raise refused(Refusal.INVALID)
+        try:
+            payload = self._serializer.loads(token)
+        except itsdangerous.BadData:
+            raise refused(Refusal.INVALID) from None
+        grant = _grant_of(payload)
+        if grant is None:
+            raise refused(Refusal.INVALID)
+        if self.clock() >= grant.expires:
+            raise refused(Refusal.EXPIRED)
+        if origin != grant.origin:
+            raise refused(Refusal.OTHER_ORIGIN)
+        if hash_user_agent(user_agent) != payload["u"]:
+            raise refused(Refusal.OTHER_USER_AGENT)
+        return grant
+
+
+def _grant_of(payload: object) -> Grant | None:
+    """The grant a signed payload describes, or None when it is not one of ours."""
+    if not isinstance(payload, dict):
+        return None
+    subject, origin, ua, channels, expires = (payload.get(k) for k in ("s", "o", "u", "c", "e"))
+    if not (isinstance(subject, str) and isinstance(origin, str) and isinstance(ua, str)):
+        return None
+    if isinstance(expires, bool) or not isinstance(expires, int):
+        return None
+    if channels is not None and not (
+        isinstance(channels, list) and all(isinstance(c, str) for c in channels)
+    ):
+        return None
+    granted = frozenset(channels) if channels is not None else None
+    return Grant(subject, origin, granted, expires / 1000)
+
+
+# -- the current request ------------------------------------------------------------------------
+
+
+def request_origin() -> str:
+    """The origin a token of the current request is bound to: its ``Origin`` header, or the
+    request's own origin when it sent none (same-origin ``GET`` requests do not)."""
+    return request.headers.get("Origin") or f"{request.scheme}://{request.host}".lower()
+
+
+def request_user_agent() -> str:
+    """The current request's ``User-Agent`` (empty when absent)."""
+    return request.headers.get("User-Agent", "")
+
+
+def verify_request(tokens: StreamTokens, cookie: str) -> Grant:
+    """Check the current request's token and remember its grant for the request.
+
+    The cookie is tried first, then the ``token`` query parameter; the first valid one wins.
+
+    :param tokens: the app's token codec.
+    :param cookie: the name of the token cookie.
+    :raises TokenRefused: when neither is valid (with the reason of the last one tried).
+    """
+    presented = [request.cookies.get(cookie), request.args.get(QUERY_PARAMETER)]
+    candidates = [token for token in presented if token]
+    if not candidates:
+        raise refused(Refusal.MISSING)
+    origin, user_agent = request_origin(), request_user_agent()
+    failure: TokenRefused | None = None
+    for token in candidates:
+        try:
+            grant = tokens.verify(token, origin=origin, user_agent=user_agent)
+        except TokenRefused as error:
+            failure = error
+            continue
+        request.environ[_KEY] = grant
+        return grant
+    assert failure is not None
+    raise failure
+
+
+def current_grant() -> Grant | None:
+    """The grant of the current request's verified token, or None."""
+    return t.cast("Grant | None", request.environ.get(_KEY))
+
+
+def check_channel(channel: str) -> None:
+    """Refuse ``channel`` when the current request's token does not grant it.
+
+    :raises TokenRefused: with :attr:`Refusal.CHANNEL_NOT_GRANTED`.
+    """
+    grant = request.environ.get(_KEY)
+    if grant is not None and not grant.allows_channel(channel):
+        raise refused(Refusal.CHANNEL_NOT_GRANTED)
+
+
+def log_refusal(error: TokenRefused) -> None:
+    """Log a token refusal: the path, the origin and the reason, escaped; never the token."""
+    logger.warning(
+        "refused stream token on %s from origin %s: %s",
+        escape(request.path),
+        escape(request.headers.get("Origin")),
+        error.reason,
+    )
+
+
+def refusal_response(error: TokenRefused) -> Response:
+    """The answer to a refused token: ``401`` or ``403``, which ``EventSource`` does not retry."""
+    title = "Unauthorized" if error.status == 401 else "Forbidden"
+    response = Response(
+        f"{title}: stream token refused ({error.reason}).\n", error.status, mimetype="text/plain"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    if error.status == 401:
+        challenge = 'Bearer realm="flask-ssecors"'
+        if error.reason != Refusal.MISSING:
+            challenge += ', error="invalid_token"'
+        response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def expired_event() -> bytes:
+    """The last event of a stream whose token expired: the page should fetch a new token."""
+    return Event({"reason": Refusal.EXPIRED}, event=TOKEN_EXPIRED_EVENT).encode()

@@ -1,0 +1,544 @@
+"""The broker contract, and the in-memory broker that passes it.
+
+DESIGN, "Streams" rules 6-8: ids are assigned by the broker, monotonic per channel and told apart
+across restarts; replay is strictly after ``Last-Event-ID``; an unknown or expired id yields one
+reset event first; a subscriber that falls more than its limit behind is dropped without slowing
+anyone else; ``subscriber_count`` returns to zero.
+
+:class:`BrokerContract` is written against the :class:`~flask_ssecors.brokers.Broker` protocol
+only. Every broker reuses it by subclassing and overriding one fixture, ``make_broker`` (a
+factory, since several tests need a second instance or another backlog size)::
+
+    class TestRedisBroker(BrokerContract):
+        @pytest.fixture
+        def make_broker(self, redis_url): ...
+
+Delivery may be asynchronous (a network broker), so events are read with a deadline, and
+"nothing more" means "nothing within a short wait". gevent runs in-process without
+monkey-patching: greenlets publish and read concurrently.
+"""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import random
+import time
+import typing as t
+
+import gevent
+import gevent.event
+import pytest
+
+from flask_ssecors.brokers import Broker
+from flask_ssecors.brokers import MemoryBroker
+from flask_ssecors.brokers import Subscription
+from flask_ssecors.brokers import SubscriptionClosed
+from flask_ssecors.events import Event
+from flask_ssecors.events import RESET_EVENT
+from flask_ssecors.parser import parse_events
+
+#: Backlog of the default broker: larger than any test publishes unless it says otherwise.
+BACKLOG = 1000
+#: How long "nothing more arrives" is watched for.
+QUIET = 0.05
+
+MakeBroker = cabc.Callable[..., Broker]
+
+
+def decode(item: bytes) -> Event:
+    """The one event an item of a subscription carries."""
+    events = parse_events(item)
+    assert len(events) == 1, item
+    return events[0]
+
+
+def take(subscription: Subscription, count: int, timeout: float = 5.0) -> list[Event]:
+    """The next ``count`` events of ``subscription``, waiting at most ``timeout`` in all."""
+    deadline = time.monotonic() + timeout
+    events: list[Event] = []
+    while len(events) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"got {len(events)} of {count} events within {timeout} s")
+        item = subscription.get(left)
+        if item is not None:
+            events.append(decode(item))
+    return events
+
+
+def assert_nothing_more(subscription: Subscription) -> None:
+    item = subscription.get(QUIET)
+    assert item is None, f"unexpected {item!r}"
+
+
+def wait_until_closed(subscription: Subscription, timeout: float = 5.0) -> str:
+    """Wait until ``subscription`` is dropped; return the reason :meth:`get` raises with."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            subscription.get(0.01)
+        except SubscriptionClosed as closed:
+            return str(closed)
+    raise AssertionError(f"subscription still open after {timeout} s")
+
+
+def publish_many(broker: Broker, channel: str, count: int, tag: str = "") -> list[str]:
+    return [broker.publish(channel, Event({"n": n, "tag": tag})) for n in range(count)]
+
+
+class BrokerContract:
+    """What every broker must do. Subclasses override :meth:`make_broker`."""
+
+    #: Whether two broker objects see the same channels (a network broker pointed at one
+    #: server): then an id from one resumes on the other, instead of being unknown.
+    shares_state_across_instances: t.ClassVar[bool] = False
+
+    @pytest.fixture
+    def make_broker(self) -> cabc.Iterator[MakeBroker]:
+        """A factory ``make(backlog=BACKLOG) -> Broker``; every broker it made is closed after
+        the test. Each call is a fresh broker, as after a process restart."""
+        raise NotImplementedError("override make_broker in the broker's test class")
+
+    @pytest.fixture
+    def broker(self, make_broker: MakeBroker) -> Broker:
+        return make_broker(backlog=BACKLOG)
+
+    def id_key(self, event_id: str) -> tuple[str, int]:
+        """A sort key for the ids this broker assigns (``<prefix>-<n>``); override for others."""
+        prefix, _, number = event_id.rpartition("-")
+        return prefix, int(number)
+
+    # -- ids -------------------------------------------------------------------------------
+
+    def test_ids_are_monotonic_per_channel(self, broker: Broker) -> None:
+        ids: dict[str, list[str]] = {"a": [], "b": []}
+        for n in range(20):
+            channel = "a" if n % 3 else "b"
+            ids[channel].append(broker.publish(channel, Event(n)))
+        for channel_ids in ids.values():
+            keys = [self.id_key(i) for i in channel_ids]
+            assert keys == sorted(keys)
+            assert len(set(channel_ids)) == len(channel_ids)
+
+    def test_ids_are_distinct_across_instances(self, make_broker: MakeBroker) -> None:
+        """A restarted process must not hand out ids a client may still hold from before."""
+        first = publish_many(make_broker(), "c", 5)
+        second = publish_many(make_broker(), "c", 5)
+        assert not set(first) & set(second)
+
+    def test_id_from_another_instance(self, make_broker: MakeBroker) -> None:
+        """After a restart, an id from before is unknown (reset), unless the state is shared."""
+        old = make_broker()
+        old_ids = publish_many(old, "c", 3)
+        new = make_broker()
+        new_ids = publish_many(new, "c", 3)
+        subscription = new.subscribe("c", old_ids[0])
+        if self.shares_state_across_instances:
+            replayed = take(subscription, 5)
+            assert [e.id for e in replayed] == [*old_ids[1:], *new_ids]
+        else:
+            (reset,) = take(subscription, 1)
+            assert reset.event == RESET_EVENT
+        assert_nothing_more(subscription)
+
+    def test_publish_returns_the_id_subscribers_see(self, broker: Broker) -> None:
+        subscription = broker.subscribe("c")
+        ids = publish_many(broker, "c", 5)
+        events = take(subscription, 5)
+        assert [e.id for e in events] == ids
+        assert [e.data for e in events] == [f'{{"n":{n},"tag":""}}' for n in range(5)]
+        assert_nothing_more(subscription)
+
+    def test_event_fields_are_kept(self, broker: Broker) -> None:
+        subscription = broker.subscribe("c")
+        event_id = broker.publish("c", Event("two\nlines", event="note", retry=2500))
+        (event,) = take(subscription, 1)
+        assert (event.data, event.event, event.id, event.retry) == (
+            "two\nlines",
+            "note",
+            event_id,
+            2500,
+        )
+
+    def test_channels_are_separate(self, broker: Broker) -> None:
+        a = broker.subscribe("a")
+        b = broker.subscribe("b")
+        a_id = broker.publish("a", Event("for a"))
+        (event,) = take(a, 1)
+        assert event.id == a_id
+        assert_nothing_more(b)
+
+    # -- replay ----------------------------------------------------------------------------
+
+    @pytest.mark.parametrize("after", [0, 3, 8])
+    def test_replay_is_strictly_after_the_id(self, broker: Broker, after: int) -> None:
+        ids = publish_many(broker, "c", 10)
+        subscription = broker.subscribe("c", ids[after])
+        replayed = take(subscription, 9 - after)
+        assert [e.id for e in replayed] == ids[after + 1 :]
+        assert [e.data for e in replayed] == [f'{{"n":{n},"tag":""}}' for n in range(after + 1, 10)]
+        assert_nothing_more(subscription)
+        live = publish_many(broker, "c", 2, tag="live")
+        assert [e.id for e in take(subscription, 2)] == live
+        assert_nothing_more(subscription)
+
+    def test_replay_from_the_head_is_empty(self, broker: Broker) -> None:
+        ids = publish_many(broker, "c", 4)
+        subscription = broker.subscribe("c", ids[-1])
+        assert_nothing_more(subscription)
+        live = broker.publish("c", Event("live"))
+        assert [e.id for e in take(subscription, 1)] == [live]
+
+    def test_no_id_means_live_only(self, broker: Broker) -> None:
+        publish_many(broker, "c", 4)
+        subscription = broker.subscribe("c")
+        assert_nothing_more(subscription)
+        live = broker.publish("c", Event("live"))
+        assert [e.id for e in take(subscription, 1)] == [live]
+
+    @pytest.mark.parametrize(
+        "make_id",
+        [
+            pytest.param(lambda last: "garbage", id="garbage"),
+            pytest.param(lambda last: "-", id="dash"),
+            pytest.param(lambda last: "0", id="zero"),
+            pytest.param(lambda last: "-1", id="negative"),
+            pytest.param(lambda last: "x-1", id="other-prefix"),
+            pytest.param(lambda last: "9" * 40, id="huge"),
+            pytest.param(lambda last: last + "0", id="ahead-of-head"),
+            pytest.param(lambda last: last + "\u0661", id="non-ascii-digit"),
+            pytest.param(lambda last: "1-" + last, id="prefixed"),
+            pytest.param(lambda last: last + "-1", id="suffixed"),
+            pytest.param(lambda last: last + " ", id="trailing-space"),
+        ],
+    )
+    def test_unknown_id_yields_one_reset_event_first(
+        self, broker: Broker, make_id: cabc.Callable[[str], str]
+    ) -> None:
+        ids = publish_many(broker, "c", 3)
+        subscription = broker.subscribe("c", make_id(ids[-1]))
+        (reset,) = take(subscription, 1)
+        assert reset.event == RESET_EVENT
+        assert reset.id
+        assert_nothing_more(subscription)
+        live = broker.publish("c", Event("live"))
+        assert [e.id for e in take(subscription, 1)] == [live]
+        self.assert_resumes_from_head(broker, "c", reset.id)
+
+    def test_unknown_id_on_an_empty_channel(self, broker: Broker) -> None:
+        subscription = broker.subscribe("fresh", "garbage")
+        (reset,) = take(subscription, 1)
+        assert reset.event == RESET_EVENT
+        assert reset.id is not None
+        subscription.close()
+        self.assert_resumes_from_head(broker, "fresh", reset.id)
+
+    def assert_resumes_from_head(self, broker: Broker, channel: str, reset_id: str) -> None:
+        """A client that reconnects with the reset event's id gets what came after it."""
+        again = broker.subscribe(channel, reset_id)
+        replayed: list[Event] = []
+        while (item := again.get(QUIET)) is not None:
+            replayed.append(decode(item))
+        assert all(e.event != RESET_EVENT for e in replayed), replayed
+        next_id = broker.publish(channel, Event("next"))
+        events = [*replayed, *take(again, 1)]
+        assert events[-1].id == next_id
+        assert len({e.id for e in events}) == len(events)
+        again.close()
+
+    def test_reset_id_resumes_without_loss(self, broker: Broker) -> None:
+        """Between the reset and the reconnect, events published are not lost."""
+        publish_many(broker, "c", 2)
+        (reset,) = take(broker.subscribe("c", "garbage"), 1)
+        assert reset.id is not None
+        missed = publish_many(broker, "c", 3, tag="while away")
+        again = broker.subscribe("c", reset.id)
+        assert [e.id for e in take(again, 3)] == missed
+        assert_nothing_more(again)
+
+    def test_backlog_is_bounded(self, make_broker: MakeBroker) -> None:
+        broker = make_broker(backlog=5)
+        ids = publish_many(broker, "c", 12)
+        # ids[6] is the newest event no longer kept: resuming after it needs nothing missing.
+        kept = broker.subscribe("c", ids[6])
+        assert [e.id for e in take(kept, 5)] == ids[7:]
+        assert_nothing_more(kept)
+        # ids[5]: ids[6] is gone, so the client would miss it: reset.
+        expired = broker.subscribe("c", ids[5])
+        (reset,) = take(expired, 1)
+        assert reset.event == RESET_EVENT
+        assert_nothing_more(expired)
+        assert reset.id is not None
+        self.assert_resumes_from_head(broker, "c", reset.id)
+
+    def test_backlog_zero_keeps_nothing(self, make_broker: MakeBroker) -> None:
+        broker = make_broker(backlog=0)
+        ids = publish_many(broker, "c", 3)
+        at_head = broker.subscribe("c", ids[-1])
+        assert_nothing_more(at_head)
+        behind = broker.subscribe("c", ids[1])
+        (reset,) = take(behind, 1)
+        assert reset.event == RESET_EVENT
+        assert_nothing_more(behind)
+        fresh = broker.subscribe("c")
+        live = broker.publish("c", Event("live"))
+        for subscription in (at_head, behind, fresh):
+            assert [e.id for e in take(subscription, 1)] == [live]
+            assert_nothing_more(subscription)
+
+    # -- subscribers -----------------------------------------------------------------------
+
+    def test_subscriber_count(self, broker: Broker) -> None:
+        assert broker.subscriber_count() == 0
+        a1, a2 = broker.subscribe("a"), broker.subscribe("a", "garbage")
+        b = broker.subscribe("b")
+        assert (broker.subscriber_count("a"), broker.subscriber_count("b")) == (2, 1)
+        assert broker.subscriber_count() == 3
+        assert broker.subscriber_count("nobody") == 0
+        a1.close()
+        a1.close()
+        assert broker.subscriber_count("a") == 1
+        assert broker.subscriber_count() == 2
+        a2.close()
+        b.close()
+        assert broker.subscriber_count() == 0
+        assert broker.subscriber_count("a") == 0
+
+    def test_closed_subscription_delivers_nothing(self, broker: Broker) -> None:
+        subscription = broker.subscribe("c")
+        broker.publish("c", Event("queued"))
+        subscription.close()
+        assert subscription.closed
+        with pytest.raises(SubscriptionClosed, match="closed"):
+            subscription.get(QUIET)
+        broker.publish("c", Event("after"))
+        with pytest.raises(SubscriptionClosed):
+            subscription.get(QUIET)
+
+    def test_get_times_out_with_none(self, broker: Broker) -> None:
+        """The stream's heartbeat is a ``get`` that times out: it must return, with None."""
+        subscription = broker.subscribe("c")
+        started = time.monotonic()
+        assert subscription.get(0.1) is None
+        assert 0.08 <= time.monotonic() - started < 1.0
+
+    def test_waiting_get_wakes_on_close(self, broker: Broker) -> None:
+        subscription = broker.subscribe("c")
+        waiter = gevent.spawn(subscription.get, 10)
+        gevent.sleep(0.01)
+        subscription.close()
+        waiter.join(2)
+        assert isinstance(waiter.exception, SubscriptionClosed)
+
+    def test_broker_close_drops_everyone(self, make_broker: MakeBroker) -> None:
+        broker = make_broker()
+        subscriptions = [broker.subscribe(c) for c in ("a", "a", "b")]
+        broker.close()
+        assert broker.subscriber_count() == 0
+        for subscription in subscriptions:
+            assert subscription.closed
+            with pytest.raises(SubscriptionClosed):
+                subscription.get(QUIET)
+
+    def test_overflow_drops_only_the_slow_subscriber(self, broker: Broker) -> None:
+        slow = broker.subscribe("c", limit=5)
+        fast = [broker.subscribe("c", limit=100) for _ in range(3)]
+        readers = [gevent.spawn(take, subscription, 20) for subscription in fast]
+        ids = []
+        for n in range(20):
+            ids.append(broker.publish("c", Event(n)))
+            gevent.sleep(0)
+        assert wait_until_closed(slow) == "overflow"
+        assert slow.drop_reason == "overflow"
+        gevent.joinall(readers, timeout=5, raise_error=True)
+        for reader in readers:
+            assert [e.id for e in reader.value] == ids
+        assert broker.subscriber_count("c") == 3
+
+    def test_overflow_is_counted_in_live_events(self, broker: Broker) -> None:
+        """Replayed events do not count against the limit, and once taken, the limit is the
+        queue size again: a subscriber that replayed a long backlog is not allowed to fall
+        further behind than any other."""
+        ids = publish_many(broker, "c", 10)
+        subscription = broker.subscribe("c", ids[0], limit=3)
+        live = publish_many(broker, "c", 3, tag="live")
+        assert [e.id for e in take(subscription, 12)] == [*ids[1:], *live]
+        publish_many(broker, "c", 3, tag="within")
+        assert len(take(subscription, 3)) == 3
+        publish_many(broker, "c", 4, tag="one too many")
+        assert wait_until_closed(subscription) == "overflow"
+        assert broker.subscriber_count("c") == 0
+
+    def test_events_are_encoded_once(self, broker: Broker) -> None:
+        """Fan-out hands every subscriber the same bytes object, encoded once."""
+        subscriptions = [broker.subscribe("c") for _ in range(3)]
+        broker.publish("c", Event({"big": "x" * 1000}))
+        items = []
+        for subscription in subscriptions:
+            item = subscription.get(5)
+            assert item is not None
+            items.append(item)
+        assert items[0] is items[1] is items[2]
+
+    # -- concurrency -----------------------------------------------------------------------
+
+    def test_concurrent_publishers(self, broker: Broker) -> None:
+        """Greenlets publishing at once: unique ids, per-channel order kept, nothing lost."""
+        watcher = broker.subscribe("c", limit=10_000)
+        other = broker.subscribe("d", limit=10_000)
+
+        def publisher(tag: str, channel: str) -> list[str]:
+            ids = []
+            for n in range(40):
+                ids.append(broker.publish(channel, Event({"tag": tag, "n": n})))
+                gevent.sleep(0)
+            return ids
+
+        jobs = [gevent.spawn(publisher, f"p{k}", "c") for k in range(5)]
+        jobs.append(gevent.spawn(publisher, "other", "d"))
+        gevent.joinall(jobs, timeout=10, raise_error=True)
+        published = [i for job in jobs[:5] for i in job.value]
+        assert len(set(published)) == 200
+        received = take(watcher, 200)
+        assert_nothing_more(watcher)
+        keys = [self.id_key(e.id or "") for e in received]
+        assert keys == sorted(keys) and len(set(keys)) == 200
+        assert {e.id for e in received} == set(published)
+        for job in jobs[:5]:
+            mine = [e.id for e in received if e.id in set(job.value)]
+            assert mine == job.value
+        assert [e.id for e in take(other, 40)] == jobs[5].value
+
+    def test_reconnecting_clients_race_publishers(self, broker: Broker) -> None:
+        """Clients that keep reconnecting with their last id while events are published see
+        every event exactly once, in order: subscribe-then-publish races lose nothing."""
+        total = 300
+        rng = random.Random(1234)
+        published: list[str] = []
+
+        def publisher() -> None:
+            for n in range(total):
+                published.append(broker.publish("c", Event(n)))
+                if rng.random() < 0.7:
+                    gevent.sleep(0)
+
+        subscribed = gevent.event.Event()
+        waiting = [5]
+
+        def client(seed: int) -> list[str]:
+            local = random.Random(seed)
+            seen: list[str] = []
+            last: str | None = None
+            subscription = broker.subscribe("c")
+            waiting[0] -= 1
+            if not waiting[0]:
+                subscribed.set()
+            while len(seen) < total:
+                for _ in range(local.randint(1, 7)):
+                    item = subscription.get(5)
+                    assert item is not None, f"stalled after {len(seen)} events"
+                    event = decode(item)
+                    assert event.event != RESET_EVENT
+                    seen.append(event.id or "")
+                    last = event.id
+                    if len(seen) == total:
+                        break
+                subscription.close()
+                if local.random() < 0.5:
+                    gevent.sleep(0)
+                subscription = broker.subscribe("c", last)
+            subscription.close()
+            return seen
+
+        # Clients join before the first event so that "everything" is well defined (a
+        # network broker's subscribe may yield to other greenlets before it returns).
+        clients = [gevent.spawn(client, seed) for seed in range(5)]
+        assert subscribed.wait(10)
+        job = gevent.spawn(publisher)
+        gevent.joinall([job, *clients], timeout=20, raise_error=True)
+        for c in clients:
+            assert c.value == published
+        assert broker.subscriber_count("c") == 0
+
+    def test_late_joiner_gets_a_contiguous_suffix(self, broker: Broker) -> None:
+        total = 200
+        published: list[str] = []
+
+        def publisher() -> None:
+            for n in range(total):
+                published.append(broker.publish("c", Event(n)))
+                gevent.sleep(0)
+
+        def late_joiner(delay: int) -> list[str]:
+            for _ in range(delay):
+                gevent.sleep(0)
+            subscription = broker.subscribe("c", limit=total)
+            seen = []
+            while not seen or seen[-1] != published[-1] or len(published) < total:
+                item = subscription.get(0.5)
+                if item is None:
+                    break
+                seen.append(decode(item).id or "")
+            return seen
+
+        job = gevent.spawn(publisher)
+        joiners = [gevent.spawn(late_joiner, d) for d in (5, 50, 150)]
+        gevent.joinall([job, *joiners], timeout=20, raise_error=True)
+        for joiner in joiners:
+            seen = joiner.value
+            assert seen, "a late joiner got nothing"
+            start = published.index(seen[0])
+            assert seen == published[start:]
+
+
+class TestMemoryBroker(BrokerContract):
+    @pytest.fixture
+    def make_broker(self) -> cabc.Iterator[MakeBroker]:
+        made: list[MemoryBroker] = []
+
+        def make(backlog: int = BACKLOG) -> Broker:
+            broker = MemoryBroker(backlog=backlog)
+            made.append(broker)
+            return broker
+
+        yield make
+        for broker in made:
+            broker.close()
+
+    def test_id_format(self) -> None:
+        broker = MemoryBroker()
+        ids = publish_many(broker, "c", 3)
+        assert ids == [f"{broker.epoch}-{n}" for n in (1, 2, 3)]
+        assert publish_many(broker, "other", 1) == [f"{broker.epoch}-1"]
+
+    def test_epochs_differ_between_instances_started_together(self) -> None:
+        epochs = {MemoryBroker().epoch for _ in range(200)}
+        assert len(epochs) == 200
+
+    @pytest.mark.parametrize(
+        "number",
+        ["01", "001", "+1", " 1", "1 ", "\u0661", "\uff11", "1_0", "0x1", "", "1e0"],
+    )
+    def test_non_canonical_numbers_are_unknown(self, number: str) -> None:
+        """Only ids the broker wrote are known: ``int()`` would accept most of these and
+        replay from a position the client never held."""
+        broker = MemoryBroker()
+        publish_many(broker, "c", 3)
+        subscription = broker.subscribe("c", f"{broker.epoch}-{number}")
+        (reset,) = take(subscription, 1)
+        assert reset.event == RESET_EVENT
+        assert reset.id == f"{broker.epoch}-3"
+
+    def test_reset_event_data_says_why(self) -> None:
+        broker = MemoryBroker(backlog=2)
+        ids = publish_many(broker, "c", 5)
+        (unknown,) = take(broker.subscribe("c", "garbage"), 1)
+        (expired,) = take(broker.subscribe("c", ids[0]), 1)
+        assert unknown.data == '{"reason":"unknown-id"}'
+        assert expired.data == '{"reason":"expired"}'
+        assert unknown.id == expired.id == ids[-1]
+
+    def test_empty_channel_reset_id_is_position_zero(self) -> None:
+        broker = MemoryBroker()
+        (reset,) = take(broker.subscribe("fresh", "garbage"), 1)
+        assert reset.id == f"{broker.epoch}-0"
