@@ -28,6 +28,7 @@ import typing as t
 import gevent
 import gevent.event
 import pytest
+from flask import Flask
 
 from flask_ssecors.brokers import Broker
 from flask_ssecors.brokers import MemoryBroker
@@ -473,7 +474,7 @@ class BrokerContract:
             for _ in range(delay):
                 gevent.sleep(0)
             subscription = broker.subscribe("c", limit=total)
-            seen = []
+            seen: list[str] = []
             while not seen or seen[-1] != published[-1] or len(published) < total:
                 item = subscription.get(0.5)
                 if item is None:
@@ -542,3 +543,38 @@ class TestMemoryBroker(BrokerContract):
         broker = MemoryBroker()
         (reset,) = take(broker.subscribe("fresh", "garbage"), 1)
         assert reset.id == f"{broker.epoch}-0"
+
+
+def test_settings_reach_the_broker_and_subscriptions(make_app: cabc.Callable[..., Flask]) -> None:
+    """``SSECORS_BACKLOG`` sizes the app's broker and ``SSECORS_QUEUE_SIZE`` (or a view's
+    ``queue_size``) bounds each subscription a stream view takes."""
+    from flask_ssecors import SSECors
+
+    app = make_app(SSECORS_BACKLOG=3, SSECORS_QUEUE_SIZE=7)
+    sse = SSECors(app)
+    limits: list[int] = []
+
+    @app.get("/default")
+    @sse.stream()
+    def default() -> t.Any:
+        subscription = sse.subscribe("c")
+        limits.append(subscription.limit)
+        return subscription
+
+    @app.get("/small")
+    @sse.stream(queue_size=2)
+    def small() -> t.Any:
+        subscription = sse.subscribe("c")
+        limits.append(subscription.limit)
+        return subscription
+
+    client = app.test_client()
+    for path in ("/default", "/small"):
+        client.get(path).close()
+    assert limits == [7, 2]
+    with app.app_context():
+        ids = [sse.publish("c", Event(n)) for n in range(6)]
+        (reset,) = take(sse.broker.subscribe("c", ids[1]), 1)
+        assert reset.event == RESET_EVENT
+        assert [e.id for e in take(sse.broker.subscribe("c", ids[2]), 3)] == ids[3:]
+        sse.broker.close()

@@ -660,8 +660,8 @@ def test_stream_does_not_keep_the_request_context(make_app: MakeApp) -> None:
     refs: dict[str, weakref.ref[object]] = {}
 
     def remember() -> None:
-        refs["context"] = weakref.ref(request_ctx._get_current_object())
-        refs["request"] = weakref.ref(request._get_current_object())
+        refs["context"] = weakref.ref(t.cast(t.Any, request_ctx)._get_current_object())
+        refs["request"] = weakref.ref(t.cast(t.Any, request)._get_current_object())
         refs["g"] = weakref.ref(g._get_current_object())
 
     @app.get("/sub")

@@ -109,17 +109,19 @@ class StreamClient:
                 return self._got(data)
             if self._remaining_chunk:
                 if not self._buffer:
-                    self._buffer += self._recv_or_end()
-                    if self.ended:
+                    data = self._recv_or_end()
+                    if not data:
                         return b""
+                    self._buffer += data
                 data = self._buffer[: self._remaining_chunk]
                 self._buffer = self._buffer[len(data) :]
                 self._remaining_chunk -= len(data)
                 return self._got(data)
             while b"\r\n" not in self._buffer.lstrip(b"\r\n") or not self._buffer.lstrip(b"\r\n"):
-                self._buffer += self._recv_or_end()
-                if self.ended:
+                data = self._recv_or_end()
+                if not data:
                     return b""
+                self._buffer += data
             self._buffer = self._buffer.lstrip(b"\r\n")
             size_line, self._buffer = self._buffer.split(b"\r\n", 1)
             size = int(size_line.split(b";")[0], 16)
