@@ -26,6 +26,8 @@ from flask import current_app
 from flask import Flask
 from flask import request
 from flask import Response
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from ._logsafe import escape
 from .brokers import Broker
@@ -326,7 +328,7 @@ class SSECors(HardeningMixin):
 
     def _decide(self) -> Decision | None:
         state = _state()
-        view = _view_policy(state)
+        view, rule = _target(state)
         if view is None:
             if _spec_of(current_app.view_functions.get(request.endpoint or "")) is not None:
                 # Fail closed: serving the view unpoliced would let cross-site requests run it.
@@ -337,7 +339,6 @@ class SSECors(HardeningMixin):
                 )
             return None
         headers = request.headers
-        rule = request.url_rule
         policy = self._choose_policy(state, view.policy)
         decision = policy.decide(
             method=request.method,
@@ -439,6 +440,27 @@ def _as_iterable(rv: object) -> cabc.Iterable[object]:
             f"it returned {type(rv).__name__}"
         )
     return rv
+
+
+def _target(state: _State) -> tuple[ViewPolicy | None, Rule | None]:
+    """The policed view (and its rule) that decides the current request.
+
+    A preflight asks about the method the page is about to send, which may reach another view
+    than the one ``OPTIONS`` matched (``GET`` and ``POST`` on one path, as two views): it is
+    decided by the policy of the view that method would reach.
+    """
+    rule = request.url_rule
+    method = request.headers.get("Access-Control-Request-Method")
+    if request.method == "OPTIONS" and method and request.headers.get("Origin") is not None:
+        adapter = current_app.create_url_adapter(request)
+        try:
+            matched, _ = adapter.match(method=method, return_rule=True)  # type: ignore[union-attr]
+        except HTTPException:
+            matched = None
+        if matched is not None and matched is not rule:
+            spec = _spec_of(current_app.view_functions.get(matched.endpoint))
+            return (state.views.get(spec) if spec is not None else None), matched
+    return _view_policy(state), rule
 
 
 def _view_policy(state: _State) -> ViewPolicy | None:

@@ -1042,3 +1042,42 @@ def test_per_view_overrides_apply_to_their_view_only(
     assert response.status_code == status
     assert cors_headers(response) == expected
     assert "origin" in vary(response)
+
+
+def test_preflight_is_decided_by_the_view_its_method_reaches(make_app: t.Any) -> None:
+    """GET and POST on one path as two views: OPTIONS matches the GET rule, but a preflight
+    for POST must be decided by the POST view's policy and methods (it was refused with 403
+    while the POST itself was allowed)."""
+    app = make_app()
+    sse = SSECors(app)
+    posted: list[int] = []
+
+    @app.get("/items")
+    @sse.cors()
+    def list_items() -> t.Any:
+        return {"items": []}
+
+    @app.post("/items")
+    @sse.cors()
+    def add_item() -> t.Any:
+        posted.append(1)
+        return {"ok": True}, 201
+
+    client = app.test_client()
+    preflight = client.options(
+        "/items",
+        headers={
+            "Origin": ALLOWED,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Methods"] == "POST"
+    refused = client.options(
+        "/items", headers={"Origin": ALLOWED, "Access-Control-Request-Method": "PUT"}
+    )
+    assert refused.status_code == 403
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    assert client.post("/items", json={}, headers={"Origin": ALLOWED}).status_code == 201
+    assert posted == [1]

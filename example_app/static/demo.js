@@ -263,6 +263,9 @@
   }
 
   function renderMessage(message) {
+    // Shown once even if it came both in a snapshot and on the stream (possible when several
+    // workers each keep their own snapshot; see example_app/README.md).
+    if (messages.querySelector(`[data-id="${CSS.escape(message.id)}"]`)) return;
     const item = document.createElement("li");
     item.className = "message";
     item.dataset.id = message.id;

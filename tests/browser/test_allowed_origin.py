@@ -34,7 +34,8 @@ def test_ticks_arrive_on_the_allowed_origin(
     server: ExampleServer, new_context: t.Callable[[], BrowserContext]
 ) -> None:
     server.reset_stats()
-    page = open_page(new_context(), f"{server.page_origin}/")
+    errors: list[str] = []
+    page = open_page(new_context(), f"{server.page_origin}/", errors)
     assert page.evaluate("demo.verdict") == "allowed"
     wait_for_state(page, "ticker", "open")
     wait_for_count(page, "ticks", 95)  # 90 ticks of history, then live ones
@@ -43,6 +44,8 @@ def test_ticks_arrive_on_the_allowed_origin(
     assert page.locator("#price").inner_text() != "—"
     [stream] = [r for r in requests(server, "GET", "/ticks") if r["origin"]]
     assert (stream["status"], stream["origin"]) == (200, server.page_origin)
+    wait_for_state(page, "feed", "done")
+    assert errors == [], "no script errors, no failed requests"
 
 
 def test_chat_reaches_every_tab_with_the_cookie(

@@ -1,0 +1,54 @@
+"""``SSECORS_BROKER_URL=redis://...`` switches the example to Redis: two workers, one chat."""
+
+from __future__ import annotations
+
+import collections.abc as cabc
+import typing as t
+
+import pytest
+
+from tests.support.servers import RedisServer
+
+from .conftest import start_server
+from .demo import consecutive
+from .demo import open_page
+from .demo import received
+from .demo import send
+from .demo import wait_for_count
+from .demo import wait_for_state
+
+if t.TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
+
+    from tests.support.example_server import ExampleServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.redis]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> cabc.Iterator[ExampleServer]:
+    """The example app with two gevent workers sharing a Redis broker."""
+    with RedisServer() as redis:
+        running = start_server(
+            tmp_path_factory, "redis", env={"SSECORS_BROKER_URL": redis.url, "WORKERS": "2"}
+        )
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+def test_chat_reaches_tabs_on_every_worker(
+    server: ExampleServer, new_context: t.Callable[[], BrowserContext]
+) -> None:
+    assert server.log_text().count("Booting worker") == 2
+    tabs = [open_page(new_context(), f"{server.page_origin}/") for _ in range(4)]
+    for tab in tabs:
+        wait_for_state(tab, "chat", "open")
+        wait_for_state(tab, "ticker", "open")
+    sent = [send(tab, f"from tab {n}")["id"] for n, tab in enumerate(tabs)]
+    for tab in tabs:
+        wait_for_count(tab, "chat", len(sent))
+        assert received(tab, "chat") == sent, "every message once, in the same order"
+        wait_for_count(tab, "ticks", 92)
+        assert consecutive(received(tab, "ticks"))
