@@ -64,7 +64,6 @@ EXTENSION_KEY: t.Final = "ssecors"
 #: (``g`` lives as long as the app context, which requests share when one is pushed around them).
 _DECISION_ENVIRON: t.Final = "flask_ssecors.decision"
 _CORS_PREFIX: t.Final = "access-control-"
-_STREAM_METHODS: t.Final = ("GET", "HEAD")
 #: ``retry:`` sent on a stream that could not subscribe because the broker is unavailable.
 BROKER_RETRY_MS: t.Final = 3000
 
@@ -135,7 +134,8 @@ class SSECors(HardeningMixin):
     def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
         super().__init__()
         self._broker = broker
-        self._specs: list[ViewSpec] = []
+        #: Decorated views' specs; weak, so views made per app (factories) do not pile up.
+        self._specs: weakref.WeakSet[ViewSpec] = weakref.WeakSet()
         self._states: weakref.WeakSet[_State] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
@@ -168,7 +168,7 @@ class SSECors(HardeningMixin):
             hardening=AppHardening(app, settings),
         )
         issues: list[ConfigIssue] = []
-        for spec in self._specs:
+        for spec in list(self._specs):
             issues.extend(self._compile_view(state, spec))
         issues.extend(self._setup_hardening(app, state))
         if issues:
@@ -204,7 +204,7 @@ class SSECors(HardeningMixin):
             issues.extend(self._compile_view(state, spec))
         if issues:
             raise ConfigError(issues, where="flask-ssecors view options")
-        self._specs.append(spec)
+        self._specs.add(spec)
         return spec
 
     # -- decorators --------------------------------------------------------------------------
@@ -259,7 +259,7 @@ class SSECors(HardeningMixin):
                 if refusal is not None:
                     return refusal
                 state = _state()
-                decision = request.environ[_DECISION_ENVIRON]
+                decision = request.environ.get(_DECISION_ENVIRON)
                 refusal = self._admit_stream(state, state.views[spec].settings.stream, decision)
                 if refusal is not None:  # a refused token, or over capacity
                     return refusal
