@@ -134,8 +134,7 @@ class SSECors(HardeningMixin):
     def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
         super().__init__()
         self._broker = broker
-        #: Decorated views' specs; weak, so views made per app (factories) do not pile up.
-        self._specs: weakref.WeakSet[ViewSpec] = weakref.WeakSet()
+        self._specs: list[ViewSpec] = []
         self._states: weakref.WeakSet[_State] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
@@ -204,7 +203,7 @@ class SSECors(HardeningMixin):
             issues.extend(self._compile_view(state, spec))
         if issues:
             raise ConfigError(issues, where="flask-ssecors view options")
-        self._specs.add(spec)
+        self._specs.append(spec)
         return spec
 
     # -- decorators --------------------------------------------------------------------------
