@@ -62,6 +62,8 @@ class Seen:
     lines: tuple[str, ...] = ()
     headers: tuple[tuple[str, str], ...] = ()
     error: str = ""
+    #: Whether the error is that no connection (or TLS session) could be made at all.
+    unreachable: bool = False
 
     @classmethod
     def of(cls, exchange: Exchange) -> Seen:
@@ -156,6 +158,14 @@ def hostile_origins(origin: str) -> list[Hostile]:
                 "hostile-port",
                 f"{scheme}://{host}:{port}1",
                 "the allowed origin with one more port digit, as a startswith check allows",
+            )
+        )
+    elif not port:
+        out.append(
+            Hostile(
+                "hostile-port",
+                f"{origin}:{8443 if scheme == 'https' else 8080}",
+                "the allowed host on another port, as a startswith check allows",
             )
         )
     if scheme == "https":
@@ -328,6 +338,22 @@ def preflight(
     return Item(item_id, "pass", f'"{seen.status_line}" for GET with {asked}: {evidence}.')
 
 
+def preflight_last_event_id(
+    seen: Seen, origin: str, credentials: bool, names: t.Sequence[str]
+) -> Item:
+    """A preflight that also asks for ``Last-Event-ID``: a warning when refused, since only
+    ``fetch()``-based clients need it (native ``EventSource`` never preflights)."""
+    item = preflight(seen, origin, credentials, names, "preflight-last-event-id")
+    if item.status != "fail":
+        return item
+    return dataclasses.replace(
+        item,
+        status="warn",
+        fix="fetch()-based SSE clients send Last-Event-ID when they resume; allow it "
+        "(flask-ssecors: SSECORS_ALLOWED_HEADERS).",
+    )
+
+
 _PREFLIGHT_FIX: t.Final = (
     "Answer OPTIONS with Access-Control-Request-Method from an allowed origin with 204, "
     "Access-Control-Allow-Origin (the exact origin), Access-Control-Allow-Headers listing the "
@@ -348,8 +374,7 @@ def hostile(item: Hostile, get: Seen, options: Seen, origin: str, credentials: b
     ]
     if reflected:
         with_cookies = (
-            " with Access-Control-Allow-Credentials: true, so that page reads it with the "
-            "user's cookies"
+            ", with the user's cookies (Access-Control-Allow-Credentials: true)"
             if "true" in get.values(ACAC) + options.values(ACAC)
             else ""
         )
@@ -365,9 +390,9 @@ def hostile(item: Hostile, get: Seen, options: Seen, origin: str, credentials: b
     if "*" in get.values(ACAO):
         return Item(
             item.id,
-            "warn",
-            f"Origin {item.origin}: {get.evidence(ACAO)}: any site can read this stream.",
-            "Fine only for public data; otherwise list the allowed origins.",
+            "pass",
+            f"Origin {item.origin}: {get.evidence(ACAO)}, not reflected: a public stream, "
+            "which browsers never read with cookies (see allow-origin).",
         )
     if get.error:
         return Item(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import importlib.metadata
 import socket
 import ssl
 import time
@@ -22,6 +24,7 @@ import zlib
 _MAX_HEAD: t.Final = 65536
 _MAX_CHUNK_LINE: t.Final = 4096
 _RECV: t.Final = 65536
+_TOKEN: t.Final = frozenset("!#$%&'*+-.^_`|~")
 
 
 class ProtocolError(Exception):
@@ -73,6 +76,72 @@ def parse_url(url: str) -> Target:
     if any(char in path for char in "\r\n \t"):
         raise ValueError("the URL path contains whitespace or line breaks; percent-encode them")
     return Target(scheme, host, port, path)
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """Read a ``Name: value`` (or ``Name:value``) request header given on the command line.
+
+    :raises ValueError: for a missing colon, an invalid name, or a line break in the value.
+    """
+    name, colon, value = text.partition(":")
+    if not colon or not name.strip():
+        raise ValueError(f"{text!r} is not a header; write Name:value")
+    return check_header(name.strip(), value.strip())
+
+
+def check_header(name: str, value: str) -> tuple[str, str]:
+    """Return ``(name, value)`` if it can be sent as a request header.
+
+    :raises ValueError: for an invalid name, or a line break or NUL in the value (which would
+        smuggle in other headers).
+    """
+    if not name or not name.isascii() or not all(c.isalnum() or c in _TOKEN for c in name):
+        raise ValueError(f"{name!r} is not a valid header name")
+    if any(char in value for char in "\r\n\x00"):
+        raise ValueError(f"the value of {name} contains a line break or NUL")
+    return name, value
+
+
+def stream_headers(
+    origin: str, extra: t.Sequence[tuple[str, str]], last_event_id: str | None = None
+) -> list[tuple[str, str]]:
+    """The headers of an ``EventSource`` request, as browsers send them, plus ``extra`` (which
+    replace defaults of the same name) and ``Connection: close``."""
+    own = {name.lower() for name, _ in extra}
+    defaults = [
+        ("Accept", "text/event-stream"),
+        ("Accept-Encoding", "gzip, deflate, br"),
+        ("Cache-Control", "no-cache"),
+        ("User-Agent", _user_agent()),
+    ]
+    out = [(k, v) for k, v in defaults if k.lower() not in own]
+    out += [("Origin", origin), *extra, ("Connection", "close")]
+    if last_event_id is not None:
+        out.append(("Last-Event-ID", last_event_id))
+    return out
+
+
+def preflight_headers(origin: str, names: t.Sequence[str]) -> list[tuple[str, str]]:
+    """The headers of a CORS preflight for a GET that sends the headers ``names`` (no
+    credentials: browsers never send cookies or Authorization on a preflight)."""
+    out = [
+        ("Accept", "*/*"),
+        ("User-Agent", _user_agent()),
+        ("Origin", origin),
+        ("Access-Control-Request-Method", "GET"),
+    ]
+    if names:
+        out.append(("Access-Control-Request-Headers", ",".join(names)))
+    return [*out, ("Connection", "close")]
+
+
+@functools.cache
+def _user_agent() -> str:
+    try:
+        version = importlib.metadata.version("flask-ssecors")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0"
+    return f"ssecors-check/{version}"
 
 
 class Exchange:

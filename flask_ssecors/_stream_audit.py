@@ -204,7 +204,9 @@ def first_bytes(head_after: float, seen: Observation) -> Item:
         "the response: compression, a proxy (X-Accel-Buffering: no), or a WSGI middleware."
     )
     if not seen.arrivals:
-        why = seen.error or f"no body bytes within {seen.timeout:g} s"
+        why = f"no body bytes within {seen.timeout:g} s"
+        if seen.ended_after is not None:
+            why = f"the body ended after {seen.ended_after:.2f} s without a byte"
         return Item(
             "first-bytes",
             "fail",

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import importlib.metadata
 import json
 import ssl
 import textwrap
@@ -37,9 +36,13 @@ from . import _stream_audit as rules
 from ._audit import Item as Item
 from ._audit import Seen
 from ._http import BodyDecoder
+from ._http import check_header
 from ._http import Exchange
+from ._http import parse_header as parse_header
 from ._http import parse_url
+from ._http import preflight_headers
 from ._http import ProtocolError
+from ._http import stream_headers
 from ._http import Target
 from ._http import WaitTimeout
 from .origins import is_serialized_origin
@@ -122,24 +125,6 @@ class Report:
         return "\n".join(lines)
 
 
-def parse_header(text: str) -> tuple[str, str]:
-    """Read a ``Name: value`` (or ``Name:value``) request header given on the command line.
-
-    :raises ValueError: for a missing colon, an invalid name, or a line break in the value.
-    """
-    name, colon, value = text.partition(":")
-    name, value = name.strip(), value.strip()
-    if not colon or not name:
-        raise ValueError(f"{text!r} is not a header; write Name:value")
-    if not all(char.isalnum() or char in "!#$%&'*+-.^_`|~" for char in name) or not (
-        name.isascii()
-    ):
-        raise ValueError(f"{name!r} is not a valid header name")
-    if any(char in value for char in "\r\n\x00"):
-        raise ValueError(f"the value of {name} contains a line break or NUL")
-    return name, value
-
-
 def check_stream(
     url: str,
     origin: str,
@@ -152,8 +137,9 @@ def check_stream(
 ) -> Report:
     """Audit the stream at ``url`` as a page on ``origin`` would use it.
 
-    Each wait for bytes is bounded by ``timeout``; the whole check takes at most a few times
-    that (about six, when nothing answers), and a couple of seconds against a healthy stream.
+    Each wait for bytes is bounded by ``timeout``, so the whole check takes at most about
+    seven times that (a server that answers every request as late as it may); against a
+    healthy stream it takes two or three seconds.
 
     :param url: the stream's ``http://`` or ``https://`` URL.
     :param origin: the page's origin, exactly as the browser sends it
@@ -175,7 +161,8 @@ def check_stream(
         )
     if not timeout > 0:
         raise ValueError("the timeout must be a positive number of seconds")
-    auditor = _Auditor(target, origin, credentials, tuple(headers), timeout, verify, progress)
+    checked = tuple(check_header(name, value) for name, value in headers)
+    auditor = _Auditor(target, origin, credentials, checked, timeout, verify, progress)
     return Report(url, origin, tuple(auditor.run()))
 
 
@@ -201,32 +188,8 @@ class _Auditor:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _stream_headers(
-        self, origin: str, last_event_id: str | None = None
-    ) -> list[tuple[str, str]]:
-        own = {name.lower() for name, _ in self.extra}
-        defaults = [
-            ("Accept", "text/event-stream"),
-            ("Accept-Encoding", "gzip, deflate, br"),
-            ("Cache-Control", "no-cache"),
-            ("User-Agent", f"ssecors-check/{_version()}"),
-        ]
-        out = [(k, v) for k, v in defaults if k.lower() not in own]
-        out += [("Origin", origin), *self.extra, ("Connection", "close")]
-        if last_event_id is not None:
-            out.append(("Last-Event-ID", last_event_id))
-        return out
-
-    def _preflight_headers(self, origin: str, names: t.Sequence[str]) -> list[tuple[str, str]]:
-        out = [
-            ("Accept", "*/*"),
-            ("User-Agent", f"ssecors-check/{_version()}"),
-            ("Origin", origin),
-            ("Access-Control-Request-Method", "GET"),
-        ]
-        if names:
-            out.append(("Access-Control-Request-Headers", ",".join(names)))
-        return [*out, ("Connection", "close")]
+    def _stream(self, origin: str, last_event_id: str | None = None) -> list[tuple[str, str]]:
+        return stream_headers(origin, self.extra, last_event_id)
 
     def _open(self, method: str, headers: list[tuple[str, str]]) -> tuple[Exchange | None, Seen]:
         deadline = time.monotonic() + self.timeout
@@ -234,12 +197,15 @@ class _Auditor:
         try:
             exchange = Exchange(self.target, method, headers, deadline=deadline, verify=self.verify)
         except WaitTimeout:
-            return None, Seen(error=f"cannot connect to {where} within {self.timeout:g} s")
-        except ssl.SSLCertVerificationError as error:
-            reason = error.verify_message or str(error)
-            return None, Seen(error=f"the TLS certificate of {where} is not valid: {reason}")
-        except OSError as error:
-            return None, Seen(error=f"cannot connect to {where}: {error.strerror or error}")
+            error = f"cannot connect to {where} within {self.timeout:g} s"
+            return None, Seen(error=error, unreachable=True)
+        except ssl.SSLCertVerificationError as failure:
+            reason = failure.verify_message or str(failure)
+            error = f"the TLS certificate of {where} is not valid: {reason}"
+            return None, Seen(error=error, unreachable=True)
+        except OSError as failure:
+            error = f"cannot connect to {where}: {failure.strerror or failure}"
+            return None, Seen(error=error, unreachable=True)
         try:
             exchange.read_head(deadline)
         except WaitTimeout:
@@ -260,8 +226,8 @@ class _Auditor:
 
     def run(self) -> list[Item]:
         self.progress("sending a preflight", f"OPTIONS from {self.origin}")
-        first = self._probe("OPTIONS", self._preflight_headers(self.origin, self.names))
-        if first.error.startswith("cannot connect") or "TLS" in first.error:
+        first = self._probe("OPTIONS", preflight_headers(self.origin, self.names))
+        if first.unreachable:
             return [Item("connect", "fail", f"{first.error}.", "Check the URL and the server.")]
         items = [
             _audit.preflight(first, self.origin, self.credentials, self.names, "preflight"),
@@ -270,36 +236,29 @@ class _Auditor:
         self.progress("probing hostile origins", f"{len(hostiles)} origins, GET and OPTIONS each")
         with_id = sorted({*self.names, "last-event-id"})
         jobs: list[tuple[str, list[tuple[str, str]]]] = [
-            ("OPTIONS", self._preflight_headers(self.origin, with_id))
+            ("OPTIONS", preflight_headers(self.origin, with_id))
         ]
         for hostile in hostiles:
-            jobs.append(("GET", self._stream_headers(hostile.origin)))
-            jobs.append(("OPTIONS", self._preflight_headers(hostile.origin, self.names)))
+            jobs.append(("GET", self._stream(hostile.origin)))
+            jobs.append(("OPTIONS", preflight_headers(hostile.origin, self.names)))
         with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
             seen = list(pool.map(lambda job: self._probe(*job), jobs))
-        lei = _audit.preflight(
-            seen[0], self.origin, self.credentials, with_id, "preflight-last-event-id"
-        )
         if items[0].status == "pass":  # else the same failure again: say it once
-            if lei.status == "fail":
-                lei = dataclasses.replace(
-                    lei,
-                    status="warn",
-                    fix="fetch()-based SSE clients send Last-Event-ID when they resume; allow "
-                    "it (native EventSource never preflights).",
-                )
-            items.append(lei)
+            items.append(
+                _audit.preflight_last_event_id(seen[0], self.origin, self.credentials, with_id)
+            )
         pairs = [(h, seen[1 + 2 * i], seen[2 + 2 * i]) for i, h in enumerate(hostiles)]
         hostile_items = [
             _audit.hostile(h, get, opt, self.origin, self.credentials) for h, get, opt in pairs
         ]
         self.progress("opening the stream", f"GET {self.target.path}")
-        exchange, head = self._open("GET", self._stream_headers(self.origin))
+        exchange, head = self._open("GET", self._stream(self.origin))
         items.append(rules.status(head))
         if exchange is None or head.status != 200:
+            # Refusing hostile origins means nothing while the allowed one is refused too.
             if exchange is not None:
                 exchange.close()
-            return items + hostile_items
+            return items
         try:
             items += [
                 _audit.allow_origin(head, self.origin, self.credentials),
@@ -343,10 +302,11 @@ class _Auditor:
             arrivals = obs.arrivals
             if len(arrivals) > 1 and arrivals[-1] - arrivals[0] >= _MIN_WATCH:
                 break
-            phase = "reading the stream" if arrivals else "waiting for the first bytes"
-            self.progress(
-                phase, f"{len(obs.events)} events, {obs.comments} comments, {now - start:.0f} s"
-            )
+            if arrivals:
+                counts = f"events: {len(obs.events)}, comments: {obs.comments}"
+                self.progress("reading the stream", f"{counts}, {now - start:.0f} s")
+            else:
+                self.progress("waiting for the first bytes", f"{now - start:.0f} s")
             try:
                 data = exchange.read(min(deadline, now + _TICK))
             except WaitTimeout:
@@ -385,7 +345,7 @@ class _Auditor:
         else:
             sent = ids[-1] if ids else "0"
         self.progress("reconnecting", f"Last-Event-ID: {sent}")
-        exchange, head = self._open("GET", self._stream_headers(self.origin, sent))
+        exchange, head = self._open("GET", self._stream(self.origin, sent))
         items = [rules.reconnect(head, first_head, sent)]
         if exchange is None or items[0].status == "fail":
             if exchange is not None:
@@ -422,10 +382,3 @@ class _Auditor:
                 return None
             if events:
                 return events[0]
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("flask-ssecors")
-    except importlib.metadata.PackageNotFoundError:
-        return "0"

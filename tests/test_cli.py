@@ -1,0 +1,369 @@
+"""The command line: ``ssecors-check``, ``flask ssecors check``, ``routes`` and ``publish``.
+
+The installed entry points are run as real subprocesses (console script, ``flask`` plugin
+command); the rest goes through Click's runners.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask import Flask
+
+from flask_ssecors import Event
+from flask_ssecors import SSECors
+from flask_ssecors.brokers import create_broker
+from flask_ssecors.cli import check_command
+from flask_ssecors.cli import ssecors
+from tests.support.servers import LiveServer
+from tests.support.servers import RedisServer
+from tests.support.servers import ROOT
+
+ORIGIN = "https://app.example.com"
+BIN = Path(sys.executable).parent
+
+
+class BrokenServer(LiveServer):
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "tests.live_apps.broken_servers", str(self.port)]
+
+
+@pytest.fixture(scope="module")
+def broken() -> t.Iterator[LiveServer]:
+    with BrokenServer("tests.live_apps.broken_servers") as server:
+        yield server
+
+
+def run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FLASK_")}
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env={**environ, **(env or {})},
+        check=False,
+    )
+
+
+# -- check ---------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_console_script_passes_a_good_stream(broken: LiveServer) -> None:
+    url = f"{broken.url}/good/events"
+    result = run(str(BIN / "ssecors-check"), url, "--origin", ORIGIN, "--credentials")
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[:2] == [f"ssecors-check {url}", f"  origin {ORIGIN}"]
+    assert lines[-1] == "23 passed, 0 warnings, 0 failed: OK"
+    assert '  pass  allow-origin: "Access-Control-Allow-Origin: https://app.example.com".' in lines
+    # Not a terminal: one progress line per phase, on stderr only.
+    assert "ssecors-check: waiting for the first bytes…" in result.stderr.splitlines()
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+@pytest.mark.live
+def test_json_report_for_ci_and_exit_status_1(broken: LiveServer) -> None:
+    url = f"{broken.url}/reflect-any/events"
+    result = run(
+        str(BIN / "ssecors-check"), url, "--origin", ORIGIN, "--credentials", "--json", "-q"
+    )
+    assert result.returncode == 1
+    assert result.stderr == ""
+    report = json.loads(result.stdout)
+    assert set(report) == {"url", "origin", "ok", "items"}
+    assert (report["url"], report["origin"], report["ok"]) == (url, ORIGIN, False)
+    assert all(set(i) == {"id", "status", "detail", "fix"} for i in report["items"])
+    assert {i["status"] for i in report["items"]} <= {"pass", "fail", "warn"}
+    failed = [i for i in report["items"] if i["status"] == "fail"]
+    assert [i["id"] for i in failed] == [
+        "hostile-unrelated",
+        "hostile-suffix",
+        "hostile-prefix",
+        "hostile-port",
+        "hostile-scheme",
+        "hostile-null",
+    ]
+    assert '"Access-Control-Allow-Origin: null"' in failed[-1]["detail"]
+    assert "SSECORS_ALLOWED_ORIGINS" in failed[-1]["fix"]
+
+
+@pytest.mark.live
+def test_flask_plugin_command_needs_no_app(broken: LiveServer, tmp_path: Path) -> None:
+    """``flask ssecors check`` comes from the entry point; it runs where no app is found."""
+    url = f"{broken.url}/no-vary/events"
+    result = run(str(BIN / "flask"), "ssecors", "check", url, "--origin", ORIGIN, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "  FAIL  vary-origin: no Vary header" in result.stdout
+    assert result.stdout.rstrip().endswith("1 failed: FAILED")
+
+
+@pytest.mark.live
+def test_headers_and_timeout_are_passed_on(broken: LiveServer) -> None:
+    url = f"{broken.url}/good/events"
+    args = [url, "--origin", ORIGIN, "-H", "Authorization: Bearer t", "-H", "X-Token:1"]
+    result = CliRunner().invoke(check_command, [*args, "--timeout", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    items = {i["id"]: i for i in json.loads(result.stdout)["items"]}
+    assert "for GET with authorization, x-token" in items["preflight"]["detail"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--origin", "https://app.example.com/"], "not an origin as browsers send it"),
+        (["--origin", ORIGIN, "-H", "nocolon"], "is not a header; write Name:value"),
+        (["--origin", ORIGIN, "--timeout", "0"], "--timeout"),
+        ([], "Missing option '--origin'"),
+    ],
+)
+def test_usage_errors_exit_2(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(check_command, ["http://127.0.0.1:1/events", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_nothing_listening_exits_1() -> None:
+    from tests.support.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/events"
+    result = CliRunner().invoke(check_command, [url, "--origin", ORIGIN, "--timeout", "1"])
+    assert result.exit_code == 1
+    assert "  FAIL  connect: cannot connect to" in result.stdout
+
+
+def test_flask_lists_the_group(tmp_path: Path) -> None:
+    result = run(str(BIN / "flask"), "ssecors", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in ("check", "publish", "routes"):
+        assert f"  {command} " in result.stdout
+
+
+# -- routes --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def policed(make_app: t.Callable[..., Flask]) -> Flask:
+    app = make_app(SSECORS_ALLOW_CREDENTIALS=True, SSECORS_RETRY=2000)
+    sse = SSECors(app)
+
+    @app.get("/rooms/<room>/events")
+    @sse.stream(heartbeat=5.0)
+    def room_events(room: str) -> t.Any:
+        return sse.subscribe(f"room:{room}")
+
+    @app.get("/news")
+    @sse.stream(origins=["https://*.example.org"], allow_credentials=False)
+    def news() -> t.Any:
+        return sse.subscribe("news")
+
+    @app.get("/ticks")
+    @sse.stream()
+    def ticks() -> t.Any:
+        yield Event("tick")
+
+    @app.post("/rooms/<room>/messages")
+    @sse.cors(allowed_methods=["POST"])
+    def post_message(room: str) -> t.Any:
+        return {}
+
+    @app.get("/plain")
+    def plain() -> str:
+        return "not policed"
+
+    return app
+
+
+def test_routes_show_each_policed_route_and_its_effective_policy(policed: Flask) -> None:
+    result = policed.test_cli_runner().invoke(ssecors, ["routes"])
+    assert result.exit_code == 0, result.output
+    blocks = {block.splitlines()[0]: block for block in result.stdout.strip().split("\n\n")}
+    assert list(blocks) == [
+        "GET /news  (news, stream)",
+        "GET /rooms/<room>/events  (room_events, stream)",
+        "POST /rooms/<room>/messages  (post_message, cors)",
+        "GET /ticks  (ticks, stream)",
+    ]
+    room = blocks["GET /rooms/<room>/events  (room_events, stream)"]
+    assert "    origins         https://app.example.com\n" in room
+    assert "    credentials     yes\n" in room
+    assert "    heartbeat       5 s\n" in room
+    assert "    retry           2000 ms\n" in room
+    assert "    broker          memory://\n" in room
+    assert room.endswith("    channel         room:{room}")
+    news = blocks["GET /news  (news, stream)"]
+    assert "    origins         https://*.example.org\n" in news
+    assert "    credentials     no\n" in news
+    assert "    heartbeat       15 s\n" in news
+    assert news.endswith("    channel         news")
+    ticks = blocks["GET /ticks  (ticks, stream)"]
+    assert ticks.endswith("channel         none (the view yields its own events)")
+    post = blocks["POST /rooms/<room>/messages  (post_message, cors)"]
+    assert post.endswith("    methods         POST")
+    assert "/plain" not in result.output
+
+
+def test_routes_json(policed: Flask) -> None:
+    result = policed.test_cli_runner().invoke(ssecors, ["routes", "--json"])
+    assert result.exit_code == 0, result.output
+    routes = {route["endpoint"]: route for route in json.loads(result.stdout)}
+    assert set(routes) == {"news", "post_message", "room_events", "ticks"}
+    assert routes["room_events"]["channel"] == "room:{room}"
+    assert routes["room_events"]["allowed_headers"] == [
+        "last-event-id",
+        "cache-control",
+        "content-type",
+    ]
+    assert routes["post_message"]["allowed_methods"] == ["POST"]
+    assert "heartbeat" not in routes["post_message"]
+
+
+def test_routes_redact_the_broker_password(make_app: t.Callable[..., Flask]) -> None:
+    pytest.importorskip("redis")
+    app = make_app(SSECORS_BROKER_URL="redis://user:s3cret@127.0.0.1:1/0")
+    sse = SSECors(app)
+
+    @app.get("/events")
+    @sse.stream()
+    def events() -> t.Any:
+        return sse.subscribe("all")
+
+    result = app.test_cli_runner().invoke(ssecors, ["routes"])
+    assert "    broker          redis://user:***@127.0.0.1:1/0\n" in result.output
+    assert "s3cret" not in result.output
+
+
+def test_routes_without_the_extension(make_app: t.Callable[..., Flask]) -> None:
+    result = make_app().test_cli_runner().invoke(ssecors, ["routes"])
+    assert result.exit_code == 1
+    assert "flask-ssecors is not initialised on this app" in result.output
+
+
+def test_routes_with_nothing_policed(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    SSECors(app)
+    result = app.test_cli_runner().invoke(ssecors, ["routes"])
+    assert result.exit_code == 0
+    assert result.stdout.startswith("No route is policed")
+
+
+# -- publish -------------------------------------------------------------------------------
+
+
+def test_publish_refuses_the_in_memory_broker(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    SSECors(app)
+    result = app.test_cli_runner().invoke(ssecors, ["publish", "news", "hello"])
+    assert result.exit_code == 1
+    assert "reaches no stream served by another one" in result.output
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> t.Iterator[str]:
+    pytest.importorskip("redis")
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_app(make_app: t.Callable[..., Flask], redis_url: str) -> Flask:
+    app = make_app(SSECORS_BROKER_URL=redis_url)
+    SSECors(app)
+    return app
+
+
+def replay_after(url: str, channel: str, last_id: str) -> bytes | None:
+    """What a client that saw ``last_id`` gets first, through a broker of its own.
+
+    Ids are read from the commands' stdout only: a wake-up greenlet that closing the Redis
+    broker leaves behind can fail later, and gevent reports that on stderr, during whatever
+    command runs next.
+    """
+    broker = create_broker(url, backlog=100)
+    subscription = broker.subscribe(channel, last_id)
+    try:
+        return subscription.get(5)
+    finally:
+        subscription.close()
+        broker.close()
+
+
+@pytest.mark.redis
+def test_publish_through_redis_reaches_other_processes(redis_app: Flask, redis_url: str) -> None:
+    runner = redis_app.test_cli_runner()
+    first = runner.invoke(ssecors, ["publish", "room:a", "one"])
+    second = runner.invoke(
+        ssecors, ["publish", "room:a", '{"text": "hi"}', "--json", "--event", "message"]
+    )
+    assert (first.exit_code, second.exit_code) == (0, 0), first.output + second.output
+    second_id = second.stdout.strip()
+    assert replay_after(redis_url, "room:a", first.stdout.strip()) == (
+        f'id: {second_id}\nevent: message\ndata: {{"text":"hi"}}\n\n'.encode()
+    )
+
+
+@pytest.mark.redis
+def test_publish_reads_standard_input(redis_app: Flask, redis_url: str) -> None:
+    runner = redis_app.test_cli_runner()
+    first = runner.invoke(ssecors, ["publish", "room:b", "x"])
+    second = runner.invoke(ssecors, ["publish", "room:b", "-"], input="line 1\nline 2\n")
+    assert second.exit_code == 0, second.output
+    data = replay_after(redis_url, "room:b", first.stdout.strip())
+    assert data is not None and data.endswith(b"data: line 1\ndata: line 2\n\n")
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["news", "{not json", "--json"], "not JSON"),
+        (["news", "x", "--event", "a\nb"], "event"),
+    ],
+)
+def test_publish_refuses_bad_input(redis_app: Flask, args: list[str], message: str) -> None:
+    result = redis_app.test_cli_runner().invoke(ssecors, ["publish", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+@pytest.mark.redis
+def test_publish_reports_an_unreachable_redis(make_app: t.Callable[..., Flask]) -> None:
+    from tests.support.servers import free_port
+
+    app = make_app(
+        SSECORS_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", SSECORS_BROKER_TIMEOUT=1.0
+    )
+    SSECors(app)
+    result = app.test_cli_runner().invoke(ssecors, ["publish", "news", "x"])
+    assert result.exit_code == 1
+    assert "could not publish" in result.output
+
+
+@pytest.mark.redis
+def test_flask_publish_command_from_the_shell(redis_url: str, tmp_path: Path) -> None:
+    (tmp_path / "shellapp.py").write_text(
+        "from flask import Flask\n"
+        "from flask_ssecors import SSECors\n"
+        "app = Flask(__name__)\n"
+        "app.config.update(SSECORS_ALLOWED_ORIGINS=['https://app.example.com'],\n"
+        f"                  SSECORS_BROKER_URL={redis_url!r})\n"
+        "SSECors(app)\n"
+    )
+    flask = str(BIN / "flask")
+    env = {"PYTHONPATH": str(tmp_path)}
+    first = run(flask, "--app", "shellapp", "ssecors", "publish", "c", "a", env=env, cwd=tmp_path)
+    second = run(flask, "--app", "shellapp", "ssecors", "publish", "c", "b", env=env, cwd=tmp_path)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    data = replay_after(redis_url, "c", first.stdout.strip())
+    assert data == f"id: {second.stdout.strip()}\ndata: b\n\n".encode()
