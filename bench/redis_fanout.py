@@ -256,6 +256,14 @@ def run_one(app: str, size: int, redis_url: str, admin: t.Any, opts: argparse.Na
         result["p50_ms"] = percentile(latencies, 0.5)
         result["p99_ms"] = percentile(latencies, 0.99)
         result["max_ms"] = max(latencies, default=float("nan"))
+        result["per_event_p50_p99_ms"] = [
+            [
+                round(percentile(lat, 0.5), 1),
+                round(percentile(lat, 0.99), 1),
+            ]
+            for n in range(opts.latency_events)
+            if (lat := [(a - sink.sent[n]) * 1000 for a in sink.arrived.get(n, ())])
+        ]
 
         # Throughput: one POST publishes a burst; wait for the last delivery.
         first = k

@@ -511,7 +511,7 @@ def to_markdown(result: dict[str, t.Any]) -> str:
             "p99 ms",
             "delivered",
             "publish() ms",
-            "GC share of CPU",
+            "GC CPU share",
             "idle CPU %",
             "streams held after clients left",
             "runs",
