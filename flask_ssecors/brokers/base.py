@@ -13,9 +13,11 @@ backlog when the client reconnects with its ``Last-Event-ID``.
 from __future__ import annotations
 
 import collections
+import sys
 import typing as t
+import weakref
 
-import gevent.event
+import gevent
 
 if t.TYPE_CHECKING:
     from ..events import Event
@@ -25,18 +27,83 @@ class SubscriptionClosed(Exception):
     """Raised by :meth:`Subscription.get` once the subscription is closed or dropped."""
 
 
+class _Waker:
+    """Wakes waiting subscriptions in batches, from one hub callback per burst of deliveries.
+
+    A publish that reaches ten thousand subscribers queues them here and schedules a single
+    loop callback, which switches to each waiting greenlet in turn: no allocation per delivery
+    (a ``gevent.event.Event`` per subscriber costs a callback object and a list per ``set()``,
+    and garbage collection then walks every open stream).
+    """
+
+    __slots__ = ("loop", "ready", "scheduled")
+
+    def __init__(self, loop: t.Any) -> None:
+        self.loop = loop
+        self.ready: list[Subscription] = []
+        self.scheduled = False
+
+    def add(self, subscription: Subscription) -> None:
+        self.ready.append(subscription)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.run_callback(self.run)
+
+    def run(self) -> None:
+        ready, self.ready = self.ready, []
+        self.scheduled = False
+        for subscription in ready:
+            subscription._queued = False
+        for subscription in ready:
+            waiter = subscription._waiter
+            if waiter is not None:
+                subscription._waiter = None
+                try:
+                    waiter.switch()
+                except BaseException:
+                    # A greenlet that ends with an error must not stall the others.
+                    gevent.get_hub().handle_error(waiter, *sys.exc_info())
+
+
+_wakers: weakref.WeakKeyDictionary[t.Any, _Waker] = weakref.WeakKeyDictionary()
+
+
+def _waker_for(hub: t.Any) -> _Waker:
+    waker = _wakers.get(hub)
+    if waker is None:
+        waker = _wakers[hub] = _Waker(hub.loop)
+    return waker
+
+
 class Subscription:
     """One subscriber's view of one channel: replayed events first, then live ones.
 
     Brokers create these; a stream view returns one (``return sse.subscribe(...)``) and the
-    stream response reads it. Safe to use from greenlets; not from other OS threads.
+    stream response reads it. Safe to use from greenlets of one thread; not from other OS
+    threads. A waiting :meth:`get` costs no greenlet and no allocation per delivered event:
+    the waiting greenlet is switched to directly (see :class:`_Waker`), and its heartbeat
+    timeout is one reusable loop timer.
 
     :param channel: the channel name.
     :param limit: how many undelivered events may wait before the subscriber is dropped.
     :param on_close: called once when the subscription closes, to unregister it.
     """
 
-    __slots__ = ("_items", "_ready", "_release", "_replayed", "channel", "drop_reason", "limit")
+    __slots__ = (
+        "_hub",
+        "_items",
+        "_queued",
+        "_release",
+        "_replayed",
+        "_timed_out",
+        "_timer",
+        "_timer_interval",
+        "_waiter",
+        "_waker",
+        "channel",
+        "drop_reason",
+        "limit",
+    )
 
     def __init__(
         self,
@@ -51,8 +118,14 @@ class Subscription:
         self._items: collections.deque[bytes] = collections.deque()
         #: How many replayed events are still at the front of ``_items`` (not counted in limit).
         self._replayed = 0
-        self._ready = gevent.event.Event()
         self._release = on_close
+        self._hub = gevent.get_hub()
+        self._waker = _waker_for(self._hub)
+        self._waiter: t.Any = None
+        self._queued = False
+        self._timed_out = False
+        self._timer: t.Any = None
+        self._timer_interval = 0.0
 
     @property
     def closed(self) -> bool:
@@ -61,6 +134,11 @@ class Subscription:
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _notify(self) -> None:
+        if self._waiter is not None and not self._queued:
+            self._queued = True
+            self._waker.add(self)
 
     def preload(self, items: t.Iterable[bytes]) -> None:
         """Queue replayed events; call it before the subscription receives live events.
@@ -72,7 +150,7 @@ class Subscription:
         self._items.extend(items)
         self._replayed += len(self._items) - before
         if self._items:
-            self._ready.set()
+            self._notify()
 
     def deliver(self, item: bytes) -> bool:
         """Queue one encoded event; drop the subscriber if it is too far behind.
@@ -85,7 +163,9 @@ class Subscription:
             self.drop("overflow")
             return False
         self._items.append(item)
-        self._ready.set()
+        if self._waiter is not None and not self._queued:
+            self._queued = True
+            self._waker.add(self)
         return True
 
     def get(self, timeout: float | None = None) -> bytes | None:
@@ -98,8 +178,7 @@ class Subscription:
         if self.drop_reason is not None:
             raise SubscriptionClosed(self.drop_reason)
         if not self._items:
-            self._ready.clear()
-            self._ready.wait(timeout)
+            self._wait(timeout)
             if self.drop_reason is not None:
                 raise SubscriptionClosed(self.drop_reason)
             if not self._items:
@@ -108,12 +187,44 @@ class Subscription:
             self._replayed -= 1
         return self._items.popleft()
 
+    def _wait(self, timeout: float | None) -> None:
+        """Block this greenlet until an event, a drop, a wake-up, or the timeout."""
+        timer = None
+        self._timed_out = False
+        if timeout is not None:
+            if timeout <= 0:
+                return
+            timer = self._timer
+            if timer is None or self._timer_interval != timeout:
+                if timer is not None:
+                    timer.close()
+                # A repeating timer restarted with again() always runs a full interval.
+                timer = self._timer = self._hub.loop.timer(timeout, timeout)
+                self._timer_interval = timeout
+            timer.again(self._on_timeout)
+        self._waiter = gevent.getcurrent()
+        try:
+            while True:
+                self._hub.switch()
+                if self._items or self._timed_out or self.drop_reason is not None:
+                    return
+                self._waiter = gevent.getcurrent()  # woken for nothing: wait on
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.stop()
+
+    def _on_timeout(self) -> None:
+        self._timed_out = True
+        self._notify()
+
     def wake(self) -> None:
         """Wake a waiting :meth:`get` without an event: it returns None, as on a timeout.
 
         .. versionadded:: 0.1
         """
-        self._ready.set()
+        self._timed_out = True
+        self._notify()
 
     def drop(self, reason: str) -> None:
         """Cut the subscriber loose (idempotent); a waiting :meth:`get` wakes up and raises."""
@@ -122,7 +233,10 @@ class Subscription:
         self.drop_reason = reason
         self._items.clear()
         self._replayed = 0
-        self._ready.set()
+        self._notify()
+        if self._timer is not None and self._waiter is None:
+            self._timer.close()
+            self._timer = None
         release, self._release = self._release, None
         if release is not None:
             release(self)
