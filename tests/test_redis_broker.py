@@ -34,6 +34,7 @@ from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import BrokerUnavailable
 from flask_ssecors.parser import parse_events
+from tests import test_brokers
 from tests.support.servers import RedisServer
 from tests.support.servers import ROOT
 from tests.test_brokers import BACKLOG
@@ -267,7 +268,7 @@ def test_subscriber_count_goes_back_to_zero(make_broker: MakeBroker) -> None:
 
 
 def test_a_new_channel_joins_the_blocked_read_at_once(
-    make_broker: MakeBroker, admin: redis.Redis[bytes], record_property: t.Any
+    make_broker: MakeBroker, admin: redis.Redis[bytes]
 ) -> None:
     """A channel subscribed while the listener blocks in XREAD (up to 5 s) wakes it."""
     worker, publisher = make_broker(), make_broker()
@@ -285,7 +286,6 @@ def test_a_new_channel_joins_the_blocked_read_at_once(
     publisher.publish("wake:old", Event("still read"))
     assert len(take(old, 1)) == 1
     delays.sort()
-    record_property("first_event_delay_ms", [round(d * 1000, 2) for d in delays])
     median, worst = delays[5] * 1000, delays[-1] * 1000
     print(f"first event on a new channel: median {median:.1f} ms, max {worst:.1f} ms")
     assert delays[-1] < 0.5
@@ -375,6 +375,26 @@ def test_a_stale_read_of_a_retracked_channel_delivers_nothing_twice(
     assert nothing_more(resumed, 0.5)
 
 
+def test_a_subscriber_waiting_for_a_channels_first_read_joins_a_live_channel(
+    make_broker: MakeBroker,
+) -> None:
+    """Regression: a subscriber that waited for another one's first snapshot of a channel
+    joined that channel's state even when the other had left meanwhile, which dropped the
+    channel: it was registered on a channel the listener no longer read, and got nothing."""
+    publisher, worker = make_broker(), make_broker()
+
+    def come_and_go() -> None:
+        worker.subscribe("brief").close()  # nothing yields between the two
+
+    first = gevent.spawn(come_and_go)
+    second = gevent.spawn(worker.subscribe, "brief")  # waits for the first one's snapshot
+    gevent.joinall([first, second], timeout=5, raise_error=True)
+    subscription = second.value
+    assert worker.subscriber_count("brief") == 1
+    event_id = publisher.publish("brief", Event("hello"))
+    assert ids_of(take(subscription, 1)) == [event_id]
+
+
 # -- faults ----------------------------------------------------------------------------------
 
 
@@ -394,7 +414,7 @@ def test_publish_raises_broker_unavailable_at_once_when_redis_is_down(
 
 
 def test_publish_raises_broker_unavailable_within_the_timeout_when_redis_hangs(
-    make_broker: MakeBroker, record_property: t.Any
+    make_broker: MakeBroker,
 ) -> None:
     server = RedisServer().start()
     try:
@@ -408,8 +428,8 @@ def test_publish_raises_broker_unavailable_within_the_timeout_when_redis_hangs(
                 with pytest.raises(BrokerUnavailable):
                     broker.publish("hang", Event("x"))
                 elapsed = time.monotonic() - began
-                record_property("publish_timeout_s", elapsed)
-                assert 0.4 < elapsed < 0.7
+                print(f"publish failed after {elapsed * 1000:.0f} ms (timeout 500 ms)")
+                assert 0.45 < elapsed < 1.0
         finally:
             server.process.send_signal(signal.SIGCONT)
     finally:
@@ -432,7 +452,7 @@ def test_the_listener_reconnects_and_delivers_what_was_published_meanwhile(
 
 
 def test_redis_killed_and_restarted_with_its_data_loses_and_repeats_nothing(
-    make_broker: MakeBroker, tmp_path: Path, record_property: t.Any
+    make_broker: MakeBroker, tmp_path: Path
 ) -> None:
     server = RedisServer(appendonly=True, directory=tmp_path).start()
     try:
@@ -450,7 +470,7 @@ def test_redis_killed_and_restarted_with_its_data_loses_and_repeats_nothing(
         restarted = time.monotonic()
         ids += [publisher.publish("durable", Event(str(n))) for n in range(5, 10)]
         frames = take(subscription, 10)
-        record_property("recovery_s", time.monotonic() - restarted)
+        print(f"recovered {time.monotonic() - restarted:.3f} s after the restart")
         assert ids_of(frames) == ids
         assert nothing_more(subscription)
         assert worker.connected
@@ -647,6 +667,14 @@ class TestRedisBrokerContract(BrokerContract):
 
     shares_state_across_instances = True
 
+    @pytest.fixture(autouse=True)
+    def _wait_without_reading(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The contract's ``wait_until_closed`` reads from the subscription while it waits.
+        Here events arrive through the listener over several reads, and each item that wait
+        takes makes room for one more, so a drop for overflow may never come (it failed about
+        one run in two). Watch without reading; remove once the contract's helper does so."""
+        monkeypatch.setattr(test_brokers, "wait_until_closed", _wait_until_dropped)
+
     @pytest.fixture
     def make_broker(self, redis_server: RedisServer) -> cabc.Iterator[MakeBroker]:
         made: list[RedisBroker] = []
@@ -666,3 +694,12 @@ class TestRedisBrokerContract(BrokerContract):
         assert parsed is not None, event_id
         epoch, (ms, seq) = parsed
         return epoch, ms << 64 | seq
+
+
+def _wait_until_dropped(subscription: Subscription, timeout: float = 5.0) -> str:
+    deadline = time.monotonic() + timeout
+    while subscription.drop_reason is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"subscription still open after {timeout} s")
+        gevent.sleep(0.01)
+    return subscription.drop_reason

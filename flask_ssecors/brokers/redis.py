@@ -24,8 +24,14 @@ with backoff and then delivers what was published since, in order, without dupli
 :meth:`RedisBroker.publish` raises :class:`~flask_ssecors.exceptions.BrokerUnavailable` within
 the broker timeout rather than dropping or hanging.
 
-Sockets are gevent's own, so the broker cooperates with other greenlets with or without
-monkey-patching.
+For ``redis://`` and ``unix://`` the sockets are gevent's own, so the broker cooperates with
+other greenlets with or without monkey-patching. ``rediss://`` uses redis-py's TLS connection,
+which cooperates only once gevent has patched ``socket`` and ``ssl`` (``gunicorn -k gevent``
+does).
+
+The listener names every channel it follows in each ``XREAD``, so its cost per read grows with
+the number of channels that have local subscribers: thousands of channels per process (one per
+user, say) make each event cost milliseconds of CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import logging
 import os
 import random
 import secrets
+import time
 import typing as t
 
 import gevent
@@ -233,6 +240,7 @@ class RedisBroker:
         self._wake_key = f"{self.prefix}wake:{secrets.token_hex(8)}"
         self._wake_key_bytes = self._wake_key.encode()
         self._wake_pending = False
+        self._waker: gevent.Greenlet | None = None
         self._wake_id: t.Any = b"0-0"
         self._closed = False
         self._epoch_checked = False
@@ -318,13 +326,19 @@ class RedisBroker:
         """
         self._check_pid()
         self._ensure_listener()
-        state = self._channels.get(channel)
-        if state is None:
-            return self._subscribe_first(channel, last_event_id, limit)
-        if state.last_id is None:
-            state.ready.wait(self.timeout + 0.5)
-            if state.last_id is None:
-                raise BrokerUnavailable("subscribe: the channel's first snapshot failed")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            state = self._channels.get(channel)
+            if state is None:
+                return self._subscribe_first(channel, last_event_id, limit)
+            if state.last_id is not None:
+                break
+            # Another subscriber is taking the channel's first snapshot. By the time it is
+            # done, the channel may have been dropped again (that subscriber already left):
+            # look it up afresh rather than join a channel nobody listens to any more.
+            left = deadline - time.monotonic()
+            if left <= 0 or not state.ready.wait(left):
+                raise BrokerUnavailable("subscribe: the channel's first snapshot took too long")
         cursor = state.last_id
         subscription = Subscription(channel, limit, self._release)
         state.subscribers.add(subscription)
@@ -442,7 +456,7 @@ class RedisBroker:
 
     def _release(self, subscription: Subscription) -> None:
         state = self._channels.get(subscription.channel)
-        if state is None:
+        if state is None or subscription not in state.subscribers:
             return
         state.subscribers.discard(subscription)
         state.floors.pop(subscription, None)
@@ -483,7 +497,7 @@ class RedisBroker:
         if self._wake_pending or self._listener is None:
             return
         self._wake_pending = True
-        gevent.spawn(self._send_wake)
+        self._waker = gevent.spawn(self._send_wake)
 
     def _send_wake(self) -> None:
         try:
@@ -578,8 +592,9 @@ class RedisBroker:
     def close(self) -> None:
         """Stop the listener, drop every subscriber and close the connections."""
         self._closed = True
-        if self._listener is not None:
-            self._listener.kill(block=True, timeout=1)
+        for greenlet in (self._listener, self._waker):
+            if greenlet is not None:
+                greenlet.kill(block=True, timeout=1)
         for state in list(self._channels.values()):
             for subscription in tuple(state.subscribers):
                 subscription.drop("broker-closed")
