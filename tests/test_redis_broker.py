@@ -34,7 +34,6 @@ from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import BrokerUnavailable
 from flask_ssecors.parser import parse_events
-from tests import test_brokers
 from tests.support.servers import RedisServer
 from tests.support.servers import ROOT
 from tests.test_brokers import BACKLOG
@@ -667,14 +666,6 @@ class TestRedisBrokerContract(BrokerContract):
 
     shares_state_across_instances = True
 
-    @pytest.fixture(autouse=True)
-    def _wait_without_reading(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """The contract's ``wait_until_closed`` reads from the subscription while it waits.
-        Here events arrive through the listener over several reads, and each item that wait
-        takes makes room for one more, so a drop for overflow may never come (it failed about
-        one run in two). Watch without reading; remove once the contract's helper does so."""
-        monkeypatch.setattr(test_brokers, "wait_until_closed", _wait_until_dropped)
-
     @pytest.fixture
     def make_broker(self, redis_server: RedisServer) -> cabc.Iterator[MakeBroker]:
         made: list[RedisBroker] = []
@@ -694,12 +685,3 @@ class TestRedisBrokerContract(BrokerContract):
         assert parsed is not None, event_id
         epoch, (ms, seq) = parsed
         return epoch, ms << 64 | seq
-
-
-def _wait_until_dropped(subscription: Subscription, timeout: float = 5.0) -> str:
-    deadline = time.monotonic() + timeout
-    while subscription.drop_reason is None:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"subscription still open after {timeout} s")
-        gevent.sleep(0.01)
-    return subscription.drop_reason
