@@ -352,7 +352,7 @@ OPTIONS: t.Final[tuple[_Option, ...]] = (
     _Option("SSECORS_MAX_STREAMS", "max_streams", None, _integer(1, optional=True), ""),
     _Option("SSECORS_BUSY_RETRY", "busy_retry", 5000, _integer(0, unit=" of milliseconds"), ""),
     _Option(
-        "SSECORS_TOKEN_MAX_AGE", "token_max_age", 300.0, _number(0.0, 86400.0, low_open=True), ""
+        "SSECORS_TOKEN_MAX_AGE", "token_max_age", 300.0, _number(0.0, 604800.0, low_open=True), ""
     ),
     _Option("SSECORS_TOKEN_COOKIE", "token_cookie", "ssecors_token", _cookie_name, ""),
     _Option("SSECORS_REQUEST_ID_HEADER", "request_id_header", None, _request_id_header, ""),

@@ -303,11 +303,8 @@ class HardeningMixin:
 
     def _note_refusal(self, state: _State, decision: Decision) -> None:
         """Count a request the CORS policy refused."""
-        state.hardening.streams.stats.count_refusal(
-            current_app._get_current_object(),  # type: ignore[attr-defined]
-            "origin",
-            decision.reason,
-        )
+        streams = state.hardening.streams
+        streams.stats.count_refusal(streams.app, "origin", decision.reason)
 
     def _stream_headers(self, state: _State, decision: Decision) -> tuple[tuple[str, str], ...]:
         """The headers a stream response adds: the CORS headers, then the request id."""
@@ -315,7 +312,7 @@ class HardeningMixin:
         return (*headers, *_request_id_headers(state.settings))
 
     def _admit_stream(
-        self, state: _State, options: StreamOptions, decision: Decision
+        self, state: _State, options: StreamOptions, decision: Decision | None
     ) -> Response | None:
         """Check the request's token, then reserve a place for its stream; the refusal
         (a token refusal or the over-capacity answer), or None once admitted."""
@@ -335,11 +332,8 @@ class HardeningMixin:
     def _refuse_token(self, state: _State, error: TokenRefused) -> Response:
         """Log, count and answer a token refusal."""
         log_refusal(error)
-        state.hardening.streams.stats.count_refusal(
-            current_app._get_current_object(),  # type: ignore[attr-defined]
-            "token",
-            error.reason,
-        )
+        streams = state.hardening.streams
+        streams.stats.count_refusal(streams.app, "token", error.reason)
         return refusal_response(error)
 
     def _open_stream(

@@ -124,7 +124,7 @@ class StreamTracker:
         self.pending -= 1
 
     def busy_response(
-        self, decision: Decision, options: StreamOptions, headers: Headers, *, strict: bool
+        self, decision: Decision | None, options: StreamOptions, headers: Headers, *, strict: bool
     ) -> Response:
         """The answer to a stream request that was not admitted (see the module docs).
 
@@ -146,8 +146,9 @@ class StreamTracker:
             low = int(delay * (1 - BUSY_JITTER))
             stream = EventStream((), options)
             stream.end(_jittered_retry(low, int(delay * (1 + BUSY_JITTER))), "busy")
-            cors = decision.headers if decision.allowed else ()
-            return StreamResponse(stream, (*cors, *headers), decision.vary, strict=strict)
+            cors = decision.headers if decision is not None and decision.allowed else ()
+            vary = decision.vary if decision is not None else ("Origin",)
+            return StreamResponse(stream, (*cors, *headers), vary, strict=strict)
         response = Response(
             "Service Unavailable: too many open streams; retry later.\n",
             503,

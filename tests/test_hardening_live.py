@@ -108,7 +108,7 @@ def test_token_is_kept_out_of_every_log(tmp_path: Path) -> None:
     """With the documented access log format, no log line of the server holds the token:
     neither gunicorn's access log nor flask-ssecors' own lines, for accepted and refused
     requests alike. gunicorn's default format would log it (the control below)."""
-    env = {"REQUEST_ID_HEADER": "X-Request-ID"}
+    env = {"REQUEST_ID_HEADER": "X-Request-ID", "HEARTBEAT": "0.2"}
     args = ("--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT)
     with serve(tmp_path, "safe", env, *args) as server:
         token = get_token(server.port, channels="room:1")
@@ -137,25 +137,24 @@ def test_token_is_kept_out_of_every_log(tmp_path: Path) -> None:
 
 
 def test_log_lines_cannot_be_forged_on_the_wire(tmp_path: Path) -> None:
-    """A path carrying %0d%0a, and hostile origins and ids, stay on one log line each."""
+    """Paths carrying %0d%0a or an escape sequence, and hostile origins and ids, stay on one
+    escaped log line each. (HTTP/1.1 servers refuse raw control characters in header values;
+    the in-process tests in test_requestid.py cover those.)"""
     env = {"REQUEST_ID_HEADER": "X-Request-ID"}
     with serve(tmp_path, "forgery", env) as server:
         token = get_token(server.port)
-        forged = "/secure/x%0d%0aINFO%20flask_ssecors%20forged%0a"
-        headers = {
-            **BROWSER,
-            "Origin": OTHER_ORIGIN,
-            "X-Request-ID": "a\x1bb",
-            "Last-Event-ID": "\x0b",
-        }
+        forged = "/secure/x%0d%0aINFO%20flask_ssecors%20forged%0a%1b[2J"
+        hostile = {"X-Request-ID": 'a"b c', "Last-Event-ID": "x" * 300}
+        headers = {**BROWSER, "Origin": OTHER_ORIGIN, **hostile}
         assert request(server.port, f"{forged}?token={token}", headers)[0] == 403
-        evil = {**BROWSER, "Origin": "https://evil.example\x1b[2J"}
+        evil = {**BROWSER, "Origin": 'https://evil.example"\\'}
         assert request(server.port, forged, evil)[0] == 403
     lines = server.log_text().splitlines()
     assert not [line for line in lines if line.startswith("INFO flask_ssecors forged")]
     ours = [line for line in lines if " flask_ssecors [" in line]
-    assert any("\\x0d\\x0aINFO flask_ssecors forged\\x0a" in line for line in ours)
+    assert sum("\\x0d\\x0aINFO flask_ssecors forged\\x0a\\x1b[2J" in line for line in ours) == 2
     assert all("\x1b" not in line for line in ours)
+    assert any('origin "https://evil.example\\"\\\\"' in line for line in ours), ours
 
 
 # -- capacity and age ---------------------------------------------------------------------------
@@ -164,7 +163,7 @@ def test_log_lines_cannot_be_forged_on_the_wire(tmp_path: Path) -> None:
 def test_capacity_limit_on_the_wire(tmp_path: Path) -> None:
     """Over SSECORS_MAX_STREAMS, EventSource gets a 200 with a retry hint (not a terminal
     error), other clients 503 with Retry-After; a freed place is taken again."""
-    env = {"MAX_STREAMS": "2", "BUSY_RETRY": "800"}
+    env = {"MAX_STREAMS": "2", "BUSY_RETRY": "800", "HEARTBEAT": "0.2"}
     with serve(tmp_path, "capacity", env) as server:
         first = StreamClient(server.port, "/events/c", BROWSER)
         second = StreamClient(server.port, "/events/c", BROWSER)

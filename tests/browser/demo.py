@@ -9,9 +9,20 @@ if t.TYPE_CHECKING:
     from playwright.sync_api import Page
 
 
-def open_page(context: BrowserContext, url: str) -> Page:
-    """Open the demo page and wait until it knows whether its origin is allowed."""
+def open_page(context: BrowserContext, url: str, errors: list[str] | None = None) -> Page:
+    """Open the demo page and wait until it knows whether its origin is allowed.
+
+    :param errors: collects the page's uncaught exceptions and console errors.
+    """
     page = context.new_page()
+    if errors is not None:
+        page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                errors.append(f"console: {message.text}") if message.type == "error" else None
+            ),
+        )
     page.goto(url)
     page.wait_for_function("() => document.body.dataset.verdict !== 'pending'")
     return page

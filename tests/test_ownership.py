@@ -1,0 +1,188 @@
+"""One owner of the headers: other CORS hooks and stream compression are found at init_app,
+and a compressor that acts later is an error, never a silent buffer."""
+
+from __future__ import annotations
+
+import functools
+import typing as t
+
+import flask_cors
+import pytest
+from flask import Blueprint
+from flask import Flask
+from flask import Response
+
+from flask_ssecors import SSECors
+from flask_ssecors.exceptions import ConfigError
+from flask_ssecors.exceptions import HeaderConflictError
+
+from .conftest import ALLOWED
+
+
+def test_flask_cors_on_the_app_is_refused_at_init_app(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    flask_cors.CORS(app)
+    with pytest.raises(ConfigError) as info:
+        SSECors(app)
+    [issue] = info.value.issues
+    assert issue.key == "after_request"
+    assert "flask-cors is registered on this app" in issue.reason
+    assert "@sse.cors()" in issue.reason
+    assert "ssecors" not in app.extensions
+
+
+def test_flask_cors_on_a_blueprint_is_refused(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+    api = Blueprint("api", __name__)
+    flask_cors.CORS(api)
+    app.register_blueprint(api)
+    with pytest.raises(ConfigError, match="blueprint 'api'"):
+        SSECors(app)
+
+
+def _sets_cors(response: Response) -> Response:
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _nested(response: Response) -> Response:
+    def inner() -> None:
+        response.headers.add("access-control-allow-credentials", "true")
+
+    inner()
+    return response
+
+
+def _decorated(hook: t.Callable[[Response], Response]) -> t.Callable[[Response], Response]:
+    @functools.wraps(hook)
+    def wrapper(response: Response) -> Response:
+        return hook(response)
+
+    return wrapper
+
+
+class _Hooks:
+    def method(self, response: Response) -> Response:
+        response.headers["Access-Control-Expose-Headers"] = "X-Secret"
+        return response
+
+
+@pytest.mark.parametrize(
+    "hook",
+    [
+        _sets_cors,
+        _nested,
+        _decorated(_sets_cors),
+        functools.partial(_sets_cors),
+        _Hooks().method,
+    ],
+    ids=["function", "nested", "decorated", "partial", "method"],
+)
+def test_other_hooks_setting_cors_headers_are_refused(
+    make_app: t.Callable[..., Flask], hook: t.Callable[[Response], Response]
+) -> None:
+    app = make_app()
+    app.after_request(hook)
+    with pytest.raises(ConfigError, match="sets Access-Control-\\* headers"):
+        SSECors(app)
+
+
+def test_unrelated_hooks_are_fine(make_app: t.Callable[..., Flask]) -> None:
+    app = make_app()
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    SSECors(app)
+
+
+def test_a_hook_registered_after_init_app_is_caught_when_it_acts(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    """init_app cannot see it; the response check raises in testing (and logs in production)."""
+    app = make_app()
+    sse = SSECors(app)
+
+    @app.post("/messages")
+    @sse.cors()
+    def messages() -> t.Any:
+        return {"ok": True}
+
+    app.after_request(_sets_cors)
+    with pytest.raises(HeaderConflictError):
+        app.test_client().post("/messages", headers={"Origin": ALLOWED})
+
+
+def _fake_compress_hook() -> t.Callable[[Response], Response]:
+    def after_request(response: Response) -> Response:
+        return response
+
+    after_request.__module__ = "flask_compress.flask_compress"
+    return after_request
+
+
+@pytest.mark.parametrize(
+    ("mimetypes", "refused"),
+    [
+        (["text/html", "application/json"], False),
+        (["text/html", "text/event-stream"], True),
+        (["text/event-stream; charset=utf-8"], True),
+        (["*/*"], True),
+        ([], False),
+    ],
+)
+def test_flask_compress_compressing_streams_is_refused(
+    make_app: t.Callable[..., Flask], mimetypes: list[str], refused: bool
+) -> None:
+    app = make_app()
+    app.config["COMPRESS_MIMETYPES"] = mimetypes
+    app.after_request(_fake_compress_hook())
+    if refused:
+        with pytest.raises(ConfigError) as info:
+            SSECors(app)
+        assert [issue.key for issue in info.value.issues] == ["COMPRESS_MIMETYPES"]
+    else:
+        SSECors(app)
+
+
+def _compress_everything(response: Response) -> Response:
+    response.headers["Content-Encoding"] = "gzip"
+    return response
+
+
+@pytest.mark.parametrize("testing", [True, False])
+def test_content_encoding_on_a_stream_is_an_error(
+    make_app: t.Callable[..., Flask], testing: bool
+) -> None:
+    """A compressor registered after init_app cannot compress a stream: adding
+    Content-Encoding raises (a 500 in production), it never buffers the stream silently."""
+    app = make_app(TESTING=testing)
+    sse = SSECors(app)
+
+    @app.get("/events")
+    @sse.stream()
+    def events() -> t.Any:
+        return sse.subscribe("c")
+
+    app.after_request(_compress_everything)
+    client = app.test_client()
+    if testing:
+        with pytest.raises(HeaderConflictError, match="Content-Encoding"):
+            client.get("/events", headers={"Origin": ALLOWED})
+    else:
+        response = client.get("/events", headers={"Origin": ALLOWED}, buffered=True)
+        assert response.status_code == 500
+        assert response.mimetype == "text/html"
+
+
+def test_ownership_check_can_pass_after_removing_the_hook(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = make_app()
+    app.after_request(_sets_cors)
+    with pytest.raises(ConfigError):
+        SSECors(app)
+    app.after_request_funcs[None].remove(_sets_cors)
+    SSECors(app)
