@@ -97,7 +97,8 @@ class StreamTracker:
         self.app = app
         self.limit = settings.max_streams
         self.busy_retry = settings.busy_retry
-        self.streams: set[EventStream] = set()
+        #: Weak: a stream nobody serves any more (dropped unclosed) is collected and closed.
+        self.streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         #: Stream requests admitted whose view is still running.
         self.pending = 0
         #: Set once the process is shutting down: no stream is admitted any more.
@@ -177,9 +178,15 @@ class StreamTracker:
         :param request_id: the request's id, for the signals.
         """
         started = time.monotonic()
-        stream = EventStream(
-            source, options, on_close=lambda: self._release(stream, started, request_id)
-        )
+        stream_ref: weakref.ref[EventStream] | None = None
+
+        def release() -> None:
+            closed = stream_ref() if stream_ref is not None else None
+            if closed is not None:
+                self._release(closed, started, request_id)
+
+        stream = EventStream(source, options, on_close=release)
+        stream_ref = weakref.ref(stream)
         self.streams.add(stream)
         self.stats.streams_opened += 1
         self._set_deadline(stream, options, grant, clock, started)
@@ -236,7 +243,7 @@ class StreamTracker:
 
     def events_in_open_streams(self) -> int:
         """Events sent so far by the streams still open."""
-        return sum(stream.sent for stream in self.streams)
+        return sum(stream.sent for stream in list(self.streams))
 
 
 Headers = tuple[tuple[str, str], ...]

@@ -85,6 +85,7 @@ class EventStream:
     """
 
     __slots__ = (
+        "__weakref__",
         "_closed",
         "_end_reason",
         "_ending",
@@ -249,6 +250,14 @@ class EventStream:
         assert source is not None
         self._pump = gevent.spawn(_pump, source, queue)
         return queue
+
+    def __del__(self) -> None:
+        # A stream dropped without being closed (a test that read a few chunks and let go, a
+        # server that never iterated it) must not leave its send timer armed: it would throw
+        # SlowClientError into whatever that greenlet runs later. Close it like a departed client.
+        if not self._closed:
+            with contextlib.suppress(Exception):
+                self.close()
 
     def close(self) -> None:
         """End the stream: cancel timers, release the subscription, stop the generator.

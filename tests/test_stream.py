@@ -787,3 +787,29 @@ def test_send_timeout_does_not_count_waiting_for_events() -> None:
     assert chunks[:3] == [b": ok\n\n", b":\n\n", b":\n\n"]
     assert chunks[3].endswith(b"data: x\n\n")
     assert broker.subscriber_count() == 0
+
+
+def test_a_stream_dropped_unclosed_is_closed_when_collected(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    """A test (or a broken server) that reads a chunk and lets the response go without closing
+    it must not leave the send timer armed: 0.2 s later it would throw SlowClientError into
+    whatever that greenlet runs. The stream is closed when collected, and its subscription is
+    released."""
+    app = make_app(SSECORS_SEND_TIMEOUT=0.2)
+    sse = SSECors(app)
+
+    @app.get("/events")
+    @sse.stream()
+    def events() -> t.Any:
+        return sse.subscribe("dropped")
+
+    def read_one_chunk_and_walk_away() -> None:
+        response = app.test_client().get("/events", buffered=False)
+        assert next(iter(response.response)) == b": ok\n\n"
+
+    read_one_chunk_and_walk_away()
+    gc.collect()
+    gevent.sleep(0.4)  # past the send timeout: nothing is thrown into this greenlet
+    with app.app_context():
+        assert sse.subscriber_count() == 0
