@@ -37,8 +37,8 @@ from .check import parse_header
 from .events import Event
 from .exceptions import BrokerUnavailable
 from .exceptions import EventFieldError
+from .extension import _spec_of
 from .extension import EXTENSION_KEY
-from .extension import ViewSpec
 
 if t.TYPE_CHECKING:
     from .check import Item
@@ -188,15 +188,6 @@ def _state() -> t.Any:
             "flask-ssecors is not initialised on this app; call SSECors(app) or init_app(app)."
         )
     return state
-
-
-def _spec_of(view: object) -> ViewSpec | None:
-    while view is not None:
-        spec = getattr(view, "__ssecors__", None)
-        if isinstance(spec, ViewSpec):
-            return spec
-        view = getattr(view, "__wrapped__", None)
-    return None
 
 
 def _channel_of(view: cabc.Callable[..., t.Any]) -> str | None:
