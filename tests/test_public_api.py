@@ -11,9 +11,7 @@ from flask_ssecors import exceptions
 def test_top_level_names_are_the_contract() -> None:
     """``__init__`` only re-exports; adding or removing a name is an API change."""
     public = sorted(name for name in vars(flask_ssecors) if not name.startswith("_"))
-    modules = {
-        name for name in public if type(getattr(flask_ssecors, name)).__name__ == "module"
-    }
+    modules = {name for name in public if type(getattr(flask_ssecors, name)).__name__ == "module"}
     assert sorted(set(public) - modules) == ["Event", "SSECors", "last_event_id"]
 
 
