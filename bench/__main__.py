@@ -1,9 +1,17 @@
 """``python -m bench``: run the CORS overhead and stream benchmarks, save JSON, print Markdown.
 
-``--quick`` (the default; what ``make bench`` runs) finishes in a few minutes: 1,000 and 5,000
-streams, 10 events. ``--full`` goes up to 10,000 streams with 20 events and more CORS rounds.
-Results go to ``bench/results/<timestamp>.json`` (gitignored); server and load generator logs to
-``bench/results/logs/``.
+Every app of :data:`bench.peers.APPS` (the bare gevent floor, flask-ssecors with the memory and
+the Redis broker, flask-sse, sse-starlette) goes through the same stream scenarios in the same
+run (see :mod:`bench.streams`), and the CORS decision alone is timed against flask-cors (see
+:mod:`bench.cors_overhead`).
+
+``--quick`` (the default; what ``make bench`` runs) takes about seven minutes on 2 cores: 1,000
+and 10,000 streams, 6 events. ``--full`` runs 1,000, 2,500, 5,000 and 10,000 streams with 20
+events, watches every app release its streams, and times more CORS rounds.
+Results go to ``bench/results/<timestamp>.json`` with the report beside it (``.md``) and the plots
+in ``bench/results/<timestamp>/`` (all gitignored); server and load generator logs to
+``bench/results/logs/``. ``--docs`` also refreshes ``docs/_static/bench/`` (CSV tables and PNGs
+that ``docs/benchmarks.rst`` shows).
 """
 
 from __future__ import annotations
@@ -15,16 +23,20 @@ import sys
 import time
 
 from . import cors_overhead
+from . import plots
+from . import report
 from . import streams
 from ._common import machine
 from ._common import RESULTS
+from ._common import ROOT
+from .peers import APPS
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.partition("\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="full", action="store_false", help="small sizes (default)")
-    mode.add_argument("--full", dest="full", action="store_true", help="up to 10,000 streams")
+    mode.add_argument("--full", dest="full", action="store_true", help="more sizes, events, rounds")
     parser.add_argument("--only", choices=("cors", "streams"), help="run one of the two benchmarks")
     parser.set_defaults(full=False)
     parser.add_argument("--sizes", help="comma-separated stream counts, e.g. 1000,5000")
@@ -33,7 +45,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=1, help="repeat every stream run")
     parser.add_argument(
         "--apps",
-        default=",".join(streams.APPS),
+        default=",".join(APPS),
         help=f"stream apps, baseline first (experiments: {', '.join(streams.EXPERIMENTS)})",
     )
     parser.add_argument(
@@ -45,6 +57,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--gc-freeze",
         action="store_true",
         help="experiment: gc.freeze() in the worker (both apps) once the streams are open",
+    )
+    parser.add_argument(
+        "--docs", action="store_true", help="also write the tables and plots to docs/_static/bench"
     )
     return parser.parse_args(argv)
 
@@ -65,42 +80,46 @@ def main(argv: list[str] | None = None) -> int:
         print("running the CORS overhead benchmark ...", file=sys.stderr, flush=True)
         cors = cors_overhead.run(quick=not args.full)
         result["cors_overhead"] = cors
-        sections.append("### CORS decision overhead\n\n" + cors_overhead.to_markdown(cors))
+        sections.append("CORS decision overhead\n\n" + cors_overhead.to_markdown(cors))
     if args.only in (None, "streams"):
-        sizes = (10000, 5000, 1000) if args.full else (5000, 1000)
+        sizes = (10000, 5000, 2500, 1000) if args.full else (10000, 1000)
         if args.sizes:
             sizes = tuple(int(size) for size in args.sizes.split(","))
         settings = streams.Settings(
             sizes=sizes,
-            count=args.events or (20 if args.full else 10),
+            count=args.events or (20 if args.full else 6),
             heartbeat=args.heartbeat,
             idle=2 * args.heartbeat + 2 if args.full else args.heartbeat + 1,
             rounds=args.rounds,
             profile=args.profile,
             gc_freeze=args.gc_freeze,
             apps=tuple(args.apps.split(",")),
+            release=args.full,
         )
         print(f"running the stream benchmark {settings} ...", file=sys.stderr, flush=True)
         stream_result = streams.run(settings)
         result["streams"] = stream_result
-        sections.append("### Concurrent streams\n\n" + streams.to_markdown(stream_result))
+        sections.append("concurrent streams\n\n" + streams.to_markdown(stream_result))
     result["seconds"] = time.monotonic() - begin
     result["machine_after"] = {"loadavg": machine()["loadavg"]}
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{stamp}.json"
     path.write_text(json.dumps(result, indent=2, default=str) + "\n")
-
-    info = result["machine"]
-    assert isinstance(info, dict)
-    header = (
-        f"## flask-ssecors benchmarks ({result['mode']}, {result['started']})\n\n"
-        f"Machine: {info['nproc']} CPUs available ({info['cpu_model']}), Python "
-        f"{info['python']}, load average at start {info['loadavg'][0]:.2f}, "
-        f"commit {str(info['git_commit'])[:12]}; versions {info['versions']}.\n"
-        f"Took {result['seconds']:.0f} s; raw results in `{path.relative_to(RESULTS.parents[1])}`."
-    )
-    print("\n\n".join([header, *sections]))
+    # The JSON round trip turns NaN and tuples into what a saved result holds.
+    saved = json.loads(path.read_text())
+    relative = path.relative_to(ROOT)
+    text = report.markdown(saved, relative)
+    details = "\n\n".join(f"#### Details: {section}" for section in sections)
+    (RESULTS / f"{stamp}.md").write_text(text + "\n\n" + details + "\n")
+    written = plots.draw(saved, RESULTS / stamp)
+    if args.docs:
+        target = ROOT / "docs" / "_static" / "bench"
+        written += report.write_csvs(saved, target) + plots.draw(saved, target)
+    print(text + "\n\n" + details)
+    for figure in written:
+        print(f"wrote {figure.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 

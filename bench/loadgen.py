@@ -16,8 +16,9 @@ from stdin, one per line, answering each with one JSON line on stdout:
 
 End of input means ``close``. The whole process is bounded by ``--max-seconds``.
 
-Events must carry ``data: {"seq": n, "t": <publish time.time()>}``; latency is the receive
-``time.time()`` (taken once per read) minus ``t``, on the same machine and clock.
+Events must carry ``data: {"seq": n, "t": <publish time.time()>}`` (the space after the colon is
+optional: flask-sse leaves it out); latency is the receive ``time.time()`` (taken once per read)
+minus ``t``, on the same machine and clock.
 """
 
 from __future__ import annotations
@@ -157,11 +158,16 @@ class StreamClient(asyncio.Protocol):
                 else:
                     self._opened()
                 continue
-            at = block.find(b"data: ")
-            if at < 0:
+            # The first data line, with or without the optional space after the colon
+            # (flask-sse writes ``data:{...}``).
+            at = 0 if block.startswith(b"data:") else block.find(b"\ndata:") + 1
+            if at <= 0 and not block.startswith(b"data:"):
                 continue
+            at += 5
+            if block[at : at + 1] == b" ":
+                at += 1
             stop = block.find(b"\n", at)
-            event = json.loads(block[at + 6 : stop if stop >= 0 else len(block)])
+            event = json.loads(block[at : stop if stop >= 0 else len(block)])
             if not self.is_open:
                 self._opened()
             shared.latencies.append(now - event["t"])
