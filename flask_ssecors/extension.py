@@ -452,8 +452,11 @@ def _target(state: _State) -> tuple[ViewPolicy | None, Rule | None]:
     decided by the policy of the view that method would reach.
     """
     rule = request.url_rule
-    method = request.headers.get("Access-Control-Request-Method")
-    if request.method == "OPTIONS" and method and request.headers.get("Origin") is not None:
+    if request.method != "OPTIONS":
+        return _view_policy(state), rule
+    environ = request.environ
+    method = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
+    if method and environ.get("HTTP_ORIGIN") is not None:
         adapter = current_app.create_url_adapter(request)
         try:
             matched, _ = adapter.match(method=method, return_rule=True)  # type: ignore[union-attr]
