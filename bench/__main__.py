@@ -46,7 +46,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--apps",
         default=",".join(APPS),
-        help=f"stream apps, baseline first (experiments: {', '.join(streams.EXPERIMENTS)})",
+        help="stream apps, baseline first",
     )
     parser.add_argument(
         "--profile",

@@ -11,7 +11,6 @@ name                      what                                          server  
 ``ssecors_redis``         flask-ssecors, Redis broker                   gunicorn    2
 ``flasksse``              flask-sse (Redis pub/sub) with flask-cors     gunicorn    2
 ``starlette``             sse-starlette with Starlette's CORS           uvicorn     1
-``ssecors_proto``         experiment, see :mod:`bench.apps.ssecors_proto` gunicorn  1
 ========================  ============================================  ==========  ========
 
 gunicorn always runs ``-k gevent``; uvicorn runs with uvloop and httptools (what
@@ -69,7 +68,6 @@ SPECS = {
             "bench.apps.starlette_app:app",
             server="uvicorn",
         ),
-        AppSpec("ssecors_proto", "flask-ssecors prototype fan-out", "bench.apps.ssecors_proto:app"),
     )
 }
 #: The default comparison; the first is the floor every ratio is taken against.

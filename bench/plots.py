@@ -19,7 +19,6 @@ STYLE = {
     "ssecors_redis": ("#17becf", "D"),
     "flasksse": ("#d62728", "^"),
     "starlette": ("#ff7f0e", "v"),
-    "ssecors_proto": ("#9467bd", "x"),
 }
 
 

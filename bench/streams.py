@@ -64,8 +64,8 @@ from .peers import server_command
 from .peers import SPECS
 from .peers import wait
 
-#: Bench-only variants that may be added with ``apps=`` (see :mod:`bench.apps.ssecors_proto`).
-EXPERIMENTS = ("ssecors_proto",)
+#: Bench-only variants that may be added with ``apps=`` (none at present).
+EXPERIMENTS: tuple[str, ...] = ()
 ORIGIN = "https://app.example.com"
 GUNICORN_CONF = Path(__file__).resolve().parent / "gunicorn_conf.py"
 #: The targets from the design discussion: flask-ssecors within 1.3x of the floor.
