@@ -1,6 +1,7 @@
-"""What both bench apps share: the publisher greenlet (fixed rate, absolute schedule, timestamps)
-and a garbage-collector clock (time spent in each generation's collections, via
-:data:`gc.callbacks`), so the bench can tell fan-out work from collection pauses."""
+"""What the bench apps share: the publisher greenlet (fixed rate, absolute schedule, timestamps),
+the control routes of the Flask apps, and a garbage-collector clock (time spent in each
+generation's collections, via :data:`gc.callbacks`), so the bench can tell fan-out work from
+collection pauses."""
 
 from __future__ import annotations
 
@@ -93,3 +94,21 @@ class Publisher:
             "gc": gc_clock.stats(),
             "gc_frozen": gc.get_freeze_count(),
         }
+
+
+def add_control_routes(app: t.Any, publisher: Publisher, stats: t.Callable[[], object]) -> None:
+    """Register the routes the bench drives a Flask app with.
+
+    ``POST /start?count=&interval=`` starts the publisher, ``POST /gc-freeze`` runs
+    :func:`freeze`, ``GET /stats`` answers ``stats()``, ``GET /health`` answers ``ok``.
+    """
+    from flask import request
+
+    def start() -> object:
+        publisher.start(int(request.args["count"]), float(request.args["interval"]))
+        return {"started": True}, 202
+
+    app.add_url_rule("/start", "start", start, methods=["POST"])
+    app.add_url_rule("/gc-freeze", "gc_freeze", freeze, methods=["POST"])
+    app.add_url_rule("/stats", "stats", stats)
+    app.add_url_rule("/health", "health", lambda: "ok")

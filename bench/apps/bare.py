@@ -16,10 +16,9 @@ import typing as t
 
 import gevent.queue
 from flask import Flask
-from flask import request
 from flask import Response
 
-from ._publisher import freeze
+from ._publisher import add_control_routes
 from ._publisher import Publisher
 
 app = Flask(__name__)
@@ -56,22 +55,4 @@ def events() -> Response:
     )
 
 
-@app.post("/start")
-def start() -> object:
-    publisher.start(int(request.args["count"]), float(request.args["interval"]))
-    return {"started": True}, 202
-
-
-@app.post("/gc-freeze")
-def gc_freeze() -> object:
-    return freeze()
-
-
-@app.get("/stats")
-def stats() -> object:
-    return publisher.stats(len(subscribers))
-
-
-@app.get("/health")
-def health() -> str:
-    return "ok"
+add_control_routes(app, publisher, lambda: publisher.stats(len(subscribers)))

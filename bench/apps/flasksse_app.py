@@ -20,12 +20,11 @@ import re
 import typing as t
 
 from flask import Flask
-from flask import request
 from flask import stream_with_context
 from flask_cors import CORS
 from flask_sse import sse  # type: ignore[import-untyped]
 
-from ._publisher import freeze
+from ._publisher import add_control_routes
 from ._publisher import Publisher
 
 CHANNEL = "bench"
@@ -63,19 +62,7 @@ def events() -> t.Any:
     return app.response_class(generate(), mimetype="text/event-stream")
 
 
-@app.post("/start")
-def start() -> object:
-    publisher.start(int(request.args["count"]), float(request.args["interval"]))
-    return {"started": True}, 202
-
-
-@app.post("/gc-freeze")
-def gc_freeze() -> object:
-    return freeze()
-
-
-@app.get("/stats")
-def stats() -> object:
+def _stats() -> object:
     numsub = sse.redis.pubsub_numsub(CHANNEL)
     return {
         **publisher.stats(int(numsub[0][1]) if numsub else 0),
@@ -83,6 +70,4 @@ def stats() -> object:
     }
 
 
-@app.get("/health")
-def health() -> str:
-    return "ok"
+add_control_routes(app, publisher, _stats)
