@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench._common import machine
     from bench._common import raise_nofile_limit
     from bench._common import RESULTS
-    from flask_ssecors.brokers.redis import GeventConnection
+    from flask_ssecors.brokers._redis import GeventConnection
     from tests.support.servers import RedisServer
 
     raise_nofile_limit()

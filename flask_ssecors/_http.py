@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 client over raw sockets, for :mod:`flask_ssecors.check`.
+"""A small HTTP/1.1 client over raw sockets, for :mod:`flask_ssecors._check`.
 
 :mod:`http.client` buffers the body and hides framing, which is exactly what the auditor must
 see: when each byte arrived, which headers the server put on the wire (in order, duplicates

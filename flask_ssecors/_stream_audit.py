@@ -1,4 +1,4 @@
-"""The stream rules of :mod:`flask_ssecors.check`: SSE headers, timing, parsing, resuming.
+"""The stream rules of :mod:`flask_ssecors._check`: SSE headers, timing, parsing, resuming.
 
 Like :mod:`flask_ssecors._audit`, every function turns what was seen into one
 :class:`~flask_ssecors._audit.Item`; nothing here does I/O.

@@ -186,7 +186,7 @@ class Event:
     ) -> Event:
         """Build an event read from a stream, without validation.
 
-        Used by :mod:`flask_ssecors.parser`. A stream may carry values this class would refuse
+        Used by :mod:`flask_ssecors._parser`. A stream may carry values this class would refuse
         (an ``event`` name with NUL, for instance); the parsed event must report them as
         received rather than raise. The wire bytes are still computed, and such a value is
         written back as is.

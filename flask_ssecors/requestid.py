@@ -40,8 +40,8 @@ from flask import request
 if t.TYPE_CHECKING:
     from werkzeug.wrappers import Response
 
-    from .config import CorsOptions
-    from .config import Settings
+    from ._config import CorsOptions
+    from ._config import Settings
 
 #: Longest incoming request id that is kept.
 MAX_REQUEST_ID_LENGTH: t.Final = 128

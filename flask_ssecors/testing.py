@@ -25,9 +25,9 @@ import gevent
 import gevent.queue
 from flask.testing import FlaskClient
 
+from ._parser import EventStreamParser
+from ._parser import parse_events as parse_events
 from .events import Event
-from .parser import EventStreamParser
-from .parser import parse_events as parse_events
 
 if t.TYPE_CHECKING:
     from werkzeug.test import TestResponse

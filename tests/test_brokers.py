@@ -30,13 +30,13 @@ import gevent.event
 import pytest
 from flask import Flask
 
+from flask_ssecors._parser import parse_events
 from flask_ssecors.brokers import Broker
 from flask_ssecors.brokers import MemoryBroker
 from flask_ssecors.brokers import Subscription
 from flask_ssecors.brokers import SubscriptionClosed
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
-from flask_ssecors.parser import parse_events
 
 #: Backlog of the default broker: larger than any test publishes unless it says otherwise.
 BACKLOG = 1000

@@ -13,11 +13,11 @@ import pytest
 from flask import Flask
 from flask import Response
 
+from flask_ssecors import _lifecycle as lifecycle
 from flask_ssecors import Event
-from flask_ssecors import lifecycle
 from flask_ssecors import SSECors
+from flask_ssecors._parser import parse_events
 from flask_ssecors.exceptions import ConfigError
-from flask_ssecors.parser import parse_events
 
 from .conftest import ALLOWED
 

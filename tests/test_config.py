@@ -13,12 +13,12 @@ import pytest
 from flask import Flask
 
 from flask_ssecors import SSECors
-from flask_ssecors.config import OPTIONS
-from flask_ssecors.config import read_settings
-from flask_ssecors.config import Settings
+from flask_ssecors._config import OPTIONS
+from flask_ssecors._config import read_settings
+from flask_ssecors._config import Settings
+from flask_ssecors._origins import OriginPattern
 from flask_ssecors.exceptions import ConfigError
 from flask_ssecors.exceptions import ConfigIssue
-from flask_ssecors.origins import OriginPattern
 
 ORIGIN = "https://app.example.com"
 ORIGINS = "SSECORS_ALLOWED_ORIGINS"

@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flask_ssecors._parser import parse_events
 from flask_ssecors.events import encode_comment
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import EventFieldError
-from flask_ssecors.parser import parse_events
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import urllib.parse
 
 import pytest
 
-from flask_ssecors.parser import EventStreamParser
+from flask_ssecors._parser import EventStreamParser
 from flask_ssecors.tokens import ACCESS_LOG_FORMAT
 from flask_ssecors.tokens import TOKEN_EXPIRED_EVENT
 from tests.support.servers import free_port

@@ -17,8 +17,8 @@ from flask import Flask
 
 from flask_ssecors import last_event_id
 from flask_ssecors import SSECors
-from flask_ssecors.lastid import clean_last_event_id
-from flask_ssecors.lastid import MAX_LAST_EVENT_ID_LENGTH
+from flask_ssecors._lastid import clean_last_event_id
+from flask_ssecors._lastid import MAX_LAST_EVENT_ID_LENGTH
 
 MakeApp = cabc.Callable[..., Flask]
 

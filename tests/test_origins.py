@@ -1,4 +1,4 @@
-"""Tests for :mod:`flask_ssecors.origins`: reading the allowlist and matching ``Origin`` values."""
+"""Tests for :mod:`flask_ssecors._origins`: reading the allowlist and matching ``Origin`` values."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from flask_ssecors.origins import is_serialized_origin
-from flask_ssecors.origins import MAX_ORIGIN_LENGTH
-from flask_ssecors.origins import OriginError
-from flask_ssecors.origins import OriginMatcher
-from flask_ssecors.origins import OriginPattern
-from flask_ssecors.origins import parse_pattern
+from flask_ssecors._origins import is_serialized_origin
+from flask_ssecors._origins import MAX_ORIGIN_LENGTH
+from flask_ssecors._origins import OriginError
+from flask_ssecors._origins import OriginMatcher
+from flask_ssecors._origins import OriginPattern
+from flask_ssecors._origins import parse_pattern
 
 # -- parse_pattern: canonical forms --------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`flask_ssecors.parser`: the WHATWG "Interpreting an event stream" rules."""
+"""Tests for :mod:`flask_ssecors._parser`: the WHATWG "Interpreting an event stream" rules."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flask_ssecors._parser import EventStreamParser
+from flask_ssecors._parser import parse_events
 from flask_ssecors.events import Event
-from flask_ssecors.parser import EventStreamParser
-from flask_ssecors.parser import parse_events
 
 
 def _feed_all(chunks: cabc.Iterable[bytes], *, include_comments: bool = False) -> list[Event]:

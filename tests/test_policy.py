@@ -14,18 +14,18 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from flask_ssecors.config import read_settings
-from flask_ssecors.policy import ACAC
-from flask_ssecors.policy import ACAH
-from flask_ssecors.policy import ACAM
-from flask_ssecors.policy import ACAO
-from flask_ssecors.policy import ACAPN
-from flask_ssecors.policy import ACEH
-from flask_ssecors.policy import ACMA
-from flask_ssecors.policy import compile_policy
-from flask_ssecors.policy import CorsPolicy
-from flask_ssecors.policy import Decision
-from flask_ssecors.policy import Reason
+from flask_ssecors._config import read_settings
+from flask_ssecors._policy import ACAC
+from flask_ssecors._policy import ACAH
+from flask_ssecors._policy import ACAM
+from flask_ssecors._policy import ACAO
+from flask_ssecors._policy import ACAPN
+from flask_ssecors._policy import ACEH
+from flask_ssecors._policy import ACMA
+from flask_ssecors._policy import compile_policy
+from flask_ssecors._policy import CorsPolicy
+from flask_ssecors._policy import Decision
+from flask_ssecors._policy import Reason
 
 OWN = "http://api.test:5000"
 APP = "https://app.example.com"

@@ -27,13 +27,13 @@ import redis
 from flask import Flask
 
 from flask_ssecors import SSECors
+from flask_ssecors._parser import parse_events
 from flask_ssecors.brokers import create_broker
-from flask_ssecors.brokers.redis import parse_event_id
-from flask_ssecors.brokers.redis import RedisBroker
+from flask_ssecors.brokers._redis import parse_event_id
+from flask_ssecors.brokers._redis import RedisBroker
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import BrokerUnavailable
-from flask_ssecors.parser import parse_events
 from tests.support.servers import RedisServer
 from tests.support.servers import ROOT
 from tests.test_brokers import BACKLOG

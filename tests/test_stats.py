@@ -13,8 +13,8 @@ from flask import Flask
 from flask_ssecors import Event
 from flask_ssecors import SSECors
 from flask_ssecors import stats as stats_module
-from flask_ssecors.config import StreamOptions
-from flask_ssecors.stream import EventStream
+from flask_ssecors._config import StreamOptions
+from flask_ssecors._stream import EventStream
 
 from .conftest import ALLOWED
 from .conftest import HOSTILE

@@ -29,10 +29,10 @@ from werkzeug.datastructures import Headers
 
 from flask_ssecors import Event
 from flask_ssecors import SSECors
-from flask_ssecors.config import StreamOptions
+from flask_ssecors._config import StreamOptions
+from flask_ssecors._stream import EventStream
+from flask_ssecors._stream import SlowClientError
 from flask_ssecors.exceptions import HeaderConflictError
-from flask_ssecors.stream import EventStream
-from flask_ssecors.stream import SlowClientError
 from flask_ssecors.testing import EventStreamReader
 from flask_ssecors.testing import SSETestClient
 

@@ -1,15 +1,15 @@
 """Brokers: where events are published, kept for replay, and fanned out.
 
 :func:`create_broker` picks one from ``SSECORS_BROKER_URL``. Every broker implements
-:class:`~flask_ssecors.brokers.base.Broker` and passes the same contract test suite.
+:class:`~flask_ssecors.brokers._base.Broker` and passes the same contract test suite.
 """
 
 from __future__ import annotations
 
-from .base import Broker as Broker
-from .base import Subscription as Subscription
-from .base import SubscriptionClosed as SubscriptionClosed
-from .memory import MemoryBroker as MemoryBroker
+from ._base import Broker as Broker
+from ._base import Subscription as Subscription
+from ._base import SubscriptionClosed as SubscriptionClosed
+from ._memory import MemoryBroker as MemoryBroker
 
 
 def create_broker(url: str, *, backlog: int, timeout: float = 2.0) -> Broker:
@@ -24,7 +24,7 @@ def create_broker(url: str, *, backlog: int, timeout: float = 2.0) -> Broker:
     if scheme == "memory":
         return MemoryBroker(backlog=backlog)
     try:
-        from .redis import RedisBroker
+        from ._redis import RedisBroker
     except ImportError as error:
         from ..exceptions import ConfigError
         from ..exceptions import ConfigIssue

@@ -7,8 +7,8 @@ import socket
 import struct
 import time
 
+from flask_ssecors._parser import EventStreamParser
 from flask_ssecors.events import Event
-from flask_ssecors.parser import EventStreamParser
 
 
 class StreamClient:

@@ -36,18 +36,18 @@ import typing as t
 
 from flask import current_app
 
+from ._config import check_overrides
+from ._config import CORS_KWARGS
+from ._config import merge_overrides
 from ._logsafe import escape
-from .config import check_overrides
-from .config import CORS_KWARGS
-from .config import merge_overrides
+from ._policy import Decision
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
-from .policy import Decision
 
 if t.TYPE_CHECKING:
     import collections.abc as cabc
 
-    from .config import Settings
+    from ._config import Settings
 
 logger = logging.getLogger("flask_ssecors")
 

@@ -16,7 +16,7 @@ import time
 
 from ..events import Event
 from ..events import RESET_EVENT
-from .base import Subscription
+from ._base import Subscription
 
 
 class _Channel:

@@ -46,13 +46,13 @@ import gevent
 from flask import request
 from flask import Response
 
+from ._stream import encode_retry
+from ._stream import EventStream
+from ._stream import StreamResponse
 from .stats import send_safely
 from .stats import Stats
 from .stats import stream_closed
 from .stats import stream_opened
-from .stream import encode_retry
-from .stream import EventStream
-from .stream import StreamResponse
 from .tokens import expired_event
 
 if t.TYPE_CHECKING:
@@ -61,10 +61,10 @@ if t.TYPE_CHECKING:
 
     from flask import Flask
 
+    from ._config import Settings
+    from ._config import StreamOptions
+    from ._policy import Decision
     from .brokers import Subscription
-    from .config import Settings
-    from .config import StreamOptions
-    from .policy import Decision
     from .tokens import Grant
 
 logger = logging.getLogger("flask_ssecors")

@@ -5,11 +5,11 @@
 seen) and what to fix. It checks the preflight, the CORS headers of the stream, that origins
 derived from the allowed one by the usual tricks are refused, the SSE headers, that the first
 bytes arrive at once and more keep coming, that the body parses (with
-:class:`~flask_ssecors.parser.EventStreamParser`), and that a reconnect with ``Last-Event-ID``
+:class:`~flask_ssecors._parser.EventStreamParser`), and that a reconnect with ``Last-Event-ID``
 is served and resumes after it.
 
 It needs no Flask app and works against any server: ``ssecors-check URL --origin ORIGIN`` on
-the command line (see :mod:`flask_ssecors.cli`). Requests go over raw sockets (HTTP/1.1, with
+the command line (see :mod:`flask_ssecors._cli`). Requests go over raw sockets (HTTP/1.1, with
 TLS for ``https://``), one connection each, so the timing and the headers are the server's,
 not a client library's. They carry what a browser's ``EventSource`` sends: ``Accept:
 text/event-stream``, ``Accept-Encoding: gzip, deflate, br``, ``Cache-Control: no-cache``, and
@@ -45,8 +45,8 @@ from ._http import ProtocolError
 from ._http import stream_headers
 from ._http import Target
 from ._http import WaitTimeout
-from .origins import is_serialized_origin
-from .parser import EventStreamParser
+from ._origins import is_serialized_origin
+from ._parser import EventStreamParser
 
 if t.TYPE_CHECKING:
     import collections.abc as cabc

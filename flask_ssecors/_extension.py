@@ -29,30 +29,30 @@ from flask import Response
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
+from ._config import check_overrides
+from ._config import CORS_KWARGS
+from ._config import merge_overrides
+from ._config import read_settings
+from ._config import Settings
+from ._config import STREAM_KWARGS
+from ._hardening import AppHardening
+from ._hardening import compile_cors
+from ._hardening import HardeningMixin
+from ._lastid import last_event_id
 from ._logsafe import escape
+from ._policy import CorsPolicy
+from ._policy import Decision
+from ._stream import StreamResponse
 from .brokers import Broker
 from .brokers import create_broker
 from .brokers import MemoryBroker
 from .brokers import Subscription
-from .config import check_overrides
-from .config import CORS_KWARGS
-from .config import merge_overrides
-from .config import read_settings
-from .config import Settings
-from .config import STREAM_KWARGS
 from .exceptions import BrokerUnavailable
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import HeaderConflictError
 from .exceptions import TokenRefused
-from .hardening import AppHardening
-from .hardening import compile_cors
-from .hardening import HardeningMixin
-from .lastid import last_event_id
-from .policy import CorsPolicy
-from .policy import Decision
 from .requestid import stamp
-from .stream import StreamResponse
 
 if t.TYPE_CHECKING:
     from .events import Event
@@ -94,7 +94,7 @@ class _State:
     settings: Settings
     policy: CorsPolicy
     broker: Broker
-    #: Named policies, tokens, open streams and statistics (:mod:`flask_ssecors.hardening`).
+    #: Named policies, tokens, open streams and statistics (:mod:`flask_ssecors._hardening`).
     hardening: AppHardening
     views: dict[ViewSpec, ViewPolicy] = dataclasses.field(default_factory=dict)
     #: Whether the first request's environ was checked for several worker processes.

@@ -61,7 +61,7 @@ except ImportError as error:  # pragma: no cover - exercised by the missing-extr
 from ..events import Event
 from ..events import RESET_EVENT
 from ..exceptions import BrokerUnavailable
-from .base import Subscription
+from ._base import Subscription
 
 logger = logging.getLogger("flask_ssecors")
 

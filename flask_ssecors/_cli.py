@@ -3,7 +3,7 @@
 Installed through entry points, so every Flask app gets the group without registering it:
 
 - ``flask ssecors check URL --origin ORIGIN``: audit a live stream (see
-  :mod:`flask_ssecors.check`); needs no app, and is also installed as ``ssecors-check``;
+  :mod:`flask_ssecors._check`); needs no app, and is also installed as ``ssecors-check``;
 - ``flask ssecors routes``: every route flask-ssecors polices, with its effective policy;
 - ``flask ssecors publish CHANNEL DATA``: publish an event through the app's broker.
 
@@ -30,19 +30,19 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from ._check import check_stream
+from ._check import DEFAULT_TIMEOUT
+from ._check import parse_header
+from ._extension import _spec_of
+from ._extension import EXTENSION_KEY
 from .brokers import MemoryBroker
-from .check import check_stream
-from .check import DEFAULT_TIMEOUT
-from .check import parse_header
 from .events import Event
 from .exceptions import BrokerUnavailable
 from .exceptions import EventFieldError
-from .extension import _spec_of
-from .extension import EXTENSION_KEY
 
 if t.TYPE_CHECKING:
-    from .check import Item
-    from .extension import ViewPolicy
+    from ._check import Item
+    from ._extension import ViewPolicy
 
 _STYLES: t.Final[dict[str, dict[str, t.Any]]] = {
     "pass": {"fg": "green"},

@@ -1,8 +1,8 @@
 """The parts of :class:`~flask_ssecors.SSECors` that harden a deployment.
 
 :class:`HardeningMixin` gives the extension its named policies and policy selector
-(:mod:`flask_ssecors.selection`), stream tokens (:mod:`flask_ssecors.tokens`), capacity,
-lifetime and shutdown (:mod:`flask_ssecors.lifecycle`), request ids
+(:mod:`flask_ssecors._selection`), stream tokens (:mod:`flask_ssecors.tokens`), capacity,
+lifetime and shutdown (:mod:`flask_ssecors._lifecycle`), request ids
 (:mod:`flask_ssecors.requestid`) and statistics (:mod:`flask_ssecors.stats`).
 :class:`AppHardening` is what it keeps per app, in the extension's per-app state.
 
@@ -18,18 +18,18 @@ import typing as t
 from flask import current_app
 from flask import request
 
+from ._lifecycle import StreamTracker
+from ._ownership import foreign_header_issues
+from ._policy import compile_policy
+from ._selection import check_policy_options
+from ._selection import choose
+from ._selection import merge_policy_options
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import TokenRefused
-from .lifecycle import StreamTracker
-from .ownership import foreign_header_issues
-from .policy import compile_policy
 from .requestid import exposing_request_id
 from .requestid import install_log_filter
 from .requestid import request_id_for
-from .selection import check_policy_options
-from .selection import choose
-from .selection import merge_policy_options
 from .tokens import check_channel
 from .tokens import current_grant
 from .tokens import log_refusal
@@ -46,17 +46,17 @@ if t.TYPE_CHECKING:
     from flask import Flask
     from flask import Response
 
+    from ._config import CorsOptions
+    from ._config import Settings
+    from ._config import StreamOptions
+    from ._extension import _State
+    from ._policy import CorsPolicy
+    from ._policy import Decision
+    from ._selection import Decider
+    from ._selection import Selector
+    from ._stream import EventStream
     from .brokers import Subscription
-    from .config import CorsOptions
-    from .config import Settings
-    from .config import StreamOptions
-    from .extension import _State
-    from .policy import CorsPolicy
-    from .policy import Decision
-    from .selection import Decider
-    from .selection import Selector
     from .stats import StatsSnapshot
-    from .stream import EventStream
 
 logger = logging.getLogger("flask_ssecors")
 
@@ -167,7 +167,7 @@ class HardeningMixin:
         ``selector()`` runs once per policed request, in the request context, and returns the
         name of a policy declared with :meth:`policy`, or None for the view's own policy. It
         never returns origins: anything but a declared name is refused (see
-        :mod:`flask_ssecors.selection`).
+        :mod:`flask_ssecors._selection`).
 
         .. versionadded:: 0.1
         """

@@ -18,11 +18,11 @@ import difflib
 import math
 import typing as t
 
+from ._origins import OriginError
+from ._origins import OriginPattern
+from ._origins import parse_pattern
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
-from .origins import OriginError
-from .origins import OriginPattern
-from .origins import parse_pattern
 
 PREFIX: t.Final = "SSECORS_"
 
@@ -66,7 +66,7 @@ MAX_AGE_LIMIT: t.Final = 86400
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CorsOptions:
-    """The validated CORS half of the settings (compiled by :mod:`flask_ssecors.policy`)."""
+    """The validated CORS half of the settings (compiled by :mod:`flask_ssecors._policy`)."""
 
     origins: tuple[OriginPattern, ...]
     allow_any_origin: bool

@@ -1,6 +1,6 @@
 """The compiled CORS policy and its per-request decision.
 
-Pure module. :func:`compile_policy` turns validated :class:`~flask_ssecors.config.CorsOptions`
+Pure module. :func:`compile_policy` turns validated :class:`~flask_ssecors._config.CorsOptions`
 into an immutable :class:`CorsPolicy` once, at ``init_app``; the request path
 (:meth:`CorsPolicy.decide`) only looks values up and returns precomputed header tuples. Header
 values are immutable tuples of strings, so no response can ever change what another receives.
@@ -14,11 +14,11 @@ import dataclasses
 import types
 import typing as t
 
-from .origins import is_serialized_origin
-from .origins import OriginMatcher
+from ._origins import is_serialized_origin
+from ._origins import OriginMatcher
 
 if t.TYPE_CHECKING:
-    from .config import CorsOptions
+    from ._config import CorsOptions
 
 ACAO: t.Final = "Access-Control-Allow-Origin"
 ACAC: t.Final = "Access-Control-Allow-Credentials"
@@ -199,7 +199,7 @@ def _parse_header_names(value: str | None) -> list[str] | None:
 def compile_policy(options: CorsOptions) -> CorsPolicy:
     """Compile validated options into an immutable :class:`CorsPolicy`.
 
-    :param options: validated options from :mod:`flask_ssecors.config`.
+    :param options: validated options from :mod:`flask_ssecors._config`.
     """
     actual: list[tuple[str, str]] = []
     preflight: list[tuple[str, str]] = []

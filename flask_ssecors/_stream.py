@@ -29,17 +29,17 @@ import gevent
 import gevent.queue
 from flask import Response
 
-from .brokers.base import Subscription
-from .brokers.base import SubscriptionClosed
+from ._headers import PinnedHeaders
+from .brokers._base import Subscription
+from .brokers._base import SubscriptionClosed
 from .events import encode_comment
 from .events import Event
-from .headers import PinnedHeaders
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
 
-    from .config import StreamOptions
+    from ._config import StreamOptions
 
 logger = logging.getLogger("flask_ssecors")
 
@@ -353,7 +353,7 @@ class StreamResponse(Response):
 
     @property  # type: ignore[override]
     def headers(self) -> PinnedHeaders:
-        """The pinned headers (see :mod:`flask_ssecors.headers`)."""
+        """The pinned headers (see :mod:`flask_ssecors._headers`)."""
         return self._pinned_headers
 
     @headers.setter
