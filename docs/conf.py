@@ -10,6 +10,10 @@ Only Sphinx's own extensions are used, and intersphinx is off: the build needs n
 from __future__ import annotations
 
 import importlib.metadata
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
 
 project = "flask-ssecors"
 author = "flask-ssecors contributors"
@@ -20,6 +24,7 @@ version = ".".join(release.split(".")[:2])
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
+    "ssecors_settings",
 ]
 
 # -- autodoc ----------------------------------------------------------------------------------

@@ -15,13 +15,10 @@ allowed), ``1`` when it failed (for ``check``: at least one item failed), ``2`` 
 
 from __future__ import annotations
 
-import ast
 import collections.abc as cabc
-import inspect
 import json
 import shutil
 import sys
-import textwrap
 import time
 import typing as t
 import urllib.parse
@@ -33,8 +30,8 @@ from flask.cli import with_appcontext
 from ._check import check_stream
 from ._check import DEFAULT_TIMEOUT
 from ._check import parse_header
-from ._extension import _spec_of
-from ._extension import EXTENSION_KEY
+from ._request import EXTENSION_KEY
+from ._state import spec_of
 from .brokers import MemoryBroker
 from .events import Event
 from .exceptions import BrokerUnavailable
@@ -42,7 +39,7 @@ from .exceptions import EventFieldError
 
 if t.TYPE_CHECKING:
     from ._check import Item
-    from ._extension import ViewPolicy
+    from ._state import ViewPolicy
 
 _STYLES: t.Final[dict[str, dict[str, t.Any]]] = {
     "pass": {"fg": "green"},
@@ -190,37 +187,6 @@ def _state() -> t.Any:
     return state
 
 
-def _channel_of(view: cabc.Callable[..., t.Any]) -> str | None:
-    """The channel a stream view subscribes to, read from its source: ``room:{room}`` for
-    ``sse.subscribe(f"room:{room}")``; ``""`` when it subscribes to none; None if unknown."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(view))))
-    except (OSError, TypeError, SyntaxError):
-        return None
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "subscribe"
-            and node.args
-        ):
-            return _template(node.args[0])
-    return ""
-
-
-def _template(node: ast.expr) -> str:
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.JoinedStr):
-        return "".join(
-            str(part.value)
-            if isinstance(part, ast.Constant)
-            else "{" + ast.unparse(t.cast(ast.FormattedValue, part).value) + "}"
-            for part in node.values
-        )
-    return "{" + ast.unparse(node) + "}"
-
-
 def _redact(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     if parts.password is None:
@@ -230,7 +196,7 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
-def _describe(rule: t.Any, kind: str, view: ViewPolicy, channel: str | None) -> dict[str, t.Any]:
+def _describe(rule: t.Any, kind: str, view: ViewPolicy) -> dict[str, t.Any]:
     cors, stream = view.settings.cors, view.settings.stream
     info: dict[str, t.Any] = {
         "rule": rule.rule,
@@ -253,7 +219,6 @@ def _describe(rule: t.Any, kind: str, view: ViewPolicy, channel: str | None) -> 
             queue_size=stream.queue_size,
             send_timeout=stream.send_timeout,
             broker=_redact(view.settings.broker_url),
-            channel=channel,
         )
     return info
 
@@ -263,12 +228,11 @@ def _routes() -> list[dict[str, t.Any]]:
     out = []
     for rule in sorted(current_app.url_map.iter_rules(), key=lambda r: (r.rule, r.endpoint)):
         view = current_app.view_functions.get(rule.endpoint)
-        spec = _spec_of(view)
+        spec = spec_of(view)
         policy = state.views.get(spec) if spec is not None else None
         if view is None or spec is None or policy is None:
             continue
-        channel = _channel_of(view) if spec.kind == "stream" else None
-        out.append(_describe(rule, spec.kind, policy, channel))
+        out.append(_describe(rule, spec.kind, policy))
     return out
 
 
@@ -288,11 +252,6 @@ def _text(route: dict[str, t.Any]) -> list[str]:
     if route["kind"] == "cors":
         lines.append(f"    methods         {listed(route['allowed_methods'])}")
         return lines
-    channel = route["channel"]
-    if channel is None:
-        channel = "unknown (source not available)"
-    elif not channel:
-        channel = "none (the view yields its own events)"
     retry = "browser default" if route["retry"] is None else f"{route['retry']} ms"
     lines += [
         f"    heartbeat       {route['heartbeat']:g} s",
@@ -300,7 +259,6 @@ def _text(route: dict[str, t.Any]) -> list[str]:
         f"    slow clients    dropped after {route['queue_size']} queued events or a "
         f"{route['send_timeout']:g} s write",
         f"    broker          {route['broker']}",
-        f"    channel         {channel}",
     ]
     return lines
 

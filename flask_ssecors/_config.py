@@ -4,6 +4,11 @@ Pure module: it reads a mapping (``app.config``) once, checks every value, and r
 :class:`Settings`. Every problem is collected and raised together as
 :class:`~flask_ssecors.exceptions.ConfigError`, so one start-up shows all of them.
 
+Each option is defined once, in :data:`OPTIONS`: its key, per-view keyword, default, check,
+where it lands in :class:`Settings`, and the line the documentation's summary table shows.
+Everything else (reading ``app.config``, per-view overrides, the unknown-key hint, the docs
+table) is derived from that table.
+
 The same options can be overridden per view through keyword arguments of
 :meth:`~flask_ssecors.SSECors.stream` and :meth:`~flask_ssecors.SSECors.cors`; their names are
 the key without the ``SSECORS_`` prefix, lowercased, except ``SSECORS_ALLOWED_ORIGINS``, whose
@@ -21,6 +26,7 @@ import typing as t
 from ._origins import OriginError
 from ._origins import OriginPattern
 from ._origins import parse_pattern
+from ._policy import CORS_HEADER_PREFIX
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 
@@ -97,49 +103,96 @@ class StreamOptions:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything read from ``app.config``, validated and frozen."""
+    """Everything read from ``app.config``, validated and frozen (see :data:`OPTIONS`)."""
 
     cors: CorsOptions
     stream: StreamOptions
     broker_url: str
     backlog: int
     broker_timeout: float
-    #: Open streams per worker process, or None for no limit.
-    max_streams: int | None = None
-    #: ``retry:`` in milliseconds (and ``Retry-After``) for streams refused over capacity.
-    busy_retry: int = 5000
-    #: Lifetime of a stream token when ``issue_token`` is not given ``max_age``, in seconds.
-    token_max_age: float = 300.0
-    #: Name of the cookie that carries a stream token.
-    token_cookie: str = "ssecors_token"
-    #: The request id header (``X-Request-ID``), or None when request ids are off.
-    request_id_header: str | None = None
-    #: Whether a safe incoming request id is kept (otherwise one is always generated).
-    trust_request_id: bool = True
+    max_streams: int | None
+    busy_retry: int
+    token_max_age: float
+    token_cookie: str
+    request_id_header: str | None
+    trust_request_id: bool
+    warn_cors_hooks: bool
+    drain_on_shutdown: bool
 
 
-_Check = cabc.Callable[[object], "tuple[object, str | None]"]
+#: One problem a check found: the offending value (an entry of a list, or the value itself)
+#: and what is wrong with it.
+Problem = tuple[object, str]
+#: A check returns the converted value and its problems (none when the value is accepted).
+Check = cabc.Callable[[object], "tuple[object, list[Problem]]"]
+
+Group = t.Literal["cors", "stream", "app"]
+PerView = t.Literal["", "cors", "stream"]
+
+
+def _same(kwarg: str) -> cabc.Callable[[object], dict[str, object]]:
+    return lambda value: {kwarg: value}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Option:
+class Option:
+    """The one definition of a configuration option.
+
+    :param key: the ``app.config`` key.
+    :param kwarg: the per-view keyword, and the name of the field it fills.
+    :param default: the value used when the key is absent (:data:`REQUIRED` if it is required).
+    :param check: validates and converts a value.
+    :param group: the part of :class:`Settings` the option lands in.
+    :param per_view: which decorators accept the keyword: ``"cors"`` (both), ``"stream"``
+        (``@sse.stream`` only), or ``""`` (app only).
+    :param default_doc: the default as the documentation shows it (reST).
+    :param store: the fields a converted value fills (default: the field named ``kwarg``).
+    :param load: the value back from those fields (default: the field named ``kwarg``).
+    """
+
     key: str
     kwarg: str
     default: object
-    check: _Check
-    per_view: str  # "" (app only), "cors" (both decorators) or "stream" (@sse.stream only)
+    check: Check
+    group: Group
+    per_view: PerView
+    default_doc: str
+    store: cabc.Callable[[object], dict[str, object]] | None = None
+    load: cabc.Callable[[t.Any], object] | None = None
+
+    def fields(self, value: object) -> dict[str, object]:
+        """The dataclass fields ``value`` fills."""
+        return self.store(value) if self.store is not None else {self.kwarg: value}
+
+    def value_in(self, group: object) -> object:
+        """This option's value, read back from its group of a :class:`Settings`."""
+        return self.load(group) if self.load is not None else getattr(group, self.kwarg)
 
 
-def _bool(value: object) -> tuple[object, str | None]:
+# -- checks ----------------------------------------------------------------------------------
+
+
+def _accept(value: object) -> tuple[object, list[Problem]]:
+    return value, []
+
+
+def _refuse(value: object, reason: str) -> tuple[object, list[Problem]]:
+    return value, [(value, reason)]
+
+
+def _bool(value: object) -> tuple[object, list[Problem]]:
     if isinstance(value, bool):
-        return value, None
-    return value, "must be True or False."
+        return _accept(value)
+    return _refuse(value, "must be True or False.")
 
 
-def _number(low: float, high: float, *, low_open: bool = False) -> _Check:
-    def check(value: object) -> tuple[object, str | None]:
+def _number(low: float, high: float, *, low_open: bool = False, optional: bool = False) -> Check:
+    def check(value: object) -> tuple[object, list[Problem]]:
+        if optional and value is None:
+            return _accept(None)
+        unit = "seconds or None" if optional else "seconds"
         if isinstance(value, bool) or not isinstance(value, int | float):
-            return value, "must be a number of seconds."
+            return _refuse(value, f"must be a number of {unit}.")
         number = float(value)
         if (
             not math.isfinite(number)
@@ -148,215 +201,338 @@ def _number(low: float, high: float, *, low_open: bool = False) -> _Check:
             or (low_open and number == low)
         ):
             bound = f"greater than {low:g}" if low_open else f"at least {low:g}"
-            return value, f"must be {bound} and at most {high:g}."
-        return number, None
+            return _refuse(value, f"must be {bound} and at most {high:g}.")
+        return _accept(number)
 
     return check
 
 
-def _integer(
-    low: int, high: int | None = None, *, optional: bool = False, unit: str = ""
-) -> _Check:
-    def check(value: object) -> tuple[object, str | None]:
+def _integer(low: int, high: int | None = None, *, optional: bool = False, unit: str = "") -> Check:
+    def check(value: object) -> tuple[object, list[Problem]]:
         if optional and value is None:
-            return None, None
+            return _accept(None)
         if isinstance(value, bool) or not isinstance(value, int):
-            return value, f"must be a whole number{unit}{' or None' if optional else ''}."
+            return _refuse(value, f"must be a whole number{unit}{' or None' if optional else ''}.")
         if value < low or (high is not None and value > high):
             upper = f" and at most {high}" if high is not None else ""
-            return value, f"must be at least {low}{upper}."
-        return value, None
+            return _refuse(value, f"must be at least {low}{upper}.")
+        return _accept(value)
 
     return check
 
 
-def _optional_seconds(low: float, high: float) -> _Check:
-    number = _number(low, high, low_open=True)
-
-    def check(value: object) -> tuple[object, str | None]:
-        if value is None:
-            return None, None
-        result, problem = number(value)
-        return result, problem and problem.replace("seconds.", "seconds or None.")
-
-    return check
-
-
-def _cookie_name(value: object) -> tuple[object, str | None]:
+def _cookie_name(value: object) -> tuple[object, list[Problem]]:
     if not isinstance(value, str) or not value or not set(value.lower()) <= _TOKEN_CHARS:
-        return value, "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~)."
-    return value, None
+        return _refuse(value, "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~).")
+    return _accept(value)
 
 
-def _request_id_header(value: object) -> tuple[object, str | None]:
+def _request_id_header(value: object) -> tuple[object, list[Problem]]:
     if value is None:
-        return None, None
+        return _accept(None)
     if not isinstance(value, str) or not value or not set(value.lower()) <= _TOKEN_CHARS:
-        return value, "must be a header name such as 'X-Request-ID', or None."
+        return _refuse(value, "must be a header name such as 'X-Request-ID', or None.")
     if value.lower() in FORBIDDEN_REQUEST_HEADERS or value.lower().startswith(
-        (*FORBIDDEN_REQUEST_PREFIXES, "access-control-")
+        (*FORBIDDEN_REQUEST_PREFIXES, CORS_HEADER_PREFIX)
     ):
-        return value, "is a header name browsers or the CORS protocol own; use 'X-Request-ID'."
-    return value, None
+        return _refuse(
+            value, "is a header name browsers or the CORS protocol own; use 'X-Request-ID'."
+        )
+    return _accept(value)
 
 
-def _string_list(value: object) -> tuple[list[str] | None, str | None]:
+def _string_list(value: object) -> list[str] | None:
     if isinstance(value, str):
-        return [value], None
+        return [value]
     if isinstance(value, cabc.Iterable) and not isinstance(value, bytes | cabc.Mapping):
         items = list(value)
         if all(isinstance(item, str) for item in items):
-            return items, None
-    return None, "must be a list of strings."
+            return items
+    return None
 
 
-def _origins(value: object) -> tuple[object, str | None]:
-    items, problem = _string_list(value)
+_NOT_A_LIST: t.Final = "must be a list of strings."
+
+
+def _origins(value: object) -> tuple[object, list[Problem]]:
+    items = _string_list(value)
     if items is None:
-        return value, problem
+        return _refuse(value, _NOT_A_LIST)
     if not items:
-        return value, "list at least one origin, e.g. ['https://app.example.com']."
-    if "*" in items:
-        if len(items) > 1:
-            return value, (
-                '"*" allows every origin and cannot be mixed with other entries; '
-                'use "*" alone or list the exact origins.'
-            )
-        return "*", None
+        return _refuse(value, "list at least one origin, e.g. ['https://app.example.com'].")
+    if items == ["*"]:
+        return _accept("*")
+    problems: list[Problem] = []
     patterns: list[OriginPattern] = []
-    problems: list[str] = []
     for item in items:
+        if item == "*":
+            if not any(value == "*" for value, _ in problems):
+                problems.append(
+                    (
+                        "*",
+                        '"*" allows every origin and cannot be mixed with other entries; '
+                        'use "*" alone or list the exact origins.',
+                    )
+                )
+            continue
         try:
             pattern = parse_pattern(item)
         except OriginError as error:
-            problems.append(f"{item!r}: {error}")
+            problems.append((item, str(error)))
         else:
             if pattern not in patterns:
                 patterns.append(pattern)
     if problems:
-        return value, " ".join(problems)
-    return tuple(patterns), None
+        return value, problems
+    return _accept(tuple(patterns))
 
 
-def _header_names(kind: str) -> _Check:
+def _header_names(kind: t.Literal["request", "response"]) -> Check:
     forbidden = FORBIDDEN_REQUEST_HEADERS if kind == "request" else FORBIDDEN_EXPOSE_HEADERS
 
-    def check(value: object) -> tuple[object, str | None]:
+    def check(value: object) -> tuple[object, list[Problem]]:
         if value is None:
-            return (), None
-        items, problem = _string_list(value)
+            return _accept(())
+        items = _string_list(value)
         if items is None:
-            return value, problem
+            return _refuse(value, _NOT_A_LIST)
         names: list[str] = []
-        problems: list[str] = []
+        problems: list[Problem] = []
         for item in items:
             name = item.strip().lower()
             if name == "*":
                 names.append(name)
             elif not name or not set(name) <= _TOKEN_CHARS or name != item.strip().lower():
-                problems.append(f"{item!r} is not a valid header name")
+                problems.append((item, f"{item!r} is not a valid header name; remove it."))
             elif name in forbidden or (
                 kind == "request" and name.startswith(FORBIDDEN_REQUEST_PREFIXES)
             ):
-                problems.append(f"{item!r} is a forbidden header name that browsers never send")
-            elif name.startswith("access-control-"):
-                problems.append(f"{item!r} is a CORS protocol header, not an application header")
+                problems.append(
+                    (item, f"{item!r} is a forbidden header name that browsers never send.")
+                )
+            elif name.startswith(CORS_HEADER_PREFIX):
+                problems.append(
+                    (item, f"{item!r} is a CORS protocol header, not an application header.")
+                )
             elif name not in names:
                 names.append(name)
         if problems:
-            return value, "; ".join(problems) + "; remove them."
-        return tuple(names), None
+            return value, problems
+        return _accept(tuple(names))
 
     return check
 
 
-def _methods(value: object) -> tuple[object, str | None]:
-    items, problem = _string_list(value)
+def _methods(value: object) -> tuple[object, list[Problem]]:
+    items = _string_list(value)
     if items is None:
-        return value, problem
+        return _refuse(value, _NOT_A_LIST)
     methods: list[str] = []
-    problems: list[str] = []
+    problems: list[Problem] = []
     for item in items:
         method = item.strip()
         if method == "*":
-            problems.append('"*" is not accepted; list the methods')
+            problems.append((item, '"*" is not accepted; list the methods.'))
         elif not method or not set(method.lower()) <= _TOKEN_CHARS or method != item:
-            problems.append(f"{item!r} is not a valid method")
+            problems.append((item, f"{item!r} is not a valid method."))
         elif method.upper() in FORBIDDEN_METHODS:
-            problems.append(f"{item!r} is a forbidden method")
+            problems.append((item, f"{item!r} is a forbidden method."))
         elif method.upper() not in methods:
             methods.append(method.upper())
     if problems:
-        return value, "; ".join(problems) + "."
+        return value, problems
     if not methods:
-        return value, "list at least one method."
-    return tuple(methods), None
+        return _refuse(value, "list at least one method.")
+    return _accept(tuple(methods))
 
 
-def _broker_url(value: object) -> tuple[object, str | None]:
+def _broker_url(value: object) -> tuple[object, list[Problem]]:
     if not isinstance(value, str) or "://" not in value:
-        return value, "must be a URL such as 'memory://' or 'redis://localhost:6379/0'."
+        return _refuse(value, "must be a URL such as 'memory://' or 'redis://localhost:6379/0'.")
     scheme = value.partition("://")[0].lower()
     if scheme not in BROKER_SCHEMES:
-        return value, f"unknown scheme {scheme!r}; use one of {', '.join(BROKER_SCHEMES)}."
-    return value, None
+        return _refuse(value, f"unknown scheme {scheme!r}; use one of {', '.join(BROKER_SCHEMES)}.")
+    return _accept(value)
 
 
-_REQUIRED: t.Final = object()
+# -- the options -----------------------------------------------------------------------------
 
-OPTIONS: t.Final[tuple[_Option, ...]] = (
-    _Option("SSECORS_ALLOWED_ORIGINS", "origins", _REQUIRED, _origins, "cors"),
-    _Option("SSECORS_ALLOW_CREDENTIALS", "allow_credentials", False, _bool, "cors"),
-    _Option(
+#: The default of a required option.
+REQUIRED: t.Final = object()
+
+
+def _store_origins(value: object) -> dict[str, object]:
+    return {"origins": () if value == "*" else value, "allow_any_origin": value == "*"}
+
+
+def _load_origins(cors: CorsOptions) -> object:
+    return "*" if cors.allow_any_origin else cors.origins
+
+
+def _store_headers(value: object) -> dict[str, object]:
+    names = t.cast("tuple[str, ...]", value)
+    return {
+        "allowed_headers": tuple(name for name in names if name != "*"),
+        "allow_any_header": "*" in names,
+    }
+
+
+def _load_headers(cors: CorsOptions) -> object:
+    return (("*",) if cors.allow_any_header else ()) + cors.allowed_headers
+
+
+_SECONDS: t.Final = _number(0.0, 3600.0, low_open=True)
+
+OPTIONS: t.Final[tuple[Option, ...]] = (
+    # -- the CORS policy (both decorators) --
+    Option(
+        "SSECORS_ALLOWED_ORIGINS",
+        "origins",
+        REQUIRED,
+        _origins,
+        "cors",
+        "cors",
+        "required",
+        _store_origins,
+        _load_origins,
+    ),
+    Option("SSECORS_ALLOW_CREDENTIALS", "allow_credentials", False, _bool, "cors", "cors", "False"),
+    Option(
         "SSECORS_ALLOWED_HEADERS",
         "allowed_headers",
         ("last-event-id", "cache-control", "content-type"),
         _header_names("request"),
         "cors",
+        "cors",
+        "``last-event-id``, ``cache-control``, ``content-type``",
+        _store_headers,
+        _load_headers,
     ),
-    _Option("SSECORS_EXPOSE_HEADERS", "expose_headers", (), _header_names("response"), "cors"),
-    _Option(
-        "SSECORS_ALLOWED_METHODS", "allowed_methods", ("GET", "HEAD", "POST"), _methods, "cors"
+    Option(
+        "SSECORS_EXPOSE_HEADERS",
+        "expose_headers",
+        (),
+        _header_names("response"),
+        "cors",
+        "cors",
+        "none",
     ),
-    _Option(
-        "SSECORS_MAX_AGE", "max_age", 600, _integer(0, MAX_AGE_LIMIT, unit=" of seconds"), "cors"
+    Option(
+        "SSECORS_ALLOWED_METHODS",
+        "allowed_methods",
+        ("GET", "HEAD", "POST"),
+        _methods,
+        "cors",
+        "cors",
+        "``GET``, ``HEAD``, ``POST``",
     ),
-    _Option("SSECORS_SERVE_WITHOUT_ORIGIN", "serve_without_origin", True, _bool, "cors"),
-    _Option("SSECORS_ALLOW_PRIVATE_NETWORK", "allow_private_network", False, _bool, "cors"),
-    _Option(
+    Option(
+        "SSECORS_MAX_AGE",
+        "max_age",
+        600,
+        _integer(0, MAX_AGE_LIMIT, unit=" of seconds"),
+        "cors",
+        "cors",
+        "600",
+    ),
+    Option(
+        "SSECORS_SERVE_WITHOUT_ORIGIN", "serve_without_origin", True, _bool, "cors", "cors", "True"
+    ),
+    Option(
+        "SSECORS_ALLOW_PRIVATE_NETWORK",
+        "allow_private_network",
+        False,
+        _bool,
+        "cors",
+        "cors",
+        "False",
+    ),
+    Option(
         "SSECORS_DANGEROUSLY_ALLOW_INSECURE_ORIGINS",
         "dangerously_allow_insecure_origins",
         False,
         _bool,
         "cors",
+        "cors",
+        "False",
     ),
-    _Option("SSECORS_HEARTBEAT", "heartbeat", 15.0, _number(0.0, 3600.0, low_open=True), "stream"),
-    _Option(
+    # -- streams (@sse.stream) --
+    Option("SSECORS_HEARTBEAT", "heartbeat", 15.0, _SECONDS, "stream", "stream", "15.0"),
+    Option(
         "SSECORS_RETRY",
         "retry",
         None,
         _integer(0, optional=True, unit=" of milliseconds"),
         "stream",
+        "stream",
+        "None",
     ),
-    _Option("SSECORS_QUEUE_SIZE", "queue_size", 1000, _integer(1), "stream"),
-    _Option(
-        "SSECORS_SEND_TIMEOUT", "send_timeout", 30.0, _number(0.0, 3600.0, low_open=True), "stream"
+    Option("SSECORS_QUEUE_SIZE", "queue_size", 1000, _integer(1), "stream", "stream", "1000"),
+    Option("SSECORS_SEND_TIMEOUT", "send_timeout", 30.0, _SECONDS, "stream", "stream", "30.0"),
+    Option("SSECORS_REQUIRE_TOKEN", "require_token", False, _bool, "stream", "stream", "False"),
+    Option(
+        "SSECORS_MAX_STREAM_AGE",
+        "max_stream_age",
+        None,
+        _number(0.0, 604800.0, low_open=True, optional=True),
+        "stream",
+        "stream",
+        "None",
     ),
-    _Option("SSECORS_BROKER_URL", "broker_url", "memory://", _broker_url, ""),
-    _Option("SSECORS_BACKLOG", "backlog", 1000, _integer(0), ""),
-    _Option("SSECORS_BROKER_TIMEOUT", "broker_timeout", 2.0, _number(0.0, 60.0, low_open=True), ""),
-    _Option("SSECORS_REQUIRE_TOKEN", "require_token", False, _bool, "stream"),
-    _Option(
-        "SSECORS_MAX_STREAM_AGE", "max_stream_age", None, _optional_seconds(0.0, 604800.0), "stream"
+    # -- the app --
+    Option("SSECORS_BROKER_URL", "broker_url", "memory://", _broker_url, "app", "", '"memory://"'),
+    Option("SSECORS_BACKLOG", "backlog", 1000, _integer(0), "app", "", "1000"),
+    Option(
+        "SSECORS_BROKER_TIMEOUT",
+        "broker_timeout",
+        2.0,
+        _number(0.0, 60.0, low_open=True),
+        "app",
+        "",
+        "2.0",
     ),
-    _Option("SSECORS_MAX_STREAMS", "max_streams", None, _integer(1, optional=True), ""),
-    _Option("SSECORS_BUSY_RETRY", "busy_retry", 5000, _integer(0, unit=" of milliseconds"), ""),
-    _Option(
-        "SSECORS_TOKEN_MAX_AGE", "token_max_age", 300.0, _number(0.0, 604800.0, low_open=True), ""
+    Option(
+        "SSECORS_MAX_STREAMS", "max_streams", None, _integer(1, optional=True), "app", "", "None"
     ),
-    _Option("SSECORS_TOKEN_COOKIE", "token_cookie", "ssecors_token", _cookie_name, ""),
-    _Option("SSECORS_REQUEST_ID_HEADER", "request_id_header", None, _request_id_header, ""),
-    _Option("SSECORS_TRUST_REQUEST_ID", "trust_request_id", True, _bool, ""),
+    Option(
+        "SSECORS_BUSY_RETRY",
+        "busy_retry",
+        5000,
+        _integer(0, unit=" of milliseconds"),
+        "app",
+        "",
+        "5000",
+    ),
+    Option(
+        "SSECORS_TOKEN_MAX_AGE",
+        "token_max_age",
+        300.0,
+        _number(0.0, 604800.0, low_open=True),
+        "app",
+        "",
+        "300.0",
+    ),
+    Option(
+        "SSECORS_TOKEN_COOKIE",
+        "token_cookie",
+        "ssecors_token",
+        _cookie_name,
+        "app",
+        "",
+        '"ssecors_token"',
+    ),
+    Option(
+        "SSECORS_REQUEST_ID_HEADER",
+        "request_id_header",
+        None,
+        _request_id_header,
+        "app",
+        "",
+        "None",
+    ),
+    Option("SSECORS_TRUST_REQUEST_ID", "trust_request_id", True, _bool, "app", "", "True"),
+    Option("SSECORS_WARN_CORS_HOOKS", "warn_cors_hooks", True, _bool, "app", "", "True"),
+    Option("SSECORS_DRAIN_ON_SHUTDOWN", "drain_on_shutdown", True, _bool, "app", "", "True"),
 )
 _BY_KEY: t.Final = {option.key: option for option in OPTIONS}
 _BY_KWARG: t.Final = {option.kwarg: option for option in OPTIONS}
@@ -372,6 +548,10 @@ def _unknown_key_issue(key: str) -> ConfigIssue:
     )
 
 
+def _issues(name: str, problems: list[Problem]) -> list[ConfigIssue]:
+    return [ConfigIssue(name, value, reason) for value, reason in problems]
+
+
 def read_settings(config: cabc.Mapping[str, object]) -> Settings:
     """Read and validate every ``SSECORS_*`` key of ``config``.
 
@@ -385,7 +565,7 @@ def read_settings(config: cabc.Mapping[str, object]) -> Settings:
             issues.append(_unknown_key_issue(key))
     for option in OPTIONS:
         if option.key not in config:
-            if option.default is _REQUIRED:
+            if option.default is REQUIRED:
                 issues.append(
                     ConfigIssue(
                         option.key,
@@ -398,9 +578,9 @@ def read_settings(config: cabc.Mapping[str, object]) -> Settings:
             raw = option.default
         else:
             raw = config[option.key]
-        value, problem = option.check(raw)
-        if problem:
-            issues.append(ConfigIssue(option.key, raw, problem))
+        value, problems = option.check(raw)
+        if problems:
+            issues.extend(_issues(option.key, problems))
         else:
             values[option.kwarg] = value
     # The checks that involve several keys run on every value that passed its own check, so a
@@ -411,15 +591,14 @@ def read_settings(config: cabc.Mapping[str, object]) -> Settings:
     issues.extend(_combined_issues(combined, lambda kwarg: _BY_KWARG[kwarg].key))
     if issues:
         raise ConfigError(issues)
-    return _assemble(values, lambda kwarg: _BY_KWARG[kwarg].key)
+    return _freeze(values)
 
 
 def _parseable_origins(raw: object) -> tuple[OriginPattern, ...]:
     """The entries of a refused origin list that do parse, so that their own combination
     problems (an insecure origin with credentials) are reported beside the refusal."""
-    items, _ = _string_list(raw)
     patterns: list[OriginPattern] = []
-    for item in items or ():
+    for item in _string_list(raw) or ():
         try:
             patterns.append(parse_pattern(item))
         except OriginError:
@@ -447,9 +626,9 @@ def check_overrides(
             hint = f" Did you mean {close[0]!r}?" if close else ""
             issues.append(ConfigIssue(name, raw, f"is not an option of this decorator.{hint}"))
             continue
-        value, problem = _BY_KWARG[name].check(raw)
-        if problem:
-            issues.append(ConfigIssue(name, raw, problem))
+        value, problems = _BY_KWARG[name].check(raw)
+        if problems:
+            issues.extend(_issues(name, problems))
         else:
             checked[name] = value
     if issues:
@@ -464,39 +643,32 @@ def merge_overrides(settings: Settings, checked: cabc.Mapping[str, object]) -> S
     """
     if not checked:
         return settings
-    values = _values_of(settings)
+    values = {option.kwarg: option.value_in(_group(settings, option.group)) for option in OPTIONS}
     values.update(checked)
-    return _assemble(values, lambda kwarg: kwarg, where="flask-ssecors view options")
+    issues = _combined_issues(values, lambda kwarg: kwarg)
+    if issues:
+        raise ConfigError(issues, where="flask-ssecors view options")
+    return _freeze(values)
 
 
-def _values_of(settings: Settings) -> dict[str, object]:
-    cors = settings.cors
-    return {
-        "origins": "*" if cors.allow_any_origin else cors.origins,
-        "allow_credentials": cors.allow_credentials,
-        "allowed_headers": (("*",) if cors.allow_any_header else ()) + cors.allowed_headers,
-        "expose_headers": cors.expose_headers,
-        "allowed_methods": cors.allowed_methods,
-        "max_age": cors.max_age,
-        "serve_without_origin": cors.serve_without_origin,
-        "allow_private_network": cors.allow_private_network,
-        "dangerously_allow_insecure_origins": cors.dangerously_allow_insecure_origins,
-        "heartbeat": settings.stream.heartbeat,
-        "retry": settings.stream.retry,
-        "queue_size": settings.stream.queue_size,
-        "send_timeout": settings.stream.send_timeout,
-        "broker_url": settings.broker_url,
-        "backlog": settings.backlog,
-        "broker_timeout": settings.broker_timeout,
-        "require_token": settings.stream.require_token,
-        "max_stream_age": settings.stream.max_stream_age,
-        "max_streams": settings.max_streams,
-        "busy_retry": settings.busy_retry,
-        "token_max_age": settings.token_max_age,
-        "token_cookie": settings.token_cookie,
-        "request_id_header": settings.request_id_header,
-        "trust_request_id": settings.trust_request_id,
-    }
+def _group(settings: Settings, group: Group) -> object:
+    if group == "cors":
+        return settings.cors
+    if group == "stream":
+        return settings.stream
+    return settings
+
+
+def _freeze(values: cabc.Mapping[str, object]) -> Settings:
+    """Build :class:`Settings` from every option's checked value (see :class:`Option`)."""
+    groups: dict[Group, dict[str, object]] = {"cors": {}, "stream": {}, "app": {}}
+    for option in OPTIONS:
+        groups[option.group].update(option.fields(values[option.kwarg]))
+    return Settings(
+        cors=CorsOptions(**groups["cors"]),  # type: ignore[arg-type]
+        stream=StreamOptions(**groups["stream"]),  # type: ignore[arg-type]
+        **groups["app"],  # type: ignore[arg-type]
+    )
 
 
 def _combined_issues(
@@ -535,72 +707,14 @@ def _combined_issues(
                         f"{name_of('dangerously_allow_insecure_origins')}=True if you must.",
                     )
                 )
-    if "*" in headers:
-        issues.append(
-            ConfigIssue(
-                name_of("allowed_headers"),
-                "*",
-                "with credentials browsers read '*' as a header literally named '*'; "
-                "list the header names.",
+    for kwarg, names in (("allowed_headers", headers), ("expose_headers", expose)):
+        if "*" in names:
+            issues.append(
+                ConfigIssue(
+                    name_of(kwarg),
+                    "*",
+                    "with credentials browsers read '*' as a header literally named '*'; "
+                    "list the header names.",
+                )
             )
-        )
-    if "*" in expose:
-        issues.append(
-            ConfigIssue(
-                name_of("expose_headers"),
-                "*",
-                "with credentials browsers read '*' as a header literally named '*'; "
-                "list the header names.",
-            )
-        )
     return issues
-
-
-def _assemble(
-    values: dict[str, object],
-    name_of: cabc.Callable[[str], str],
-    where: str = "flask-ssecors",
-) -> Settings:
-    """Run the checks that involve several options, then freeze."""
-    issues = _combined_issues(values, name_of)
-    origins = values["origins"]
-    credentials = t.cast(bool, values["allow_credentials"])
-    insecure_ok = t.cast(bool, values["dangerously_allow_insecure_origins"])
-    headers = t.cast("tuple[str, ...]", values["allowed_headers"])
-    expose = t.cast("tuple[str, ...]", values["expose_headers"])
-    if issues:
-        raise ConfigError(issues, where=where)
-    cors = CorsOptions(
-        origins=() if origins == "*" else t.cast("tuple[OriginPattern, ...]", origins),
-        allow_any_origin=origins == "*",
-        allow_credentials=credentials,
-        allowed_headers=tuple(h for h in headers if h != "*"),
-        allow_any_header="*" in headers,
-        expose_headers=expose,
-        allowed_methods=t.cast("tuple[str, ...]", values["allowed_methods"]),
-        max_age=t.cast(int, values["max_age"]),
-        serve_without_origin=t.cast(bool, values["serve_without_origin"]),
-        allow_private_network=t.cast(bool, values["allow_private_network"]),
-        dangerously_allow_insecure_origins=insecure_ok,
-    )
-    stream = StreamOptions(
-        heartbeat=t.cast(float, values["heartbeat"]),
-        retry=t.cast("int | None", values["retry"]),
-        queue_size=t.cast(int, values["queue_size"]),
-        send_timeout=t.cast(float, values["send_timeout"]),
-        require_token=t.cast(bool, values["require_token"]),
-        max_stream_age=t.cast("float | None", values["max_stream_age"]),
-    )
-    return Settings(
-        cors=cors,
-        stream=stream,
-        broker_url=t.cast(str, values["broker_url"]),
-        backlog=t.cast(int, values["backlog"]),
-        broker_timeout=t.cast(float, values["broker_timeout"]),
-        max_streams=t.cast("int | None", values["max_streams"]),
-        busy_retry=t.cast(int, values["busy_retry"]),
-        token_max_age=t.cast(float, values["token_max_age"]),
-        token_cookie=t.cast(str, values["token_cookie"]),
-        request_id_header=t.cast("str | None", values["request_id_header"]),
-        trust_request_id=t.cast(bool, values["trust_request_id"]),
-    )

@@ -1,7 +1,7 @@
-"""The Flask extension: configuration at ``init_app``, request hooks, view decorators.
+"""The Flask extension: :class:`SSECors`.
 
 ``SSECors(app)`` (or ``SSECors()`` then ``init_app(app)``) reads and validates the configuration,
-compiles the policies, creates the broker, and registers two hooks:
+compiles the policies, creates the broker, and registers two hooks on the app:
 
 - a ``before_request`` hook, placed first, that polices requests to decorated views: it answers
   preflights itself (``204`` with the headers, or ``403`` with none) and refuses requests from
@@ -9,7 +9,11 @@ compiles the policies, creates the broker, and registers two hooks:
 - an ``after_request`` hook, placed to run last, that adds the CORS headers and ``Vary: Origin``
   to responses of decorated views, and reports any other source of ``Access-Control-*``.
 
-Routes that are not decorated are untouched.
+Routes that are not decorated are untouched. The request path reads from top to bottom:
+:meth:`SSECors._before_request` decides (:meth:`SSECors._decide`), the decorated view runs
+(:meth:`SSECors.cors`, :meth:`SSECors.stream`: admission, then the stream), and
+:meth:`SSECors._after_request` adds the headers. Everything read from Flask's globals comes
+from :mod:`flask_ssecors._request`.
 """
 
 from __future__ import annotations
@@ -17,31 +21,38 @@ from __future__ import annotations
 import collections.abc as cabc
 import dataclasses
 import functools
-import logging
+import inspect
 import os
+import time
 import typing as t
 import weakref
 
-from flask import current_app
 from flask import Flask
-from flask import request
 from flask import Response
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Rule
 
+from . import _request
+from . import _responses
 from ._config import check_overrides
 from ._config import CORS_KWARGS
 from ._config import merge_overrides
 from ._config import read_settings
-from ._config import Settings
 from ._config import STREAM_KWARGS
-from ._hardening import AppHardening
-from ._hardening import compile_cors
-from ._hardening import HardeningMixin
-from ._lastid import last_event_id
-from ._logsafe import escape
-from ._policy import CorsPolicy
-from ._policy import Decision
+from ._lifecycle import StreamTracker
+from ._log import get_logger
+from ._ownership import other_owners
+from ._policy import compile_policy
+from ._policy import CORS_HEADER_PREFIX
+from ._selection import check_policy_options
+from ._selection import choose
+from ._selection import merge_policy_options
+from ._state import AppState
+from ._state import spec_of
+from ._state import ViewKind
+from ._state import ViewPolicy
+from ._state import ViewSpec
+from ._stats import Counters
+from ._stats import RefusalKind
 from ._stream import StreamResponse
 from .brokers import Broker
 from .brokers import create_broker
@@ -52,74 +63,29 @@ from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import HeaderConflictError
 from .exceptions import TokenRefused
-from .requestid import stamp
+from .tokens import StreamTokens
 
 if t.TYPE_CHECKING:
+    from ._config import CorsOptions
+    from ._config import Settings
+    from ._config import StreamOptions
+    from ._policy import CorsPolicy
+    from ._policy import Decision
+    from ._selection import Decider
+    from ._selection import Selector
     from .events import Event
+    from .stats import StatsSnapshot
 
-logger = logging.getLogger("flask_ssecors")
+logger = get_logger(__name__)
 
-EXTENSION_KEY: t.Final = "ssecors"
-#: Where a request's decision is kept: its WSGI environ, which belongs to that request alone
-#: (``g`` lives as long as the app context, which requests share when one is pushed around them).
-_DECISION_ENVIRON: t.Final = "flask_ssecors.decision"
-_CORS_PREFIX: t.Final = "access-control-"
 #: ``retry:`` sent on a stream that could not subscribe because the broker is unavailable.
 BROKER_RETRY_MS: t.Final = 3000
 
 F = t.TypeVar("F", bound=cabc.Callable[..., t.Any])
+S = t.TypeVar("S", bound="Selector")
 
 
-@dataclasses.dataclass(eq=False, frozen=True)
-class ViewSpec:
-    """What a decorator asked for: its kind and its validated overrides."""
-
-    kind: str
-    overrides: cabc.Mapping[str, object]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ViewPolicy:
-    """A decorated view's settings and compiled policy, for one app."""
-
-    settings: Settings
-    policy: CorsPolicy
-
-
-@dataclasses.dataclass(eq=False)
-class _State:
-    """Per-app state, in ``app.extensions["ssecors"]``."""
-
-    extension: SSECors
-    settings: Settings
-    policy: CorsPolicy
-    broker: Broker
-    #: Named policies, tokens, open streams and statistics (:mod:`flask_ssecors._hardening`).
-    hardening: AppHardening
-    views: dict[ViewSpec, ViewPolicy] = dataclasses.field(default_factory=dict)
-    #: Whether the first request's environ was checked for several worker processes.
-    checked_processes: bool = False
-
-
-def _spec_of(view: object) -> ViewSpec | None:
-    while view is not None:
-        spec = getattr(view, "__ssecors__", None)
-        if isinstance(spec, ViewSpec):
-            return spec
-        view = getattr(view, "__wrapped__", None)
-    return None
-
-
-def _state() -> _State:
-    try:
-        return t.cast(_State, current_app.extensions[EXTENSION_KEY])
-    except KeyError:
-        raise RuntimeError(
-            "flask-ssecors is not initialised on this app; call SSECors(app) or init_app(app)."
-        ) from None
-
-
-class SSECors(HardeningMixin):
+class SSECors:
     """Secure cross-origin Server-Sent Events for a Flask app.
 
     :param app: the app, or None to call :meth:`init_app` later (app factories).
@@ -132,10 +98,11 @@ class SSECors(HardeningMixin):
     """
 
     def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
-        super().__init__()
         self._broker = broker
         self._specs: list[ViewSpec] = []
-        self._states: weakref.WeakSet[_State] = weakref.WeakSet()
+        self._states: weakref.WeakSet[AppState] = weakref.WeakSet()
+        self._policy_options: dict[str, dict[str, object]] = {}
+        self._selector: Selector | None = None
         if app is not None:
             self.init_app(app)
 
@@ -144,60 +111,88 @@ class SSECors(HardeningMixin):
     def init_app(self, app: Flask) -> None:
         """Read and validate the ``SSECORS_*`` configuration of ``app`` and register the hooks.
 
-        Every configuration problem, including those of views decorated so far, is raised
-        together as one :class:`~flask_ssecors.exceptions.ConfigError`. Changes to
-        ``app.config`` after this call are not seen.
+        Every configuration problem, including those of views decorated and policies declared
+        so far, is raised together as one :class:`~flask_ssecors.exceptions.ConfigError`.
+        Changes to ``app.config`` after this call are not seen.
 
         :raises RuntimeError: if flask-ssecors is already registered on ``app``.
         """
-        if EXTENSION_KEY in app.extensions:
+        if _request.EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "flask-ssecors is already registered on this Flask app; import and use that "
                 "SSECors instance instead."
             )
         settings = read_settings(app.config)
-        state = _State(
+        counters = Counters()
+        state = AppState(
             extension=self,
+            app=app,
             settings=settings,
-            policy=compile_cors(settings),
+            policy=_compile(settings),
             broker=self._broker
             or create_broker(
                 settings.broker_url, backlog=settings.backlog, timeout=settings.broker_timeout
             ),
-            hardening=AppHardening(app, settings),
+            streams=StreamTracker(app, settings, counters),
+            tokens=_token_codec(app, settings),
+            counters=counters,
         )
         issues: list[ConfigIssue] = []
-        for spec in list(self._specs):
+        for spec in self._specs:
             issues.extend(self._compile_view(state, spec))
-        issues.extend(self._setup_hardening(app, state))
+        for name, checked in self._policy_options.items():
+            issues.extend(self._compile_policy(state, name, checked))
+        found, guesses = other_owners(app)
+        issues.extend(found)
         if issues:
             raise ConfigError(issues)
+        if settings.warn_cors_hooks:
+            for guess in guesses:
+                logger.warning("%s", guess)
         workers = os.environ.get("WEB_CONCURRENCY", "1")
         if isinstance(state.broker, MemoryBroker) and workers.isdigit() and int(workers) > 1:
             _warn_memory_broker(f"WEB_CONCURRENCY={workers}")
-        app.extensions[EXTENSION_KEY] = state
+        app.extensions[_request.EXTENSION_KEY] = state
         self._states.add(state)
-        app.before_request_funcs.setdefault(None, []).insert(0, self._before_request)
-        app.after_request_funcs.setdefault(None, []).insert(0, self._after_request)
 
-    def _compile_view(self, state: _State, spec: ViewSpec) -> list[ConfigIssue]:
+        def police() -> Response | None:
+            return self._before_request(state)
+
+        def add_headers(response: Response) -> Response:
+            return self._after_request(state, response)
+
+        app.before_request_funcs.setdefault(None, []).insert(0, police)
+        app.after_request_funcs.setdefault(None, []).insert(0, add_headers)
+
+    def _compile_view(self, state: AppState, spec: ViewSpec) -> list[ConfigIssue]:
         try:
             settings = merge_overrides(state.settings, spec.overrides)
         except ConfigError as error:
             return list(error.issues)
-        issues = state.hardening.token_issues(settings.stream)
-        if issues:
-            return issues
-        if spec.overrides:
-            state.views[spec] = ViewPolicy(settings, compile_cors(settings))
-        else:
-            state.views[spec] = ViewPolicy(state.settings, state.policy)
+        if settings.stream.require_token and state.tokens is None:
+            return [
+                ConfigIssue(
+                    "require_token",
+                    True,
+                    "stream tokens are signed with the app's SECRET_KEY, which is not set; "
+                    "set SECRET_KEY before init_app.",
+                )
+            ]
+        policy = _compile(settings) if spec.overrides else state.policy
+        state.views[spec] = ViewPolicy(spec, settings, policy)
         return []
 
-    def _register(self, kind: str, overrides: dict[str, object]) -> ViewSpec:
-        allowed = STREAM_KWARGS if kind == "stream" else CORS_KWARGS
-        checked = check_overrides(overrides, allowed=allowed)
-        spec = ViewSpec(kind, checked)
+    def _compile_policy(
+        self, state: AppState, name: str, checked: dict[str, object]
+    ) -> list[ConfigIssue]:
+        settings, issues = merge_policy_options(state.settings, name, checked)
+        if settings is not None:
+            state.policies[name] = _compile(state.settings, settings.cors)
+        return issues
+
+    def _register(self, kind: ViewKind, overrides: dict[str, object]) -> ViewSpec:
+        allowed = STREAM_KWARGS if kind is ViewKind.STREAM else CORS_KWARGS
+        spec = ViewSpec(kind, check_overrides(overrides, allowed=allowed))
         issues: list[ConfigIssue] = []
         for state in list(self._states):
             issues.extend(self._compile_view(state, spec))
@@ -205,6 +200,56 @@ class SSECors(HardeningMixin):
             raise ConfigError(issues, where="flask-ssecors view options")
         self._specs.append(spec)
         return spec
+
+    # -- named policies ----------------------------------------------------------------------
+
+    def policy(self, name: str, **options: t.Any) -> None:
+        """Declare a named CORS policy, for :meth:`policy_selector` to choose per request.
+
+        The options are those of :meth:`cors` (``origins``, required; ``allow_credentials``,
+        ``allowed_headers``, ``expose_headers``, ``allowed_methods``, ``max_age``...). Unset
+        options come from the app's settings. The policy is validated like the app's own, now
+        for apps already initialised and at ``init_app`` for later ones; every problem is
+        raised together.
+
+        :param name: the name the selector returns.
+        :raises ConfigError: when the name or an option is refused, or the name is taken.
+
+        .. versionadded:: 0.1
+        """
+        checked = check_policy_options(name, options)
+        if name in self._policy_options:
+            raise ConfigError(
+                [ConfigIssue("name", name, "a policy with this name is already declared.")],
+                where="flask-ssecors policies",
+            )
+        issues: list[ConfigIssue] = []
+        compiled: list[tuple[AppState, CorsPolicy]] = []
+        for state in list(self._states):
+            settings, problems = merge_policy_options(state.settings, name, checked)
+            issues.extend(problems)
+            if settings is not None:
+                compiled.append((state, _compile(state.settings, settings.cors)))
+        if issues:
+            raise ConfigError(issues, where="flask-ssecors policies")
+        for state, policy in compiled:
+            state.policies[name] = policy
+        self._policy_options[name] = checked
+
+    def policy_selector(self, selector: S) -> S:
+        """Register the function that picks a named policy per request (a decorator).
+
+        ``selector()`` runs once per policed request, in the request context, and returns the
+        name of a policy declared with :meth:`policy`, or None for the view's own policy. It
+        never returns origins: anything but a declared name is refused (see
+        :ref:`configuration-policies`).
+
+        .. versionadded:: 0.1
+        """
+        if not callable(selector):
+            raise TypeError("policy_selector decorates a function that returns a policy name")
+        self._selector = selector
+        return selector
 
     # -- decorators --------------------------------------------------------------------------
 
@@ -219,15 +264,17 @@ class SSECors(HardeningMixin):
 
         :raises ConfigError: when an override is invalid.
         """
-        spec = self._register("cors", overrides)
+        spec = self._register(ViewKind.CORS, overrides)
 
         def decorator(view: F) -> F:
+            call = _caller(view)
+
             @functools.wraps(view)
             def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-                refusal = self._police()
+                refusal = self._refusal(_request.decision())
                 if refusal is not None:
                     return refusal
-                return current_app.ensure_sync(view)(*args, **kwargs)
+                return call(*args, **kwargs)
 
             wrapper.__ssecors__ = spec  # type: ignore[attr-defined]
             return t.cast(F, wrapper)
@@ -249,181 +296,407 @@ class SSECors(HardeningMixin):
 
         :raises ConfigError: when an override is invalid.
         """
-        spec = self._register("stream", overrides)
+        spec = self._register(ViewKind.STREAM, overrides)
 
         def decorator(view: F) -> F:
             @functools.wraps(view)
             def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
-                refusal = self._police()
+                decision = _request.decision()
+                refusal = self._refusal(decision)
                 if refusal is not None:
                     return refusal
-                state = _state()
-                decision = request.environ.get(_DECISION_ENVIRON)
-                refusal = self._admit_stream(state, state.views[spec].settings.stream, decision)
-                if refusal is not None:  # a refused token, or over capacity
-                    return refusal
-                try:
-                    rv = view(*args, **kwargs)
-                except BrokerUnavailable as error:
-                    # A non-200 answer would make browsers stop reconnecting for good: open the
-                    # stream, tell the client when to come back, and end it.
-                    logger.warning("stream on %s deferred: %s", escape(request.path), error)
-                    return self._stream_response(spec, (), retry=BROKER_RETRY_MS)
-                except TokenRefused as error:  # sse.subscribe(): a channel the token lacks
-                    return self._refuse_token(state, error)
-                finally:
-                    state.hardening.streams.unreserve()
-                if isinstance(rv, Response):
-                    return rv
-                return self._stream_response(spec, rv)
+                state = _request.app_state()
+                return self._serve_stream(state, state.views[spec], decision, view, args, kwargs)
 
             wrapper.__ssecors__ = spec  # type: ignore[attr-defined]
             return t.cast(F, wrapper)
 
         return decorator
 
-    # -- publishing ------------------------------------------------------------------------
+    # -- publishing --------------------------------------------------------------------------
 
     @property
     def broker(self) -> Broker:
         """The current app's broker."""
-        return _state().broker
+        return _request.app_state().broker
 
     def publish(self, channel: str, event: Event) -> str:
         """Publish ``event`` on ``channel``; return the id the broker assigned.
 
-        Safe from any greenlet and from request handlers.
+        Safe from any greenlet and from request handlers, in the app's context.
 
         :raises flask_ssecors.exceptions.BrokerUnavailable: when nothing could be published.
         """
-        return _state().broker.publish(channel, event)
+        return _request.app_state().broker.publish(channel, event)
 
     def subscribe(self, channel: str, last_event_id: str | None = None) -> Subscription:
         """Subscribe the current stream to ``channel``.
 
         Replays what was published after ``last_event_id`` (by default the request's validated
         ``Last-Event-ID``), then delivers live events.
+
+        :raises flask_ssecors.exceptions.TokenRefused: when the request's stream token does not
+            grant ``channel`` (the extension answers ``403``).
         """
-        state = _state()
-        self._check_channel(channel)
+        state = _request.app_state()
+        _request.check_channel(channel)
         if last_event_id is None:
-            last_event_id = _last_event_id()
-        view = _view_policy(state)
-        limit = view.settings.stream.queue_size if view else state.settings.stream.queue_size
+            last_event_id = _request.last_event_id()
+        view = state.view_for(_request.endpoint())
+        limit = (view.settings if view is not None else state.settings).stream.queue_size
         return state.broker.subscribe(channel, last_event_id, limit=limit)
 
-    # -- request hooks -----------------------------------------------------------------------
+    def subscriber_count(self, channel: str | None = None) -> int:
+        """Open subscriptions on ``channel`` (or all channels) in the current app's broker."""
+        return _request.app_state().broker.subscriber_count(channel)
 
-    def _police(self) -> Response | None:
-        """Decide the current request once; return the refusal response, if any."""
-        decision: Decision | None = request.environ.get(_DECISION_ENVIRON)
-        if decision is None:
-            decision = self._decide()
-            if decision is None:
-                return None
-        if not decision.allowed or decision.preflight:
-            return _answer(decision)
-        return None
+    # -- stream tokens -----------------------------------------------------------------------
 
-    def _decide(self) -> Decision | None:
-        state = _state()
-        view, rule = _target(state)
+    def issue_token(
+        self,
+        subject: str,
+        *,
+        channels: cabc.Iterable[str] | None = None,
+        max_age: float | None = None,
+    ) -> str:
+        """Sign a stream token for ``subject``, bound to the current request.
+
+        Call it in the view the page asks for a token (an ``@sse.cors`` view, after the page's
+        user was authenticated). The token is bound to the request's ``Origin`` (its own
+        origin when it sent none), a hash of its ``User-Agent``, ``channels``, and an expiry;
+        see :mod:`flask_ssecors.tokens`.
+
+        :param subject: who the token is for (a user id); :meth:`token_subject` returns it.
+        :param channels: the channels the token may read; None for every channel.
+        :param max_age: lifetime in seconds; default ``SSECORS_TOKEN_MAX_AGE``.
+        :raises RuntimeError: when the app has no ``SECRET_KEY``.
+
+        .. versionadded:: 0.1
+        """
+        tokens = _request.app_state().tokens
+        if tokens is None:
+            raise RuntimeError("stream tokens are signed with SECRET_KEY: set it before init_app")
+        return tokens.issue(
+            subject,
+            origin=_request.token_origin(),
+            user_agent=_request.user_agent(),
+            channels=channels,
+            max_age=max_age,
+        )
+
+    def token_subject(self) -> str | None:
+        """The subject of the current request's verified stream token, or None.
+
+        Call it in a ``require_token=True`` stream view, before returning (a generator view's
+        body runs outside the request).
+
+        .. versionadded:: 0.1
+        """
+        grant = _request.grant()
+        return grant.subject if grant is not None else None
+
+    def set_token_cookie(
+        self,
+        response: Response,
+        token: str,
+        *,
+        max_age: int | None = None,
+        secure: bool | None = None,
+        samesite: str = "Lax",
+        domain: str | None = None,
+        path: str = "/",
+    ) -> None:
+        """Put ``token`` in the token cookie (``SSECORS_TOKEN_COOKIE``) of ``response``.
+
+        The cookie is ``HttpOnly``. ``EventSource`` sends it with ``withCredentials: true``
+        (and ``SSECORS_ALLOW_CREDENTIALS = True``). ``SameSite=Lax`` suits pages on the same
+        site as the app (another port or subdomain); pages on another site need
+        ``samesite="None"``, which browsers accept only with ``secure=True``.
+
+        Cookies are shared by every page of a site: one page origin per site and cookie name,
+        or pass the token in the query string instead.
+
+        :param secure: default: whether the current request came over https.
+        :raises ValueError: for ``samesite="None"`` without ``secure``.
+
+        .. versionadded:: 0.1
+        """
+        if secure is None:
+            secure = _request.is_secure()
+        if samesite.lower() == "none" and not secure:
+            raise ValueError("browsers refuse SameSite=None cookies without Secure")
+        response.set_cookie(
+            _request.app_state().settings.token_cookie,
+            token,
+            max_age=max_age,
+            secure=secure,
+            httponly=True,
+            samesite=samesite,
+            domain=domain,
+            path=path,
+        )
+
+    # -- observability and lifetime ----------------------------------------------------------
+
+    def stats(self) -> StatsSnapshot:
+        """The current app's statistics in this worker process (see :mod:`flask_ssecors.stats`).
+
+        .. versionadded:: 0.1
+        """
+        state = _request.app_state()
+        streams = state.streams
+        return state.counters.snapshot(len(streams.streams), streams.events_in_open_streams())
+
+    def end_streams(self) -> int:
+        """End every open stream of the current app with a ``retry:`` hint, and admit no new
+        ones (a worker about to stop); return how many were told to end.
+
+        .. versionadded:: 0.1
+        """
+        return _request.app_state().streams.end_all()
+
+    # -- the request path --------------------------------------------------------------------
+
+    def _before_request(self, state: AppState) -> Response | None:
+        """Police the request first: answer preflights, refuse other origins (``403``)."""
+        if not state.checked_processes:
+            state.checked_processes = True
+            if _request.multiprocess() and isinstance(state.broker, MemoryBroker):
+                _warn_memory_broker("the WSGI server runs several worker processes")
+        return self._refusal(self._decide(state))
+
+    def _decide(self, state: AppState) -> Decision | None:
+        """Decide the current request once (None when its route is not policed)."""
+        environ = _request.environ()
+        method = environ["REQUEST_METHOD"]
+        route_methods = None
+        if method == "OPTIONS":
+            view, route_methods = _preflight_target(state)
+        else:
+            view = state.view_for(_request.endpoint())
         if view is None:
-            if _spec_of(current_app.view_functions.get(request.endpoint or "")) is not None:
-                # Fail closed: serving the view unpoliced would let cross-site requests run it.
-                raise RuntimeError(
-                    f"the view {request.endpoint!r} was decorated by an SSECors instance that "
-                    "is not the one registered on this app; decorate views with the instance "
-                    "passed to init_app (one instance can serve several apps)."
-                )
             return None
-        environ = request.environ
         origin = environ.get("HTTP_ORIGIN")
-        policy = self._choose_policy(state, view.policy)
+        policy: Decider = view.policy
+        if self._selector is not None:
+            policy = choose(self._selector, state.policies, policy, strict=_request.strict())
         decision = policy.decide(
-            method=request.method,
+            method=method,
             origin=origin,
-            # Only compared when the origin is not on the allowlist; cheap enough to build here.
-            own_origin=f"{request.scheme}://{request.host}".lower() if origin is not None else "",
+            own_origin=_request.own_origin,
             request_method=environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
             request_headers=environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
             private_network=environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK") == "true",
-            route_methods=rule.methods if rule is not None else None,
+            route_methods=route_methods,
         )
-        environ[_DECISION_ENVIRON] = decision
+        _request.keep_decision(decision)
         if not decision.allowed:
-            if logger.isEnabledFor(logging.INFO):
-                logger.info(
-                    "refused %s %s from origin %s: %s",
-                    escape(request.method, 16),
-                    escape(request.path),
-                    escape(origin),
-                    decision.reason,
-                )
-            self._note_refusal(state, decision)
+            method_text, path, origin_text = _request.describe()
+            logger.info(
+                "refused %s %s from origin %s: %s", method_text, path, origin_text, decision.reason
+            )
+            state.counters.count_refusal(state.app, RefusalKind.ORIGIN, decision.reason)
         return decision
 
-    def _before_request(self) -> Response | None:
-        state = _state()
-        if not state.checked_processes:
-            state.checked_processes = True
-            if request.environ.get("wsgi.multiprocess") and isinstance(state.broker, MemoryBroker):
-                _warn_memory_broker("the WSGI server runs several worker processes")
-        return self._police()
+    def _refusal(self, decision: Decision | None) -> Response | None:
+        """The extension's own answer to a decided request (a refusal or a preflight), if any.
 
-    def _after_request(self, response: Response) -> Response:
-        decision: Decision | None = request.environ.get(_DECISION_ENVIRON)
+        A decorated view checks again: it may be reached without the hook having decided (a
+        request to another endpoint that calls it).
+        """
         if decision is None:
-            if _view_policy(_state()) is None:
+            decision = self._decide(_request.app_state())
+            if decision is None:
+                return None
+        if not decision.allowed or decision.preflight:
+            return _responses.answer(decision)
+        return None
+
+    def _serve_stream(
+        self,
+        state: AppState,
+        view: ViewPolicy,
+        decision: Decision | None,
+        function: cabc.Callable[..., t.Any],
+        args: tuple[t.Any, ...],
+        kwargs: dict[str, t.Any],
+    ) -> Response:
+        """Admit the request (its token, then capacity), run the view, open its stream."""
+        options = view.settings.stream
+        decision = decision or _request.decision()
+        if options.require_token:
+            assert state.tokens is not None  # checked when the view was compiled
+            try:
+                _request.verify_token(state.tokens, state.settings.token_cookie)
+            except TokenRefused as error:
+                return self._refuse_token(state, error)
+        if not state.streams.reserve():
+            return self._turn_away(state, decision, options)
+        try:
+            rv = function(*args, **kwargs)
+        except BrokerUnavailable as error:
+            # A non-200 answer would make browsers stop reconnecting for good: open the
+            # stream, tell the client when to come back, and end it.
+            logger.warning("stream on %s deferred: %s", _request.describe()[1], error)
+            options = dataclasses.replace(options, retry=BROKER_RETRY_MS)
+            return self._open_stream(state, decision, (), options)
+        except TokenRefused as error:  # sse.subscribe(): a channel the token lacks
+            return self._refuse_token(state, error)
+        finally:
+            state.streams.unreserve()
+        if isinstance(rv, Response):
+            return rv
+        source = rv if isinstance(rv, Subscription) else _as_iterable(rv)
+        return self._open_stream(state, decision, source, options)
+
+    def _open_stream(
+        self,
+        state: AppState,
+        decision: Decision | None,
+        source: Subscription | cabc.Iterable[object],
+        options: StreamOptions,
+    ) -> StreamResponse:
+        """The response of an admitted stream: tracked, with its deadlines, headers pinned."""
+        settings = state.settings
+        grant = _request.grant()
+        stream = state.streams.open(
+            source,
+            options,
+            grant=grant,
+            clock=state.tokens.clock if state.tokens is not None else time.time,
+            request_id=_request.request_id(settings),
+        )
+        return _responses.stream(
+            stream, decision, _request_id_headers(settings), strict=_request.strict()
+        )
+
+    def _turn_away(
+        self, state: AppState, decision: Decision | None, options: StreamOptions
+    ) -> Response:
+        """The answer to a stream request over capacity (or while shutting down)."""
+        streams = state.streams
+        reason = streams.refusal_reason
+        state.counters.count_refusal(state.app, RefusalKind.CAPACITY, reason)
+        logger.info(
+            "turned a stream request away: %s (%d open, SSECORS_MAX_STREAMS=%s)",
+            reason,
+            len(streams.streams),
+            streams.limit,
+        )
+        if not _request.accepts_event_stream():
+            return _responses.unavailable(streams.busy_retry)
+        return _responses.stream(
+            streams.busy_stream(options),
+            decision,
+            _request_id_headers(state.settings),
+            strict=_request.strict(),
+        )
+
+    def _refuse_token(self, state: AppState, error: TokenRefused) -> Response:
+        """Log, count and answer a token refusal (the token itself is never logged)."""
+        _, path, origin = _request.describe()
+        logger.warning("refused stream token on %s from origin %s: %s", path, origin, error.reason)
+        state.counters.count_refusal(state.app, RefusalKind.TOKEN, error.reason)
+        return _responses.token_refusal(error)
+
+    def _after_request(self, state: AppState, response: Response) -> Response:
+        """Last: add the CORS headers and ``Vary`` to a policed response; report any other
+        source of ``Access-Control-*``."""
+        decision = _request.decision()
+        if decision is None:
+            if state.view_for(_request.endpoint()) is None:
                 return response
-            decision = self._decide()
+            decision = self._decide(state)
             if decision is None:
                 return response
         if isinstance(response, StreamResponse):
-            return response
-        foreign = [k for k, _ in response.headers if k.lower().startswith(_CORS_PREFIX)]
+            return response  # complete and pinned when the view returned
+        headers = response.headers
+        foreign = [k for k, _ in headers if k[:15].lower() == CORS_HEADER_PREFIX]
         if foreign:
             detail = (
                 f"{', '.join(sorted(set(foreign)))} set by something other than flask-ssecors "
                 "(a view, an after_request hook or another CORS extension such as flask-cors); "
                 "flask-ssecors owns the CORS headers of policed routes: remove the other source"
             )
-            if current_app.debug or current_app.testing:
+            if _request.strict():
                 raise HeaderConflictError(foreign[0], detail)
-            logger.error("header conflict on %s: %s", escape(request.path), detail)
+            logger.error("header conflict on %s: %s", _request.describe()[1], detail)
             for name in set(foreign):
-                del response.headers[name]
+                del headers[name]
         if decision.allowed:
-            for name, value in decision.headers:
-                response.headers[name] = value
-        response.vary.update(decision.vary)
-        stamp(_state().settings, response)
+            headers.extend(decision.headers)
+        if "Vary" in headers:
+            response.vary.update(decision.vary)
+        else:
+            headers.add("Vary", ", ".join(decision.vary))
+        header = state.settings.request_id_header
+        if header is not None:
+            headers[header] = t.cast(str, _request.request_id(state.settings))
         return response
 
-    def _stream_response(
-        self, spec: ViewSpec, rv: object, *, retry: int | None = None
-    ) -> StreamResponse:
-        state = _state()
-        view = state.views[spec]
-        decision: Decision | None = request.environ.get(_DECISION_ENVIRON)
-        if decision is None:
-            decision = self._decide()
-        assert decision is not None
-        source = rv if isinstance(rv, Subscription) else _as_iterable(rv)
-        options = view.settings.stream
-        if retry is not None:
-            options = dataclasses.replace(options, retry=retry)
-        stream = self._open_stream(state, source, options)
-        return StreamResponse(
-            stream,
-            self._stream_headers(state, decision),
-            decision.vary,
-            strict=current_app.debug or current_app.testing,
-        )
 
-    def subscriber_count(self, channel: str | None = None) -> int:
-        """Open subscriptions on ``channel`` (or all channels) in the current app's broker."""
-        return _state().broker.subscriber_count(channel)
+def _compile(settings: Settings, options: CorsOptions | None = None) -> CorsPolicy:
+    """Compile ``options`` (default: the settings' own) with the request id header exposed, so
+    that page script can read it (unless request ids are off or every header is exposed)."""
+    options = options or settings.cors
+    header = settings.request_id_header
+    if header is not None:
+        name = header.lower()
+        if name not in options.expose_headers and "*" not in options.expose_headers:
+            options = dataclasses.replace(options, expose_headers=(*options.expose_headers, name))
+    return compile_policy(options)
+
+
+def _token_codec(app: Flask, settings: Settings) -> StreamTokens | None:
+    secret = app.secret_key
+    if not secret:
+        return None
+    fallbacks = app.config.get("SECRET_KEY_FALLBACKS") or []
+    keys: list[str | bytes] = [*fallbacks, secret]
+    return StreamTokens(keys, default_max_age=settings.token_max_age)
+
+
+def _request_id_headers(settings: Settings) -> tuple[tuple[str, str], ...]:
+    header = settings.request_id_header
+    if header is None:
+        return ()
+    return ((header, t.cast(str, _request.request_id(settings))),)
+
+
+def _preflight_target(state: AppState) -> tuple[ViewPolicy | None, t.Collection[str] | None]:
+    """The policed view that decides a preflight, and the methods of its route.
+
+    A preflight asks about the method the page is about to send, which may reach another view
+    than the one ``OPTIONS`` matched (``GET`` and ``POST`` on one path, as two views): it is
+    decided by the policy of the view that method would reach.
+    """
+    rule = _request.url_rule()
+    environ = _request.environ()
+    method = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
+    if method and environ.get("HTTP_ORIGIN") is not None:
+        adapter = _request.url_adapter()
+        try:
+            matched, _ = adapter.match(method=method, return_rule=True)
+        except HTTPException:
+            matched = None
+        if matched is not None and matched is not rule:
+            spec = spec_of(state.app.view_functions.get(matched.endpoint))
+            view = state.views.get(spec) if spec is not None else None
+            return view, matched.methods
+    view = state.view_for(rule.endpoint if rule is not None else None)
+    return view, rule.methods if rule is not None else None
+
+
+def _caller(view: cabc.Callable[..., t.Any]) -> cabc.Callable[..., t.Any]:
+    """Call ``view`` as Flask would: a coroutine view through the app's ``ensure_sync``."""
+    if not inspect.iscoroutinefunction(view):
+        return view
+
+    def call(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        return _request.app().ensure_sync(view)(*args, **kwargs)
+
+    return call
 
 
 def _warn_memory_broker(why: str) -> None:
@@ -442,50 +715,3 @@ def _as_iterable(rv: object) -> cabc.Iterable[object]:
             f"it returned {type(rv).__name__}"
         )
     return rv
-
-
-def _target(state: _State) -> tuple[ViewPolicy | None, Rule | None]:
-    """The policed view (and its rule) that decides the current request.
-
-    A preflight asks about the method the page is about to send, which may reach another view
-    than the one ``OPTIONS`` matched (``GET`` and ``POST`` on one path, as two views): it is
-    decided by the policy of the view that method would reach.
-    """
-    rule = request.url_rule
-    if request.method != "OPTIONS":
-        return _view_policy(state), rule
-    environ = request.environ
-    method = environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD")
-    if method and environ.get("HTTP_ORIGIN") is not None:
-        adapter = current_app.create_url_adapter(request)
-        try:
-            matched, _ = adapter.match(method=method, return_rule=True)  # type: ignore[union-attr]
-        except HTTPException:
-            matched = None
-        if matched is not None and matched is not rule:
-            spec = _spec_of(current_app.view_functions.get(matched.endpoint))
-            return (state.views.get(spec) if spec is not None else None), matched
-    return _view_policy(state), rule
-
-
-def _view_policy(state: _State) -> ViewPolicy | None:
-    endpoint = request.endpoint
-    if endpoint is None:
-        return None
-    spec = _spec_of(current_app.view_functions.get(endpoint))
-    if spec is None:
-        return None
-    return state.views.get(spec)
-
-
-def _answer(decision: Decision) -> Response:
-    """The extension's own answer: a preflight's 204, or a 403 refusal."""
-    if decision.allowed:
-        response = Response(status=204)
-        del response.headers["Content-Type"]
-        return response
-    return Response("Forbidden: cross-origin request refused.\n", 403, mimetype="text/plain")
-
-
-def _last_event_id() -> str | None:
-    return last_event_id()

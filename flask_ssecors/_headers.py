@@ -17,11 +17,12 @@ A stream response's headers are complete when the view returns. Afterwards, thro
 from __future__ import annotations
 
 import functools
-import logging
 import typing as t
 
 from werkzeug.datastructures import Headers
 
+from ._log import get_logger
+from ._policy import CORS_HEADER_PREFIX
 from .exceptions import HeaderConflictError
 
 #: Headers that a stream response sets and nobody may change.
@@ -40,9 +41,7 @@ FORBIDDEN: t.Final = frozenset(
         "content-encoding",
     }
 )
-CORS_PREFIX: t.Final = "access-control-"
-
-logger = logging.getLogger("flask_ssecors")
+logger = get_logger(__name__)
 
 
 def _values(items: t.Iterable[tuple[str, str]], name: str) -> list[str]:
@@ -50,7 +49,7 @@ def _values(items: t.Iterable[tuple[str, str]], name: str) -> list[str]:
 
 
 def _cors_items(items: t.Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k.lower(), v) for k, v in items if k.lower().startswith(CORS_PREFIX)]
+    return [(k.lower(), v) for k, v in items if k.lower().startswith(CORS_HEADER_PREFIX)]
 
 
 def _vary_has_origin(items: t.Iterable[tuple[str, str]]) -> bool:

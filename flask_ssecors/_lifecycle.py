@@ -20,20 +20,20 @@ Shutdown
     another worker and resumes from its ``Last-Event-ID``. Stream requests that still reach the
     stopping worker are turned away as over capacity.
 
-    Under gunicorn's gevent workers this is automatic: on the first stream, flask-ssecors finds
-    the worker that installed the ``SIGTERM`` handler and chains its own handler before
-    gunicorn's, so that streams end at once when the worker is told to stop (``SIGTERM``:
-    graceful stop, reload, scale down; ``SIGINT``/``SIGQUIT``: quick stop), well within
-    ``--graceful-timeout``. Under another server, call :func:`end_all_streams` from the
-    server's shutdown hook.
+    Under gunicorn's gevent workers this is automatic, and switchable with
+    ``SSECORS_DRAIN_ON_SHUTDOWN`` (default ``True``): on the first stream, flask-ssecors finds
+    the gunicorn gevent worker that installed the process's ``SIGTERM`` handler and chains its
+    own handler before gunicorn's (``SIGTERM``: graceful stop, reload, scale down;
+    ``SIGINT``/``SIGQUIT``: quick stop), so that streams end at once when the worker is told
+    to stop, well within ``--graceful-timeout``. It says so in the log (level INFO), once per
+    process. Set the key to ``False`` to leave the signal handlers alone; then, or under another
+    server, call :func:`~flask_ssecors.end_all_streams` from the server's shutdown hook.
 
 .. versionadded:: 0.1
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import os
 import random
 import signal
@@ -43,17 +43,17 @@ import typing as t
 import weakref
 
 import gevent
-from flask import request
-from flask import Response
 
+from ._log import get_logger
+from ._stats import EndReason
+from ._stats import send_safely
 from ._stream import encode_retry
 from ._stream import EventStream
-from ._stream import StreamResponse
-from .stats import send_safely
-from .stats import Stats
+from .events import Event
 from .stats import stream_closed
 from .stats import stream_opened
-from .tokens import expired_event
+from .tokens import Refusal
+from .tokens import TOKEN_EXPIRED_EVENT
 
 if t.TYPE_CHECKING:
     import collections.abc as cabc
@@ -63,11 +63,11 @@ if t.TYPE_CHECKING:
 
     from ._config import Settings
     from ._config import StreamOptions
-    from ._policy import Decision
+    from ._stats import Counters
     from .brokers import Subscription
     from .tokens import Grant
 
-logger = logging.getLogger("flask_ssecors")
+logger = get_logger(__name__)
 
 #: Largest share of ``SSECORS_MAX_STREAM_AGE`` taken off at random, per stream.
 AGE_JITTER: t.Final = 0.1
@@ -87,23 +87,25 @@ def _jittered_retry(low: int, high: int) -> bytes:
 
 
 class StreamTracker:
-    """The open streams of one app in one process: capacity, deadlines, shutdown, statistics.
+    """The open streams of one app in one process: capacity, deadlines, shutdown.
 
     :param app: the app, the sender of the signals.
-    :param settings: the app's settings (``max_streams``, ``busy_retry``).
+    :param settings: the app's settings (``max_streams``, ``busy_retry``, ``drain_on_shutdown``).
+    :param counters: the app's counters.
     """
 
-    def __init__(self, app: Flask, settings: Settings) -> None:
+    def __init__(self, app: Flask, settings: Settings, counters: Counters) -> None:
         self.app = app
         self.limit = settings.max_streams
         self.busy_retry = settings.busy_retry
+        self.drain_on_shutdown = settings.drain_on_shutdown
+        self.counters = counters
         #: Weak: a stream nobody serves any more (dropped unclosed) is collected and closed.
         self.streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         #: Stream requests admitted whose view is still running.
         self.pending = 0
         #: Set once the process is shutting down: no stream is admitted any more.
         self.draining = False
-        self.stats = Stats()
         _trackers.add(self)
 
     # -- admission -------------------------------------------------------------------------
@@ -124,39 +126,20 @@ class StreamTracker:
         """The view of an admitted request returned (with a stream or not)."""
         self.pending -= 1
 
-    def busy_response(
-        self, decision: Decision | None, options: StreamOptions, headers: Headers, *, strict: bool
-    ) -> Response:
-        """The answer to a stream request that was not admitted (see the module docs).
+    @property
+    def refusal_reason(self) -> str:
+        """Why :meth:`reserve` refuses: ``"shutting-down"`` or ``"over-capacity"``."""
+        return "shutting-down" if self.draining else "over-capacity"
 
-        :param decision: the request's CORS decision (its headers go on the stream).
-        :param options: the view's stream options.
-        :param headers: extra headers for the response (the request id).
-        :param strict: raise on header conflicts (debug/testing).
+    def busy_stream(self, options: StreamOptions) -> EventStream:
+        """The stream that turns an ``EventSource`` away (see the module documentation): a
+        ``retry:`` hint of about ``SSECORS_BUSY_RETRY`` milliseconds, with jitter, then the end.
         """
-        reason = "shutting-down" if self.draining else "over-capacity"
-        self.stats.count_refusal(self.app, "capacity", reason)
-        logger.info(
-            "turned a stream request away: %s (%d open, SSECORS_MAX_STREAMS=%s)",
-            reason,
-            len(self.streams),
-            self.limit,
-        )
         delay = self.busy_retry
-        if "text/event-stream" in request.headers.get("Accept", ""):
-            low = int(delay * (1 - BUSY_JITTER))
-            stream = EventStream((), options)
-            stream.end(_jittered_retry(low, int(delay * (1 + BUSY_JITTER))), "busy")
-            cors = decision.headers if decision is not None and decision.allowed else ()
-            vary = decision.vary if decision is not None else ("Origin",)
-            return StreamResponse(stream, (*cors, *headers), vary, strict=strict)
-        response = Response(
-            "Service Unavailable: too many open streams; retry later.\n",
-            503,
-            mimetype="text/plain",
-        )
-        response.headers["Retry-After"] = str(max(1, math.ceil(delay / 1000)))
-        return response
+        stream = EventStream((), options)
+        low, high = int(delay * (1 - BUSY_JITTER)), int(delay * (1 + BUSY_JITTER))
+        stream.end(_jittered_retry(low, high), EndReason.BUSY)
+        return stream
 
     # -- open streams ----------------------------------------------------------------------
 
@@ -188,11 +171,12 @@ class StreamTracker:
         stream = EventStream(source, options, on_close=release)
         stream_ref = weakref.ref(stream)
         self.streams.add(stream)
-        self.stats.streams_opened += 1
+        self.counters.streams_opened += 1
         self._set_deadline(stream, options, grant, clock, started)
         if self.draining:
-            stream.end(_jittered_retry(*SHUTDOWN_RETRY_MS), "shutdown")
-        watch_server()
+            stream.end(_jittered_retry(*SHUTDOWN_RETRY_MS), EndReason.SHUTDOWN)
+        if self.drain_on_shutdown:
+            watch_server()
         send_safely(stream_opened, self.app, request_id=request_id)
         return stream
 
@@ -211,16 +195,16 @@ class StreamTracker:
             farewell = (
                 encode_retry(retry) if retry is not None else _jittered_retry(*ROTATE_RETRY_MS)
             )
-            stream.end_at(until, farewell, "max-age")
+            stream.end_at(until, farewell, EndReason.MAX_AGE)
         if grant is not None:
             expires = now + (grant.expires - clock())
             if until is None or expires <= until:
-                stream.end_at(expires, expired_event(), "token-expired")
+                stream.end_at(expires, _TOKEN_EXPIRED, EndReason.TOKEN_EXPIRED)
 
     def _release(self, stream: EventStream, started: float, request_id: str | None) -> None:
         self.streams.discard(stream)
-        reason = stream.end_reason or "disconnected"
-        self.stats.count_closed(reason, stream.sent)
+        reason = stream.end_reason or EndReason.DISCONNECTED
+        self.counters.count_closed(reason, stream.sent)
         send_safely(
             stream_closed,
             self.app,
@@ -230,11 +214,8 @@ class StreamTracker:
             request_id=request_id,
         )
 
-    def end_all(self, reason: str = "shutdown") -> int:
-        """End every open stream with a ``retry:`` hint and admit no more; return how many.
-
-        .. versionadded:: 0.1
-        """
+    def end_all(self, reason: str = EndReason.SHUTDOWN) -> int:
+        """End every open stream with a ``retry:`` hint and admit no more; return how many."""
         self.draining = True
         streams = list(self.streams)
         for stream in streams:
@@ -246,10 +227,11 @@ class StreamTracker:
         return sum(stream.sent for stream in list(self.streams))
 
 
-Headers = tuple[tuple[str, str], ...]
+#: The last event of a stream whose token expired: the page should fetch a new token.
+_TOKEN_EXPIRED: t.Final = Event({"reason": Refusal.EXPIRED}, event=TOKEN_EXPIRED_EVENT).encode()
 
 
-def end_all_streams(reason: str = "shutdown") -> int:
+def end_all_streams(reason: str = EndReason.SHUTDOWN) -> int:
     """End every open stream of every app in this process, and admit no new ones.
 
     Each stream writes a ``retry:`` hint and ends, so that its client reconnects (to another
@@ -301,7 +283,10 @@ def watch_server() -> None:
             signal.signal(signum, _chain(previous))
         except ValueError:  # not the main thread: a threaded worker, not gevent's
             return
-    logger.debug("flask-ssecors ends open streams when gunicorn worker %s stops", worker.pid)
+    logger.info(
+        "flask-ssecors ends open streams when gunicorn worker %s stops (SSECORS_DRAIN_ON_SHUTDOWN)",
+        worker.pid,
+    )
 
 
 def _gunicorn_gevent_worker() -> t.Any:
@@ -323,7 +308,7 @@ def _chain(
     def stop_streams_then(signum: int, frame: types.FrameType | None) -> None:
         # Like gunicorn's own gevent handlers: leave the signal handler, do the work in a
         # greenlet (it only flags the streams and wakes them; it never blocks).
-        gevent.spawn(end_all_streams, "shutdown")
+        gevent.spawn(end_all_streams, EndReason.SHUTDOWN)
         previous(signum, frame)
 
     return stop_streams_then

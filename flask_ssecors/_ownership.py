@@ -3,14 +3,20 @@
 flask-ssecors owns the ``Access-Control-*`` headers of the routes it polices, and a stream's
 framing. Two owners give the bugs this library exists to prevent (a reflected origin next to
 ours, ``*`` with credentials, a stream buffered by a compressor), so when ``init_app`` runs it
-looks at the app's ``after_request`` hooks (the app's and its blueprints') and raises
-:class:`~flask_ssecors.exceptions.ConfigError` when it finds:
+looks at the app's ``after_request`` hooks (the app's and its blueprints').
 
-- flask-cors (``CORS(app)``), or any other hook whose code names an ``Access-Control-*``
-  header: remove it, and police the endpoints pages call with ``@sse.cors()`` instead;
+It raises :class:`~flask_ssecors.exceptions.ConfigError` for what it knows for sure:
+
+- flask-cors (``CORS(app)``): remove it, and police the endpoints pages call with
+  ``@sse.cors()`` instead;
 - flask-compress configured to compress ``text/event-stream``: a compressed stream is buffered
   by the compressor, so events arrive late and in bursts. Leave ``text/event-stream`` out of
   ``COMPRESS_MIMETYPES``.
+
+It logs a warning for what it can only guess: another hook whose code names an
+``Access-Control-*`` header may set one (or only log or delete it). The warning names the hook;
+``SSECORS_WARN_CORS_HOOKS = False`` silences it once you have checked. A hook that does set
+such a header on a policed response is caught when it acts (below), whatever the setting.
 
 Hooks registered after ``init_app`` cannot be seen here; they are caught when they act: an
 ``Access-Control-*`` header set on a policed response is a
@@ -29,6 +35,7 @@ import functools
 import types
 import typing as t
 
+from ._policy import CORS_HEADER_PREFIX
 from .exceptions import ConfigIssue
 
 if t.TYPE_CHECKING:
@@ -36,7 +43,6 @@ if t.TYPE_CHECKING:
 
     from flask import Flask
 
-_CORS_PREFIX: t.Final = "access-control-"
 _STREAM_TYPE: t.Final = "text/event-stream"
 
 
@@ -63,7 +69,7 @@ def _module_of(hook: object) -> str:
 def _names_cors_header(code: types.CodeType, depth: int = 0) -> bool:
     """Whether ``code`` (or a function nested in it) holds an ``Access-Control-*`` literal."""
     for const in code.co_consts:
-        if isinstance(const, str) and const.lower().startswith(_CORS_PREFIX):
+        if isinstance(const, str) and const.lower().startswith(CORS_HEADER_PREFIX):
             return True
         if isinstance(const, types.CodeType) and depth < 5 and _names_cors_header(const, depth + 1):
             return True
@@ -82,9 +88,14 @@ def _hooks(app: Flask) -> cabc.Iterator[tuple[str, object]]:
             yield ("app" if scope is None else f"blueprint {scope!r}"), hook
 
 
-def foreign_header_issues(app: Flask) -> list[ConfigIssue]:
-    """Every problem found in the ``after_request`` hooks registered on ``app`` so far."""
+def other_owners(app: Flask) -> tuple[list[ConfigIssue], list[str]]:
+    """Look at the ``after_request`` hooks registered on ``app`` so far.
+
+    :return: the problems found for sure (raised at ``init_app``), and the warnings for hooks
+        that only may set ``Access-Control-*`` headers.
+    """
     issues: list[ConfigIssue] = []
+    warnings: list[str] = []
     for scope, hook in _hooks(app):
         module = _module_of(hook)
         if module.startswith("flask_ssecors"):
@@ -115,16 +126,14 @@ def foreign_header_issues(app: Flask) -> list[ConfigIssue]:
             continue
         code = getattr(_target(hook), "__code__", None)
         if isinstance(code, types.CodeType) and _names_cors_header(code):
-            issues.append(
-                ConfigIssue(
-                    "after_request",
-                    _describe(hook),
-                    f"this after_request hook ({scope}) sets Access-Control-* headers, which "
-                    "flask-ssecors owns on the routes it polices. Remove it, and police the "
-                    "endpoints pages call with @sse.cors() instead.",
-                )
+            warnings.append(
+                f"the after_request hook {_describe(hook)} ({scope}) names an "
+                "Access-Control-* header: if it sets one, flask-ssecors, which owns them on the "
+                "routes it polices, reports a conflict when it does; police the endpoints pages "
+                "call with @sse.cors() instead. Set SSECORS_WARN_CORS_HOOKS = False to silence "
+                "this warning."
             )
-    return issues
+    return issues, warnings
 
 
 def _compresses_streams(app: Flask) -> bool:

@@ -10,7 +10,9 @@ Comments cite the Fetch standard step each branch implements.
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import dataclasses
+import enum
 import types
 import typing as t
 
@@ -20,6 +22,8 @@ from ._origins import OriginMatcher
 if t.TYPE_CHECKING:
     from ._config import CorsOptions
 
+#: The prefix of every header of the CORS protocol, lowercase: flask-ssecors owns them.
+CORS_HEADER_PREFIX: t.Final = "access-control-"
 ACAO: t.Final = "Access-Control-Allow-Origin"
 ACAC: t.Final = "Access-Control-Allow-Credentials"
 ACAM: t.Final = "Access-Control-Allow-Methods"
@@ -40,23 +44,27 @@ VARY_PREFLIGHT: t.Final = (
 #: Bounds on ``Access-Control-Request-Headers`` (a list of names; browsers send a few).
 MAX_REQUEST_HEADERS_LENGTH: t.Final = 2048
 MAX_REQUEST_HEADER_NAMES: t.Final = 64
+#: Most decisions for origins matched by a pattern (or ``"*"``) a policy keeps, per policy.
+MAX_LEARNED_ORIGINS: t.Final = 1024
 _TOKEN: t.Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 
 Headers = tuple[tuple[str, str], ...]
 
 
-class Reason:
+class Reason(enum.StrEnum):
     """The reasons a decision gives (also used as log and statistics labels)."""
 
-    ALLOWED: t.Final = "allowed"
-    SAME_ORIGIN: t.Final = "same-origin"
-    NO_ORIGIN: t.Final = "no-origin"
-    NO_ORIGIN_REFUSED: t.Final = "no-origin-refused"
-    MALFORMED_ORIGIN: t.Final = "malformed-origin"
-    ORIGIN_NOT_ALLOWED: t.Final = "origin-not-allowed"
-    METHOD_NOT_ALLOWED: t.Final = "method-not-allowed"
-    HEADERS_NOT_ALLOWED: t.Final = "headers-not-allowed"
-    MALFORMED_HEADERS: t.Final = "malformed-request-headers"
+    ALLOWED = "allowed"
+    SAME_ORIGIN = "same-origin"
+    NO_ORIGIN = "no-origin"
+    NO_ORIGIN_REFUSED = "no-origin-refused"
+    MALFORMED_ORIGIN = "malformed-origin"
+    ORIGIN_NOT_ALLOWED = "origin-not-allowed"
+    METHOD_NOT_ALLOWED = "method-not-allowed"
+    HEADERS_NOT_ALLOWED = "headers-not-allowed"
+    MALFORMED_HEADERS = "malformed-request-headers"
+    #: The policy selector failed or returned something that is not a declared policy.
+    SELECTION_FAILED = "policy-selection-failed"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,13 +73,13 @@ class Decision:
 
     :param allowed: whether the request (or the preflighted request) may proceed.
     :param preflight: whether this request is a CORS preflight, answered by the extension.
-    :param reason: one of the :class:`Reason` labels.
+    :param reason: why.
     :param headers: the ``Access-Control-*`` headers to add (``Vary`` is handled separately).
     """
 
     allowed: bool
     preflight: bool
-    reason: str
+    reason: Reason
     headers: Headers = ()
 
     @property
@@ -106,6 +114,11 @@ class CorsPolicy:
     preflight_extra: Headers
     #: Precomputed decisions for exact allowed origins.
     actual_by_origin: t.Mapping[str, Decision]
+    #: Decisions for allowed origins that matched a pattern, kept once made (bounded by
+    #: :data:`MAX_LEARNED_ORIGINS`; immutable values, so sharing them is safe).
+    learned: dict[str, Decision] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def allows_origin(self, origin: str) -> bool:
         """Whether ``origin`` (a raw ``Origin`` value) is on the allowlist."""
@@ -118,7 +131,7 @@ class CorsPolicy:
         *,
         method: str,
         origin: str | None,
-        own_origin: str,
+        own_origin: str | cabc.Callable[[], str],
         request_method: str | None = None,
         request_headers: str | None = None,
         private_network: bool = False,
@@ -129,7 +142,8 @@ class CorsPolicy:
         :param method: the request method.
         :param origin: the raw ``Origin`` header, or None when absent.
         :param own_origin: the request's own origin (``scheme://host[:port]`` as the WSGI
-            server and any proxy fix see it); an ``Origin`` equal to it is same-origin.
+            server and any proxy fix see it), or a function that returns it (called only for
+            an origin that is not allowed); an ``Origin`` equal to it is same-origin.
         :param request_method: ``Access-Control-Request-Method``, if present.
         :param request_headers: ``Access-Control-Request-Headers``, if present.
         :param private_network: whether ``Access-Control-Request-Private-Network: true`` was sent.
@@ -140,11 +154,11 @@ class CorsPolicy:
         if origin is None:
             return _NO_ORIGIN if self.options.serve_without_origin else _NO_ORIGIN_REFUSED
         if not preflight:
-            known = self.actual_by_origin.get(origin)
+            known = self.actual_by_origin.get(origin) or self.learned.get(origin)
             if known is not None:
                 return known
         if not self.allows_origin(origin):
-            if origin == own_origin:
+            if origin == (own_origin() if callable(own_origin) else own_origin):
                 return _SAME_ORIGIN
             reason = (
                 Reason.ORIGIN_NOT_ALLOWED
@@ -154,7 +168,12 @@ class CorsPolicy:
             return Decision(False, preflight, reason)
         acao = "*" if self.options.allow_any_origin else origin
         if not preflight:
-            return Decision(True, False, Reason.ALLOWED, ((ACAO, acao), *self.actual_extra))
+            decision = Decision(True, False, Reason.ALLOWED, ((ACAO, acao), *self.actual_extra))
+            learned = self.learned
+            if len(learned) >= MAX_LEARNED_ORIGINS:
+                learned.clear()
+            learned[origin] = decision
+            return decision
         assert request_method is not None
         # Fetch, "CORS-preflight fetch" step: the method must be allowed (methods are
         # case-sensitive; browsers upper-case the standard ones).

@@ -30,17 +30,16 @@ if shared caches sit in front. Streams are never cached.
 
 from __future__ import annotations
 
-import logging
 import re
 import typing as t
-
-from flask import current_app
 
 from ._config import check_overrides
 from ._config import CORS_KWARGS
 from ._config import merge_overrides
+from ._log import get_logger
 from ._logsafe import escape
 from ._policy import Decision
+from ._policy import Reason
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 
@@ -49,10 +48,8 @@ if t.TYPE_CHECKING:
 
     from ._config import Settings
 
-logger = logging.getLogger("flask_ssecors")
+logger = get_logger(__name__)
 
-#: The reason given when the selector fails (statistics and log label).
-SELECTION_FAILED: t.Final = "policy-selection-failed"
 _NAME: t.Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 
 Selector = t.Callable[[], "str | None"]
@@ -112,7 +109,7 @@ class _Refuse:
         **_: object,
     ) -> Decision:
         preflight = method == "OPTIONS" and origin is not None and request_method is not None
-        return Decision(False, preflight, SELECTION_FAILED)
+        return Decision(False, preflight, Reason.SELECTION_FAILED)
 
 
 REFUSE: t.Final = _Refuse()
@@ -126,7 +123,7 @@ class Decider(t.Protocol):
         *,
         method: str,
         origin: str | None,
-        own_origin: str,
+        own_origin: str | cabc.Callable[[], str],
         request_method: str | None = ...,
         request_headers: str | None = ...,
         private_network: bool = ...,
@@ -134,14 +131,20 @@ class Decider(t.Protocol):
     ) -> Decision: ...
 
 
-def choose(selector: Selector, policies: cabc.Mapping[str, Decider], default: Decider) -> Decider:
+def choose(
+    selector: Selector,
+    policies: cabc.Mapping[str, Decider],
+    default: Decider,
+    *,
+    strict: bool,
+) -> Decider:
     """Run ``selector`` for the current request and return the policy it names.
 
     :param selector: the app's selector.
     :param policies: the app's compiled named policies.
     :param default: the view's own policy, used when the selector returns None.
+    :param strict: raise a selector's mistakes (debug and testing) instead of refusing.
     """
-    strict = current_app.debug or current_app.testing
     try:
         name = selector()
     except Exception:

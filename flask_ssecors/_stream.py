@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections.abc as cabc
 import contextlib
 import errno
-import logging
 import time
 import typing as t
 import weakref
@@ -30,10 +29,13 @@ import gevent.queue
 from flask import Response
 
 from ._headers import PinnedHeaders
+from ._log import get_logger
+from ._stats import EndReason
 from .brokers._base import Subscription
 from .brokers._base import SubscriptionClosed
 from .events import encode_comment
 from .events import Event
+from .exceptions import HeaderConflictError
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -41,7 +43,7 @@ if t.TYPE_CHECKING:
 
     from ._config import StreamOptions
 
-logger = logging.getLogger("flask_ssecors")
+logger = get_logger(__name__)
 
 CONTENT_TYPE: t.Final = "text/event-stream; charset=utf-8"
 CACHE_CONTROL: t.Final = "private, no-cache, no-store, no-transform, max-age=0"
@@ -164,9 +166,10 @@ class EventStream:
             try:
                 item = subscription.get(timeout)
             except SubscriptionClosed as closed:
-                if str(closed) != "closed":
-                    logger.info("stream on channel %r ended: %s", subscription.channel, closed)
-                self._end_reason = str(closed)
+                reason = str(closed)
+                if reason != EndReason.CLOSED:
+                    logger.info("stream on channel %r ended: %s", subscription.channel, reason)
+                self._end_reason = reason
                 self.close()
                 raise StopIteration from None
             if item is None:
@@ -181,7 +184,7 @@ class EventStream:
         except gevent.queue.Empty:
             return self._idle()
         if item is _END:
-            self._end_reason = "complete"
+            self._end_reason = EndReason.COMPLETE
             self.close()
             raise StopIteration
         if item is _WAKE:
@@ -274,7 +277,7 @@ class EventStream:
             # created once per stream, has a traceback only once it was raised).
             timer = self._timer
             fired = timer is not None and getattr(timer.exception, "__traceback__", None)
-            self._end_reason = "send-timeout" if fired else "disconnected"
+            self._end_reason = EndReason.SEND_TIMEOUT if fired else EndReason.DISCONNECTED
         if self._timer is not None:
             self._timer.close()
             self._timer = None
@@ -360,8 +363,6 @@ class StreamResponse(Response):
     def headers(self, value: t.Any) -> None:
         current = getattr(self, "_pinned_headers", None)
         if current is not None and current._pinned:
-            from .exceptions import HeaderConflictError
-
             raise HeaderConflictError("headers", "a stream response's headers are pinned")
         self._pinned_headers = value if isinstance(value, PinnedHeaders) else PinnedHeaders(value)
 

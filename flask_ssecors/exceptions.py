@@ -18,6 +18,17 @@ from __future__ import annotations
 
 import typing as t
 
+__all__ = [
+    "BrokerError",
+    "BrokerUnavailable",
+    "ConfigError",
+    "ConfigIssue",
+    "EventFieldError",
+    "HeaderConflictError",
+    "SSECorsError",
+    "TokenRefused",
+]
+
 
 class SSECorsError(Exception):
     """The base of every exception that flask-ssecors defines."""

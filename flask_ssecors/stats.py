@@ -48,9 +48,7 @@ It reads :meth:`~flask_ssecors.SSECors.stats` when scraped, and costs nothing in
 
 from __future__ import annotations
 
-import collections
 import collections.abc as cabc
-import logging
 import typing as t
 
 from blinker import Namespace
@@ -58,7 +56,13 @@ from blinker import Namespace
 if t.TYPE_CHECKING:
     from flask import Flask
 
-logger = logging.getLogger("flask_ssecors")
+__all__ = [
+    "PrometheusCollector",
+    "StatsSnapshot",
+    "request_refused",
+    "stream_closed",
+    "stream_opened",
+]
 
 _signals = Namespace()
 
@@ -70,11 +74,6 @@ stream_closed = _signals.signal("flask-ssecors.stream-closed")
 #: Sent when a request is refused: ``sender`` is the app; keywords ``kind`` (``"origin"``,
 #: ``"token"`` or ``"capacity"``) and ``reason``.
 request_refused = _signals.signal("flask-ssecors.request-refused")
-
-#: Stream end reasons that mean a slow client was cut off.
-SLOW_CLIENT_REASONS: t.Final = frozenset({"overflow", "send-timeout"})
-#: Stream end reasons that the server chose, counted in ``streams_ended``.
-SERVER_END_REASONS: t.Final = frozenset({"max-age", "token-expired", "shutdown"})
 
 
 class StatsSnapshot(t.TypedDict):
@@ -89,65 +88,6 @@ class StatsSnapshot(t.TypedDict):
     slow_clients_dropped: int
     streams_refused_busy: int
     streams_ended: dict[str, int]
-
-
-class Stats:
-    """The counters of one app in one process (see the module documentation)."""
-
-    def __init__(self) -> None:
-        self.streams_opened = 0
-        self.streams_closed = 0
-        self.events_sent_closed = 0
-        self.slow_clients_dropped = 0
-        self.streams_refused_busy = 0
-        self.refused_origins: collections.Counter[str] = collections.Counter()
-        self.token_refusals: collections.Counter[str] = collections.Counter()
-        self.streams_ended: collections.Counter[str] = collections.Counter()
-
-    def count_refusal(self, app: Flask, kind: str, reason: str) -> None:
-        """Count a refused request and send :data:`request_refused`."""
-        if kind == "origin":
-            self.refused_origins[reason] += 1
-        elif kind == "token":
-            self.token_refusals[reason] += 1
-        else:
-            self.streams_refused_busy += 1
-        if request_refused.receivers:
-            request_refused.send(app, kind=kind, reason=reason)
-
-    def count_closed(self, reason: str, events: int) -> None:
-        """Count a closed stream."""
-        self.streams_closed += 1
-        self.events_sent_closed += events
-        if reason in SLOW_CLIENT_REASONS:
-            self.slow_clients_dropped += 1
-        elif reason in SERVER_END_REASONS:
-            self.streams_ended[reason] += 1
-
-    def snapshot(self, open_streams: int, events_in_open: int) -> StatsSnapshot:
-        """The counters as a plain ``dict``."""
-        return StatsSnapshot(
-            open_streams=open_streams,
-            streams_opened=self.streams_opened,
-            streams_closed=self.streams_closed,
-            events_sent=self.events_sent_closed + events_in_open,
-            refused_origins=dict(self.refused_origins),
-            token_refusals=dict(self.token_refusals),
-            slow_clients_dropped=self.slow_clients_dropped,
-            streams_refused_busy=self.streams_refused_busy,
-            streams_ended=dict(self.streams_ended),
-        )
-
-
-def send_safely(signal: t.Any, app: Flask, **kwargs: object) -> None:
-    """Send ``signal`` if anyone listens; a receiver that raises is logged, not propagated
-    (it runs where a stream is being closed, which must go on)."""
-    if not signal.receivers:
-        return
-    try:
-        signal.send(app, **kwargs)
-    except Exception:
-        logger.exception("a receiver of %s raised", signal.name)
 
 
 class PrometheusCollector:

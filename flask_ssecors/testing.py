@@ -25,14 +25,14 @@ import gevent
 import gevent.queue
 from flask.testing import FlaskClient
 
-from ._parser import EventStreamParser
+from ._parser import EventStreamParser as EventStreamParser
 from ._parser import parse_events as parse_events
 from .events import Event
 
 if t.TYPE_CHECKING:
     from werkzeug.test import TestResponse
 
-__all__ = ["EventStreamReader", "SSETestClient", "parse_events"]
+__all__ = ["EventStreamParser", "EventStreamReader", "SSETestClient", "parse_events"]
 
 _END: t.Final = object()
 

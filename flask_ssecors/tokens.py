@@ -44,24 +44,29 @@ from __future__ import annotations
 import base64
 import collections.abc as cabc
 import dataclasses
+import enum
 import hashlib
-import logging
 import math
 import time
 import typing as t
 
 import itsdangerous
-from flask import request
-from flask import Response
 
-from ._logsafe import escape
-from .events import Event
 from .exceptions import TokenRefused
 
-logger = logging.getLogger("flask_ssecors")
+__all__ = [
+    "ACCESS_LOG_FORMAT",
+    "MAX_TOKEN_AGE",
+    "MAX_TOKEN_LENGTH",
+    "QUERY_PARAMETER",
+    "TOKEN_EXPIRED_EVENT",
+    "Grant",
+    "Refusal",
+    "StreamTokens",
+]
 
 #: The salt that sets stream tokens apart from every other value the app signs.
-SALT: t.Final = "flask-ssecors.stream-token"
+_SALT: t.Final = "flask-ssecors.stream-token"
 #: The query parameter that may carry a token.
 QUERY_PARAMETER: t.Final = "token"
 #: The ``event`` name of the last event of a stream whose token expired.
@@ -76,27 +81,29 @@ ACCESS_LOG_FORMAT: t.Final = (
     '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 )
 
-_KEY: t.Final = "flask_ssecors.token_grant"
 
-
-class Refusal:
+class Refusal(enum.StrEnum):
     """Why a token was refused (log, signal and statistics labels)."""
 
-    MISSING: t.Final = "token-missing"
-    INVALID: t.Final = "token-invalid"
-    EXPIRED: t.Final = "token-expired"
-    OTHER_ORIGIN: t.Final = "token-other-origin"
-    OTHER_USER_AGENT: t.Final = "token-other-user-agent"
-    CHANNEL_NOT_GRANTED: t.Final = "token-channel-not-granted"
+    MISSING = "token-missing"
+    INVALID = "token-invalid"
+    EXPIRED = "token-expired"
+    OTHER_ORIGIN = "token-other-origin"
+    OTHER_USER_AGENT = "token-other-user-agent"
+    CHANNEL_NOT_GRANTED = "token-channel-not-granted"
+
+    @property
+    def status(self) -> int:
+        """The status of the answer: ``401`` (authenticate again) or ``403``."""
+        return 401 if self in _UNAUTHENTICATED else 403
+
+    def error(self) -> TokenRefused:
+        """The :class:`~flask_ssecors.exceptions.TokenRefused` for this reason."""
+        return TokenRefused(self, self.status)
 
 
 #: Refusals answered ``401`` (authenticate again); the others are answered ``403``.
 _UNAUTHENTICATED: t.Final = frozenset({Refusal.MISSING, Refusal.INVALID, Refusal.EXPIRED})
-
-
-def refused(reason: str) -> TokenRefused:
-    """The :class:`~flask_ssecors.exceptions.TokenRefused` for ``reason``, with its status."""
-    return TokenRefused(reason, 401 if reason in _UNAUTHENTICATED else 403)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,7 +126,7 @@ class Grant:
         return self.channels is None or channel in self.channels
 
 
-def hash_user_agent(user_agent: str) -> str:
+def _hash_user_agent(user_agent: str) -> str:
     """A short digest of a ``User-Agent`` value, as tokens carry it."""
     digest = hashlib.sha256(user_agent.encode("utf-8", "surrogateescape")).digest()[:12]
     return base64.urlsafe_b64encode(digest).decode("ascii")
@@ -143,7 +150,7 @@ class StreamTokens:
     ) -> None:
         keys = [key.encode("utf-8") if isinstance(key, str) else key for key in secret_keys]
         self._serializer = itsdangerous.URLSafeSerializer(
-            keys, salt=SALT, signer_kwargs={"digest_method": hashlib.sha256}
+            keys, salt=_SALT, signer_kwargs={"digest_method": hashlib.sha256}
         )
         self.default_max_age = default_max_age
         self.clock = clock
@@ -187,7 +194,7 @@ class StreamTokens:
         payload = {
             "s": subject,
             "o": origin,
-            "u": hash_user_agent(user_agent),
+            "u": _hash_user_agent(user_agent),
             "c": granted,
             "e": expires_ms,
         }
@@ -199,20 +206,20 @@ class StreamTokens:
         :raises TokenRefused: with one of the :class:`Refusal` reasons.
         """
         if not token or len(token) > MAX_TOKEN_LENGTH:
-            raise refused(Refusal.INVALID)
+            raise Refusal.INVALID.error()
         try:
             payload = self._serializer.loads(token)
         except itsdangerous.BadData:
-            raise refused(Refusal.INVALID) from None
+            raise Refusal.INVALID.error() from None
         grant = _grant_of(payload)
         if grant is None:
-            raise refused(Refusal.INVALID)
+            raise Refusal.INVALID.error()
         if self.clock() >= grant.expires:
-            raise refused(Refusal.EXPIRED)
+            raise Refusal.EXPIRED.error()
         if origin != grant.origin:
-            raise refused(Refusal.OTHER_ORIGIN)
-        if hash_user_agent(user_agent) != payload["u"]:
-            raise refused(Refusal.OTHER_USER_AGENT)
+            raise Refusal.OTHER_ORIGIN.error()
+        if _hash_user_agent(user_agent) != payload["u"]:
+            raise Refusal.OTHER_USER_AGENT.error()
         return grant
 
 
@@ -231,89 +238,3 @@ def _grant_of(payload: object) -> Grant | None:
         return None
     granted = frozenset(channels) if channels is not None else None
     return Grant(subject, origin, granted, expires / 1000)
-
-
-# -- the current request ------------------------------------------------------------------------
-
-
-def request_origin() -> str:
-    """The origin a token of the current request is bound to: its ``Origin`` header, or the
-    request's own origin when it sent none (same-origin ``GET`` requests do not)."""
-    return request.headers.get("Origin") or f"{request.scheme}://{request.host}".lower()
-
-
-def request_user_agent() -> str:
-    """The current request's ``User-Agent`` (empty when absent)."""
-    return request.headers.get("User-Agent", "")
-
-
-def verify_request(tokens: StreamTokens, cookie: str) -> Grant:
-    """Check the current request's token and remember its grant for the request.
-
-    The cookie is tried first, then the ``token`` query parameter; the first valid one wins.
-
-    :param tokens: the app's token codec.
-    :param cookie: the name of the token cookie.
-    :raises TokenRefused: when neither is valid (with the reason of the last one tried).
-    """
-    presented = [request.cookies.get(cookie), request.args.get(QUERY_PARAMETER)]
-    candidates = [token for token in presented if token]
-    if not candidates:
-        raise refused(Refusal.MISSING)
-    origin, user_agent = request_origin(), request_user_agent()
-    failure: TokenRefused | None = None
-    for token in candidates:
-        try:
-            grant = tokens.verify(token, origin=origin, user_agent=user_agent)
-        except TokenRefused as error:
-            failure = error
-            continue
-        request.environ[_KEY] = grant
-        return grant
-    assert failure is not None
-    raise failure
-
-
-def current_grant() -> Grant | None:
-    """The grant of the current request's verified token, or None."""
-    return t.cast("Grant | None", request.environ.get(_KEY))
-
-
-def check_channel(channel: str) -> None:
-    """Refuse ``channel`` when the current request's token does not grant it.
-
-    :raises TokenRefused: with :attr:`Refusal.CHANNEL_NOT_GRANTED`.
-    """
-    grant = request.environ.get(_KEY)
-    if grant is not None and not grant.allows_channel(channel):
-        raise refused(Refusal.CHANNEL_NOT_GRANTED)
-
-
-def log_refusal(error: TokenRefused) -> None:
-    """Log a token refusal: the path, the origin and the reason, escaped; never the token."""
-    logger.warning(
-        "refused stream token on %s from origin %s: %s",
-        escape(request.path),
-        escape(request.headers.get("Origin")),
-        error.reason,
-    )
-
-
-def refusal_response(error: TokenRefused) -> Response:
-    """The answer to a refused token: ``401`` or ``403``, which ``EventSource`` does not retry."""
-    title = "Unauthorized" if error.status == 401 else "Forbidden"
-    response = Response(
-        f"{title}: stream token refused ({error.reason}).\n", error.status, mimetype="text/plain"
-    )
-    response.headers["Cache-Control"] = "no-store"
-    if error.status == 401:
-        challenge = 'Bearer realm="flask-ssecors"'
-        if error.reason != Refusal.MISSING:
-            challenge += ', error="invalid_token"'
-        response.headers["WWW-Authenticate"] = challenge
-    return response
-
-
-def expired_event() -> bytes:
-    """The last event of a stream whose token expired: the page should fetch a new token."""
-    return Event({"reason": Refusal.EXPIRED}, event=TOKEN_EXPIRED_EVENT).encode()

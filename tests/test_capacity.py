@@ -102,7 +102,7 @@ def test_views_that_do_not_stream_give_their_place_back(
         assert client.get("/maybe").status_code == 409
         assert client.get("/broken").status_code == 500
     with app.app_context():
-        tracker = app.extensions["ssecors"].hardening.streams
+        tracker = app.extensions["ssecors"].streams
         assert (tracker.pending, len(tracker.streams)) == (0, 0)
         assert sse.stats()["streams_refused_busy"] == 0
     reader = client.open_stream("/events", headers=EVENTSOURCE)
@@ -179,7 +179,7 @@ def test_stream_ages_are_jittered(make_app: t.Callable[..., Flask]) -> None:
     client = app.test_client()
     readers = [client.open_stream("/events", headers=EVENTSOURCE) for _ in range(20)]
     with app.app_context():
-        tracker = app.extensions["ssecors"].hardening.streams
+        tracker = app.extensions["ssecors"].streams
         now = time.monotonic()
         ages = [stream._until - now for stream in tracker.streams]
     for reader in readers:

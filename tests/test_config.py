@@ -658,3 +658,53 @@ def test_credentials_override_is_checked_against_the_app_settings(
         sse.cors(**overrides)
         sse.init_app(app)
     assert keys_of(info.value) == [key]
+
+
+# -- one definition per option ------------------------------------------------------------------
+
+
+def test_every_option_has_its_reference_entry_in_the_docs() -> None:
+    """The docs table is generated from OPTIONS; each key needs its ``.. data::`` entry."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "configuration.rst").read_text()
+    assert ".. ssecors-settings::" in text
+    missing = [o.key for o in OPTIONS if f".. data:: {o.key}\n" not in text]
+    assert missing == []
+
+
+def test_every_settings_field_comes_from_one_option() -> None:
+    """A field no option fills (or an option that fills no field) fails here, not silently."""
+    import dataclasses
+
+    from flask_ssecors._config import CorsOptions
+    from flask_ssecors._config import StreamOptions
+
+    filled: dict[str, set[str]] = {"cors": set(), "stream": set(), "app": set()}
+    for option in OPTIONS:
+        sample = option.check(option.default)[0] if option.key != ORIGINS else "*"
+        filled[option.group].update(option.fields(sample))
+    assert filled["cors"] == {f.name for f in dataclasses.fields(CorsOptions)}
+    assert filled["stream"] == {f.name for f in dataclasses.fields(StreamOptions)}
+    assert filled["app"] == {f.name for f in dataclasses.fields(Settings)} - {"cors", "stream"}
+
+
+@pytest.mark.parametrize("option", OPTIONS, ids=lambda o: o.key)
+def test_per_view_overrides_round_trip_every_option(option: t.Any) -> None:
+    """Regression: an option missing from the code that copies settings for per-view
+    overrides was silently dropped; overrides now read every option back from its field."""
+    from flask_ssecors._config import merge_overrides
+
+    settings = read()
+    if not option.per_view:
+        return
+    value = option.value_in(getattr(settings, option.group))
+    merged = merge_overrides(settings, {option.kwarg: value})
+    assert merged == settings
+
+
+def test_star_among_bad_origins_lists_every_problem() -> None:
+    """One issue per offending value, even when one of them is ``"*"``."""
+    error = refusal({ORIGINS: ["*", "https://a.example.com/", "null"]})
+    assert [issue.key for issue in error.issues] == [ORIGINS] * 3
+    assert [issue.value for issue in error.issues] == ["*", "https://a.example.com/", "null"]

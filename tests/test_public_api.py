@@ -1,30 +1,227 @@
-"""The public API is a contract: these names are what users import."""
+"""The public API is a contract: these names are what users import, and the docs say so.
+
+The public surface is the package's ``__all__`` and the ``__all__`` of the public modules below;
+every other module is internal and starts with ``_``. ``docs/api.rst`` documents exactly these
+names, no more and no fewer.
+"""
 
 from __future__ import annotations
 
+import ast
 import importlib
+import pkgutil
+import re
+import types
+from pathlib import Path
+
+import pytest
 
 import flask_ssecors
 from flask_ssecors import exceptions
 
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "flask_ssecors"
+#: The public modules; every other module of the package is internal (``_``-prefixed).
+PUBLIC_MODULES = (
+    "flask_ssecors",
+    "flask_ssecors.brokers",
+    "flask_ssecors.events",
+    "flask_ssecors.exceptions",
+    "flask_ssecors.requestid",
+    "flask_ssecors.stats",
+    "flask_ssecors.testing",
+    "flask_ssecors.tokens",
+)
+
 
 def test_top_level_names_are_the_contract() -> None:
     """``__init__`` only re-exports; adding or removing a name is an API change."""
-    public = sorted(name for name in vars(flask_ssecors) if not name.startswith("_"))
-    modules = {name for name in public if type(getattr(flask_ssecors, name)).__name__ == "module"}
-    assert sorted(set(public) - modules) == ["Event", "SSECors", "last_event_id"]
+    assert sorted(flask_ssecors.__all__) == [
+        "Event",
+        "SSECors",
+        "__version__",
+        "end_all_streams",
+        "last_event_id",
+    ]
+    assert isinstance(flask_ssecors.__version__, str)
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_list_exactly_their_public_names(name: str) -> None:
+    """Every name a public module defines without a leading ``_`` is in its ``__all__``, and
+    every name in ``__all__`` exists."""
+    module = importlib.import_module(name)
+    exported = set(module.__all__)
+    for item in exported:
+        assert hasattr(module, item), f"{name}.__all__ lists {item}, which does not exist"
+    for item, value in vars(module).items():
+        if item.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if getattr(value, "__module__", name) != name and item not in exported:
+            continue  # imported for use, not defined here
+        if item in {"annotations", "t", "cabc"}:
+            continue
+        assert item in exported, f"{name}.{item} is public but not in __all__; prefix it with _"
+
+
+def _modules() -> list[str]:
+    found = ["flask_ssecors"]
+    for info in pkgutil.walk_packages([str(PACKAGE)], prefix="flask_ssecors."):
+        found.append(info.name)
+    return sorted(found)
+
+
+def test_every_other_module_is_internal() -> None:
+    for name in _modules():
+        if name in PUBLIC_MODULES:
+            continue
+        assert name.rsplit(".", 1)[1].startswith("_"), f"{name} is neither public nor _internal"
+
+
+_DIRECTIVE = re.compile(
+    r"^\s*\.\. (auto(?:class|function|data|exception|attribute|module)|(?:current)?module)"
+    r"::\s*(\S+)",
+    re.MULTILINE,
+)
+
+
+def _documented() -> set[str]:
+    """The dotted names ``docs/api.rst`` documents (members of classes aside)."""
+    text = (ROOT / "docs" / "api.rst").read_text()
+    names: set[str] = set()
+    current = "flask_ssecors"
+    for directive, target in _DIRECTIVE.findall(text):
+        if directive in ("module", "currentmodule", "automodule"):
+            current = target
+            continue
+        names.add(target if target.startswith("flask_ssecors") else f"{current}.{target}")
+    return names
+
+
+def _exported() -> dict[int, set[str]]:
+    """Every public object, with the dotted names it is exported under (a re-export such as
+    ``flask_ssecors.Event`` and ``flask_ssecors.events.Event`` is one object)."""
+    names: dict[int, set[str]] = {}
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        for item in module.__all__:
+            if item != "__version__":
+                value = getattr(module, item)
+                key = (
+                    id(value)
+                    if not isinstance(value, str | int | float | tuple)
+                    else hash(f"{name}.{item}")
+                )
+                names.setdefault(key, set()).add(f"{name}.{item}")
+    return names
+
+
+def test_the_api_page_documents_exactly_the_public_names() -> None:
+    """Each public object is documented once, under one of its names; nothing internal is."""
+    documented = _documented()
+    exported = _exported()
+    missing = sorted(min(names) for names in exported.values() if not names & documented)
+    assert missing == [], "public but not documented in docs/api.rst"
+    every_name = set().union(*exported.values())
+    assert sorted(documented - every_name) == [], "documented in docs/api.rst but not public"
+
+
+def _imports_at_import_time(path: Path, module: str) -> set[str]:
+    """The package modules ``module`` imports when it is imported (not under TYPE_CHECKING,
+    not inside functions)."""
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.If):
+                test = ast.unparse(node.test)
+                if "TYPE_CHECKING" not in test:
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package
+                    for _ in range(node.level - 1):
+                        base = base.rpartition(".")[0]
+                    target = f"{base}.{node.module}" if node.module else base
+                else:
+                    target = node.module or ""
+                if not target.startswith("flask_ssecors"):
+                    continue
+                for alias in node.names:
+                    candidate = f"{target}.{alias.name}"
+                    if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists():
+                        found.add(candidate)
+                    else:
+                        found.add(target)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names if a.name.startswith("flask_ssecors"))
+
+    visit(tree.body)
+    found.discard(module)
+    # A submodule needs its package's __init__, which is always being imported already.
+    return {name for name in found if not module.startswith(name + ".")}
+
+
+def _graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name in _modules():
+        relative = name.replace(".", "/")
+        path = PACKAGE.parent / f"{relative}.py"
+        if not path.exists():
+            path = PACKAGE.parent / relative / "__init__.py"
+        graph[name] = _imports_at_import_time(path, name)
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for following in sorted(graph.get(node, ())):
+            if state.get(following) == 1:
+                return [*stack[stack.index(following) :], following]
+            if following not in state:
+                found = visit(following)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_inside_the_package() -> None:
+    """Modules import each other in one direction only (type-only imports aside)."""
+    assert _cycle(_graph()) is None, " -> ".join(_cycle(_graph()) or [])
+
+
+def test_the_cycle_finder_finds_cycles() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_exceptions_share_one_base() -> None:
     """Every exception the library raises can be caught as ``SSECorsError``."""
-    for name in (
-        "ConfigError",
-        "EventFieldError",
-        "BrokerError",
-        "BrokerUnavailable",
-        "HeaderConflictError",
-    ):
-        assert issubclass(getattr(exceptions, name), exceptions.SSECorsError)
+    for name in exceptions.__all__:
+        value = getattr(exceptions, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, exceptions.SSECorsError)
     assert issubclass(exceptions.BrokerUnavailable, exceptions.BrokerError)
 
 

@@ -73,7 +73,7 @@ class Site:
         self.client: SSETestClient = self.app.test_client()  # type: ignore[assignment]
         self.responses: list[t.Any] = []
         with self.app.app_context():
-            self.tokens = t.cast(StreamTokens, self.app.extensions["ssecors"].hardening.tokens)
+            self.tokens = t.cast(StreamTokens, self.app.extensions["ssecors"].tokens)
             self.tokens.clock = lambda: self.now
 
     def token(self, headers: dict[str, str] | None = None, **params: str) -> str:

@@ -1,15 +1,39 @@
 """Brokers: where events are published, kept for replay, and fanned out.
 
 :func:`create_broker` picks one from ``SSECORS_BROKER_URL``. Every broker implements
-:class:`~flask_ssecors.brokers._base.Broker` and passes the same contract test suite.
+:class:`Broker` and passes the same contract test suite; a broker of your own, passed as
+``SSECors(broker=...)``, hands out :class:`Subscription` objects and feeds them with
+:meth:`Subscription.preload` and :meth:`Subscription.deliver`.
 """
 
 from __future__ import annotations
+
+import typing as t
 
 from ._base import Broker as Broker
 from ._base import Subscription as Subscription
 from ._base import SubscriptionClosed as SubscriptionClosed
 from ._memory import MemoryBroker as MemoryBroker
+
+if t.TYPE_CHECKING:
+    from ._redis import RedisBroker as RedisBroker
+
+__all__ = [
+    "Broker",
+    "MemoryBroker",
+    "RedisBroker",
+    "Subscription",
+    "SubscriptionClosed",
+    "create_broker",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name == "RedisBroker":  # needs the redis package: imported when asked for
+        from ._redis import RedisBroker
+
+        return RedisBroker
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def create_broker(url: str, *, backlog: int, timeout: float = 2.0) -> Broker:

@@ -14,8 +14,10 @@ import collections
 import secrets
 import time
 
+from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
+from ..events import without_id
 from ._base import Subscription
 
 
@@ -52,7 +54,7 @@ class MemoryBroker:
         state = self._channel(channel)
         state.head += 1
         event_id = f"{self.epoch}-{state.head}"
-        data = event.with_id(event_id).encode()
+        data = add_id(without_id(event).encode(), event_id)
         if self.backlog:
             state.backlog.append((state.head, data))
         for subscription in tuple(state.subscribers):

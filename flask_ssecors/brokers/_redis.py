@@ -36,7 +36,6 @@ user, say) make each event cost milliseconds of CPU.
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import secrets
@@ -58,12 +57,15 @@ except ImportError as error:  # pragma: no cover - exercised by the missing-extr
         "install flask-ssecors[redis]."
     ) from error
 
+from .._log import get_logger
+from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
+from ..events import without_id
 from ..exceptions import BrokerUnavailable
 from ._base import Subscription
 
-logger = logging.getLogger("flask_ssecors")
+logger = get_logger(__name__)
 
 #: How long one ``XREAD`` blocks before the listener loops (milliseconds).
 BLOCK_MS: t.Final = 5000
@@ -74,7 +76,9 @@ MAX_BACKOFF: t.Final = 1.0
 
 #: A stream id as ``(milliseconds, sequence)``, which orders like Redis orders them.
 StreamId: t.TypeAlias = tuple[int, int]
-_RESET_MARK: t.Final = f"\nevent: {RESET_EVENT}\n".encode()
+#: An encoded event as a subscriber receives it, with the stream id it came from (None for a
+#: reset event, which no later position makes obsolete).
+Frame: t.TypeAlias = tuple["StreamId | None", bytes]
 
 
 class GeventConnection(redis.Connection):
@@ -149,18 +153,6 @@ def _is_number(text: str) -> bool:
     )
 
 
-def _frame_id(item: bytes) -> tuple[str, StreamId] | None:
-    """The id of a frame built by :meth:`RedisBroker._frame`; None for a reset event."""
-    if _RESET_MARK in item:
-        return None
-    for line in item.split(b"\n"):
-        if line.startswith(b"id: "):
-            return parse_event_id(line[4:].decode("ascii", "replace"))
-        if not line.startswith(b":"):
-            break
-    return None
-
-
 class _Snapshot(t.NamedTuple):
     """What one subscriber reads atomically when it joins a channel."""
 
@@ -176,7 +168,7 @@ class _Snapshot(t.NamedTuple):
 
 
 class _Channel:
-    __slots__ = ("epoch", "floors", "key", "last_id", "name", "ready", "subscribers")
+    __slots__ = ("epoch", "floors", "joining", "key", "last_id", "name", "ready", "subscribers")
 
     def __init__(self, name: str, key: str) -> None:
         self.name = name
@@ -186,6 +178,9 @@ class _Channel:
         #: The epoch ``last_id`` belongs to.
         self.epoch = ""
         self.subscribers: set[Subscription] = set()
+        #: Subscribers taking their snapshot: what the listener reads for them meanwhile is
+        #: kept here, and merged with the snapshot once it is in.
+        self.joining: dict[Subscription, list[Frame]] = {}
         #: Subscribers that already have the entries up to a stream id the listener has not
         #: reached yet (they resumed with an id seen on another worker).
         self.floors: dict[Subscription, StreamId] = {}
@@ -290,12 +285,7 @@ class RedisBroker:
         :raises BrokerUnavailable: when Redis does not confirm within the timeout.
         """
         self._check_pid()
-        if event.id is not None:
-            event = Event(event.data, event=event.event, retry=event.retry, comment=event.comment)
-        fields: dict[str, bytes] = {"e": event.encode()}
-        if event.comment is not None:
-            # The id line goes after the comment lines, as Event.encode() writes it.
-            fields["k"] = b"%d" % (len(Event(comment=event.comment).encode()) - 1)
+        fields: dict[str, bytes] = {"e": without_id(event).encode()}
         key = self._key(channel)
 
         def call(client: redis.Redis[bytes]) -> t.Any:
@@ -341,33 +331,37 @@ class RedisBroker:
                 raise BrokerUnavailable("subscribe: the channel's first snapshot took too long")
         cursor = state.last_id
         subscription = Subscription(channel, limit, self._release)
-        state.subscribers.add(subscription)
         if last_event_id is None:
-            return subscription  # live only: the listener delivers what comes after its cursor
+            # Live only: the listener delivers what comes after its cursor.
+            state.subscribers.add(subscription)
+            return subscription
+        live: list[Frame] = []
+        state.joining[subscription] = live
         try:
             snapshot = self._snapshot(state.key, last_event_id)
         except BrokerUnavailable:
+            state.joining.pop(subscription, None)
             subscription.close()
             raise
         # Nothing yields from here on: merge the snapshot with what arrived live meanwhile.
-        if subscription.closed:
+        if state.joining.pop(subscription, None) is None or subscription.closed:
+            subscription.close()
             return subscription
-        replay = self._replay(snapshot, last_event_id, cursor)
-        live = list(subscription._items)
-        subscription._items.clear()
-        parsed = parse_event_id(last_event_id) if last_event_id is not None else None
+        replay, reset = self._replay(snapshot, last_event_id, cursor)
+        parsed = parse_event_id(last_event_id)
         if (
             parsed is not None
             and parsed[0] == snapshot.epoch == state.epoch
             and parsed[1] > _stream_id(cursor)
-            and not (replay and _RESET_MARK in replay[0])
+            and not reset
         ):
             # The client is ahead of this worker's listener: drop what it already has.
-            seen = parsed
-            live = [item for item in live if not _already_seen(item, seen)]
-            if state.last_id is not None and _stream_id(state.last_id) < seen[1]:
-                state.floors[subscription] = seen[1]
-        subscription.preload([*replay, *live])
+            seen = parsed[1]
+            live = [(at, data) for at, data in live if at is None or at > seen]
+            if state.last_id is not None and _stream_id(state.last_id) < seen:
+                state.floors[subscription] = seen
+        state.subscribers.add(subscription)
+        subscription.preload([*replay, *(data for _, data in live)])
         return subscription
 
     def _subscribe_first(self, channel: str, last_event_id: str | None, limit: int) -> Subscription:
@@ -386,7 +380,8 @@ class RedisBroker:
         self._wake()
         subscription = Subscription(channel, limit, self._release)
         state.subscribers.add(subscription)
-        subscription.preload(self._replay(snapshot, last_event_id, snapshot.tail))
+        replay, _ = self._replay(snapshot, last_event_id, snapshot.tail)
+        subscription.preload(replay)
         return subscription
 
     def _snapshot(self, key: str, last_event_id: str | None) -> _Snapshot:
@@ -418,27 +413,30 @@ class RedisBroker:
             entries=entries,
         )
 
-    def _replay(self, snapshot: _Snapshot, last_event_id: str | None, cursor: bytes) -> list[bytes]:
-        """The frames after ``last_event_id`` up to ``cursor``, or the reset event."""
+    def _replay(
+        self, snapshot: _Snapshot, last_event_id: str | None, cursor: bytes
+    ) -> tuple[list[bytes], bool]:
+        """The frames after ``last_event_id`` up to ``cursor``; or the reset event, and True."""
         if last_event_id is None:
-            return []
+            return [], False
         epoch = snapshot.epoch
         parsed = parse_event_id(last_event_id)
         tail = _stream_id(snapshot.tail)
         if parsed is None or parsed[0] != epoch or parsed[1] > tail:
-            return [self._reset(epoch, cursor, "unknown-id")]
+            return [self._reset(epoch, cursor, "unknown-id")], True
         after = parsed[1]
         gone = (
             snapshot.trimmed and after < tail and (snapshot.first is None or after < snapshot.first)
         )
         if gone or len(snapshot.entries) > self.backlog:
-            return [self._reset(epoch, cursor, "expired")]
+            return [self._reset(epoch, cursor, "expired")], True
         limit = _stream_id(cursor)
-        return [
+        frames = [
             self._frame(epoch, entry_id, fields)
             for entry_id, fields in snapshot.entries
             if _stream_id(entry_id) <= limit
         ]
+        return frames, False
 
     def _reset(self, epoch: str, cursor: bytes, reason: str) -> bytes:
         return Event(
@@ -446,21 +444,18 @@ class RedisBroker:
         ).encode()
 
     def _frame(self, epoch: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bytes:
-        data = fields[b"e"]
-        line = b"id: %s.%s\n" % (epoch.encode(), _as_bytes(entry_id))
-        split = fields.get(b"k")
-        if split is None:
-            return line + data
-        at = int(split)
-        return data[:at] + line + data[at:]
+        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        return add_id(fields[b"e"], f"{epoch}.{entry}")
 
     def _release(self, subscription: Subscription) -> None:
         state = self._channels.get(subscription.channel)
-        if state is None or subscription not in state.subscribers:
+        if state is None:
+            return
+        if state.joining.pop(subscription, None) is None and subscription not in state.subscribers:
             return
         state.subscribers.discard(subscription)
         state.floors.pop(subscription, None)
-        if not state.subscribers and state.last_id is not None:
+        if not state.subscribers and not state.joining and state.last_id is not None:
             self._forget(state)
 
     def _forget(self, state: _Channel) -> None:
@@ -474,8 +469,8 @@ class RedisBroker:
             return 0
         if channel is not None:
             state = self._channels.get(channel)
-            return len(state.subscribers) if state else 0
-        return sum(len(state.subscribers) for state in self._channels.values())
+            return len(state.subscribers) + len(state.joining) if state else 0
+        return sum(len(state.subscribers) + len(state.joining) for state in self._channels.values())
 
     # -- the listener ------------------------------------------------------------------------
 
@@ -554,6 +549,8 @@ class RedisBroker:
             reset = self._reset(epoch, b"0-0", "broker-restarted")
             for subscription in tuple(state.subscribers):
                 subscription.deliver(reset)
+            for frames in state.joining.values():
+                frames.append((None, reset))
             state.epoch = epoch
             state.last_id = b"0-0"
             state.floors.clear()
@@ -582,6 +579,8 @@ class RedisBroker:
                     continue
                 last = current
                 data = self._frame(epoch, entry_id, fields)
+                for frames in state.joining.values():
+                    frames.append((current, data))
                 if state.floors:
                     _deliver_past_floors(state, current, data)
                     continue
@@ -614,11 +613,6 @@ def _deliver_past_floors(state: _Channel, current: StreamId, data: bytes) -> Non
                 continue
             del floors[subscription]
         subscription.deliver(data)
-
-
-def _already_seen(item: bytes, seen: tuple[str, StreamId]) -> bool:
-    framed = _frame_id(item)
-    return framed is not None and framed[0] == seen[0] and framed[1] <= seen[1]
 
 
 def _as_bytes(value: bytes | str) -> bytes:

@@ -1,0 +1,285 @@
+"""The one place where flask-ssecors reads Flask's request and app globals.
+
+Everything the extension needs to know about the current request is read here, once, and kept
+in the request's WSGI environ (which belongs to that request alone; ``g`` lives as long as the
+app context, which requests may share): the app's flask-ssecors state, strict mode, the
+request's own origin, its CORS decision, its validated ``Last-Event-ID``, its request id, and
+the grant of its stream token.
+
+Other modules get these values as arguments, so that they can be tested without an app.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import typing as t
+
+from flask import current_app
+from flask import has_app_context
+from flask import has_request_context
+from flask import request
+
+from ._lastid import clean_last_event_id
+from ._log import get_logger
+from ._logsafe import escape
+from .exceptions import TokenRefused
+from .tokens import QUERY_PARAMETER as TOKEN_PARAMETER
+from .tokens import Refusal
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from werkzeug.routing import MapAdapter
+    from werkzeug.routing import Rule
+
+    from ._config import Settings
+    from ._policy import Decision
+    from ._state import AppState
+    from .tokens import Grant
+    from .tokens import StreamTokens
+
+logger = get_logger(__name__)
+
+#: The key of the per-app state in ``app.extensions``.
+EXTENSION_KEY: t.Final = "ssecors"
+LAST_EVENT_ID_HEADER: t.Final = "Last-Event-ID"
+LAST_EVENT_ID_PARAMETER: t.Final = "last_event_id"
+
+_DECISION: t.Final = "flask_ssecors.decision"
+_LAST_EVENT_ID: t.Final = "flask_ssecors.last_event_id"
+_REQUEST_ID: t.Final = "flask_ssecors.request_id"
+_GRANT: t.Final = "flask_ssecors.token_grant"
+_UNSET: t.Final = object()
+
+
+# -- the app -------------------------------------------------------------------------------------
+
+
+def app_state() -> AppState:
+    """The current app's flask-ssecors state.
+
+    :raises RuntimeError: outside an app context, or when the app has no flask-ssecors.
+    """
+    if not has_app_context():
+        raise RuntimeError(
+            "flask-ssecors needs an application context here: call it in a request, or under "
+            "`with app.app_context():`."
+        )
+    try:
+        return t.cast("AppState", current_app.extensions[EXTENSION_KEY])
+    except KeyError:
+        raise RuntimeError(
+            "flask-ssecors is not initialised on this app; call SSECors(app) or init_app(app)."
+        ) from None
+
+
+def app() -> Flask:
+    """The current app."""
+    return t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]
+
+
+def strict() -> bool:
+    """Whether the current app runs in debug or testing mode: conflicts raise there."""
+    return bool(current_app.debug or current_app.testing)
+
+
+# -- the request ---------------------------------------------------------------------------------
+
+
+def environ() -> dict[str, t.Any]:
+    """The current request's WSGI environ."""
+    environ: dict[str, t.Any] = request.environ
+    return environ
+
+
+def endpoint() -> str | None:
+    """The endpoint the current request matched (None outside a request, or with no route)."""
+    return request.endpoint if has_request_context() else None
+
+
+def url_rule() -> Rule | None:
+    """The URL rule the current request matched."""
+    return request.url_rule
+
+
+def url_adapter() -> MapAdapter:
+    """A URL adapter bound to the current request (to match it with another method)."""
+    return t.cast("MapAdapter", current_app.create_url_adapter(request))
+
+
+def is_secure() -> bool:
+    """Whether the current request came over https (as Werkzeug sees it)."""
+    return request.is_secure
+
+
+def multiprocess() -> bool:
+    """Whether the WSGI server says it runs several worker processes."""
+    return bool(request.environ.get("wsgi.multiprocess"))
+
+
+def own_origin() -> str:
+    """The request's own origin, ``scheme://host[:port]`` as Werkzeug sees it (so ProxyFix
+    applies): an ``Origin`` equal to it is same-origin."""
+    return f"{request.scheme}://{request.host}".lower()
+
+
+def decision() -> Decision | None:
+    """The CORS decision made for the current request, if one was made."""
+    return t.cast("Decision | None", request.environ.get(_DECISION))
+
+
+def keep_decision(made: Decision) -> None:
+    """Remember the current request's CORS decision."""
+    request.environ[_DECISION] = made
+
+
+def accepts_event_stream() -> bool:
+    """Whether the request comes from an ``EventSource`` (``Accept: text/event-stream``)."""
+    return "text/event-stream" in request.environ.get("HTTP_ACCEPT", "")
+
+
+def describe() -> tuple[str, str, str]:
+    """The method, path and ``Origin`` of the request, escaped for a log line."""
+    return (
+        escape(request.method, 16),
+        escape(request.path),
+        escape(request.environ.get("HTTP_ORIGIN")),
+    )
+
+
+def last_event_id() -> str | None:
+    """The current request's validated ``Last-Event-ID``, or None.
+
+    Reads the ``Last-Event-ID`` header (sent by browsers on reconnect), else the
+    ``last_event_id`` query parameter (for a first connection). An invalid value is treated as
+    absent and logged, escaped. Outside a request, None.
+
+    .. versionadded:: 0.1
+    """
+    if not has_request_context():
+        return None
+    environ = request.environ
+    cached = environ.get(_LAST_EVENT_ID, _UNSET)
+    if cached is not _UNSET:
+        return t.cast("str | None", cached)
+    raw = environ.get("HTTP_LAST_EVENT_ID")
+    wsgi = True
+    if raw is None:
+        raw = request.args.get(LAST_EVENT_ID_PARAMETER)
+        wsgi = False
+    value = clean_last_event_id(raw, wsgi=wsgi)
+    if raw and value is None:
+        logger.warning("ignored invalid Last-Event-ID %s on %s", escape(raw), escape(request.path))
+    environ[_LAST_EVENT_ID] = value
+    return value
+
+
+# -- request ids ---------------------------------------------------------------------------------
+
+#: Longest incoming request id that is kept.
+MAX_REQUEST_ID_LENGTH: t.Final = 128
+_SAFE_ID: t.Final = re.compile(rf"[A-Za-z0-9._:+/=@-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
+
+
+def clean_request_id(value: str | None) -> str | None:
+    """Return ``value`` if it is a safe token to reuse as a request id, else None.
+
+    :param value: the raw header value.
+    """
+    if value is None or len(value) > MAX_REQUEST_ID_LENGTH:
+        return None
+    return value if _SAFE_ID.fullmatch(value) else None
+
+
+def request_id(settings: Settings) -> str | None:
+    """The current request's id, chosen once and kept; None when request ids are off."""
+    return request_id_for(settings, request.environ)
+
+
+def request_id_for(settings: Settings, environ: dict[str, t.Any]) -> str | None:
+    """The id of the request ``environ`` belongs to (see :mod:`flask_ssecors.requestid`).
+
+    :param settings: the app's settings; None is returned when request ids are off.
+    :param environ: the WSGI environ of the request.
+    """
+    header = settings.request_id_header
+    if header is None:
+        return None
+    known = environ.get(_REQUEST_ID)
+    if known is not None:
+        return t.cast(str, known)
+    value = None
+    if settings.trust_request_id:
+        value = clean_request_id(environ.get("HTTP_" + header.upper().replace("-", "_")))
+    if value is None:
+        value = secrets.token_hex(16)  # 32 hex digits, like nginx's $request_id
+    environ[_REQUEST_ID] = value
+    return value
+
+
+def current_request_id() -> str | None:
+    """The current request's id, or None outside a request or when request ids are off."""
+    if not has_request_context():
+        return None
+    state = current_app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        return None
+    return request_id_for(state.settings, request.environ)
+
+
+# -- stream tokens -------------------------------------------------------------------------------
+
+
+def token_origin() -> str:
+    """The origin a token of the current request is bound to: its ``Origin`` header, or the
+    request's own origin when it sent none (same-origin ``GET`` requests do not)."""
+    return request.environ.get("HTTP_ORIGIN") or own_origin()
+
+
+def user_agent() -> str:
+    """The current request's ``User-Agent`` (empty when absent)."""
+    return t.cast(str, request.environ.get("HTTP_USER_AGENT", ""))
+
+
+def verify_token(tokens: StreamTokens, cookie: str) -> Grant:
+    """Check the current request's token and remember its grant for the request.
+
+    The cookie is tried first, then the ``token`` query parameter; the first valid one wins.
+
+    :param tokens: the app's token codec.
+    :param cookie: the name of the token cookie.
+    :raises TokenRefused: when neither is valid (with the reason of the last one tried).
+    """
+    presented = [request.cookies.get(cookie), request.args.get(TOKEN_PARAMETER)]
+    candidates = [token for token in presented if token]
+    if not candidates:
+        raise Refusal.MISSING.error()
+    origin, agent = token_origin(), user_agent()
+    failure: TokenRefused | None = None
+    for token in candidates:
+        try:
+            grant = tokens.verify(token, origin=origin, user_agent=agent)
+        except TokenRefused as error:
+            failure = error
+            continue
+        request.environ[_GRANT] = grant
+        return grant
+    assert failure is not None
+    raise failure
+
+
+def grant() -> Grant | None:
+    """The grant of the current request's verified token, or None."""
+    if not has_request_context():
+        return None
+    return t.cast("Grant | None", request.environ.get(_GRANT))
+
+
+def check_channel(channel: str) -> None:
+    """Refuse ``channel`` when the current request's token does not grant it.
+
+    :raises TokenRefused: with :attr:`Refusal.CHANNEL_NOT_GRANTED`.
+    """
+    granted = grant()
+    if granted is not None and not granted.allows_channel(channel):
+        raise Refusal.CHANNEL_NOT_GRANTED.error()
