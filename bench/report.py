@@ -119,6 +119,7 @@ def cors_table(result: dict[str, t.Any]) -> tuple[list[str], list[list[str]]]:
         "flask-ssecors / bare",
         "flask-cors / bare",
         "flask-ssecors / flask-cors",
+        "added: flask-ssecors / flask-cors",
     ]
     cors = result.get("cors_overhead")
     if not cors:
@@ -132,6 +133,7 @@ def cors_table(result: dict[str, t.Any]) -> tuple[list[str], list[list[str]]]:
             _fmt(row["ssecors_vs_bare"]) + "x",
             _fmt(row["flask_cors_vs_bare"]) + "x",
             _fmt(row["ssecors_vs_flask_cors"]) + "x",
+            _fmt(row.get("added_vs_flask_cors_added", float("nan"))),
         ]
         for row in cors["wsgi"]["rows"]
     ]

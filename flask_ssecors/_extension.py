@@ -22,6 +22,7 @@ import collections.abc as cabc
 import dataclasses
 import functools
 import inspect
+import logging
 import os
 import time
 import typing as t
@@ -66,6 +67,8 @@ from .exceptions import TokenRefused
 from .tokens import StreamTokens
 
 if t.TYPE_CHECKING:
+    from flask import Request
+
     from ._config import CorsOptions
     from ._config import Settings
     from ._config import StreamOptions
@@ -463,38 +466,55 @@ class SSECors:
             state.checked_processes = True
             if _request.multiprocess() and isinstance(state.broker, MemoryBroker):
                 _warn_memory_broker("the WSGI server runs several worker processes")
-        return self._refusal(self._decide(state))
+        return self._refusal(self._decide(state, _request.current()))
 
-    def _decide(self, state: AppState) -> Decision | None:
-        """Decide the current request once (None when its route is not policed)."""
-        environ = _request.environ()
+    def _decide(self, state: AppState, request: Request) -> Decision | None:
+        """Decide ``request`` once (None when its route is not policed).
+
+        The common case is two dictionary lookups: the endpoint's view policy, then the
+        decision prebuilt for the origin (exact allowed origins, origins a pattern matched
+        before, no origin). Anything else goes through :meth:`CorsPolicy.decide`.
+        """
+        environ = request.environ
         method = environ["REQUEST_METHOD"]
         route_methods = None
         if method == "OPTIONS":
             view, route_methods = _preflight_target(state)
         else:
-            view = state.view_for(_request.endpoint())
+            rule = request.url_rule
+            view = state.view_for(rule.endpoint if rule is not None else None)
         if view is None:
             return None
         origin = environ.get("HTTP_ORIGIN")
-        policy: Decider = view.policy
-        if self._selector is not None:
-            policy = choose(self._selector, state.policies, policy, strict=_request.strict())
-        decision = policy.decide(
-            method=method,
-            origin=origin,
-            own_origin=_request.own_origin,
-            request_method=environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
-            request_headers=environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
-            private_network=environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK") == "true",
-            route_methods=route_methods,
-        )
-        _request.keep_decision(decision)
-        if not decision.allowed:
-            method_text, path, origin_text = _request.describe()
-            logger.info(
-                "refused %s %s from origin %s: %s", method_text, path, origin_text, decision.reason
+        decision = None
+        if self._selector is None:
+            policy: Decider = view.policy
+            if method != "OPTIONS":
+                decision = view.policy.known(origin)
+        else:
+            policy = choose(self._selector, state.policies, view.policy, strict=_request.strict())
+        if decision is None:
+            decision = policy.decide(
+                method=method,
+                origin=origin,
+                own_origin=_request.own_origin,
+                request_method=environ.get("HTTP_ACCESS_CONTROL_REQUEST_METHOD"),
+                request_headers=environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
+                private_network=environ.get("HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
+                == "true",
+                route_methods=route_methods,
             )
+        _request.keep_decision(environ, decision)
+        if not decision.allowed:
+            if logger.isEnabledFor(logging.INFO):
+                method_text, path, origin_text = _request.describe()
+                logger.info(
+                    "refused %s %s from origin %s: %s",
+                    method_text,
+                    path,
+                    origin_text,
+                    decision.reason,
+                )
             state.counters.count_refusal(state.app, RefusalKind.ORIGIN, decision.reason)
         return decision
 
@@ -505,7 +525,7 @@ class SSECors:
         request to another endpoint that calls it).
         """
         if decision is None:
-            decision = self._decide(_request.app_state())
+            decision = self._decide(_request.app_state(), _request.current())
             if decision is None:
                 return None
         if not decision.allowed or decision.preflight:
@@ -602,38 +622,56 @@ class SSECors:
     def _after_request(self, state: AppState, response: Response) -> Response:
         """Last: add the CORS headers and ``Vary`` to a policed response; report any other
         source of ``Access-Control-*``."""
-        decision = _request.decision()
+        request = _request.current()
+        decision = _request.decision(request.environ)
         if decision is None:
-            if state.view_for(_request.endpoint()) is None:
+            rule = request.url_rule
+            if state.view_for(rule.endpoint if rule is not None else None) is None:
                 return response
-            decision = self._decide(state)
+            decision = self._decide(state, request)
             if decision is None:
                 return response
         if isinstance(response, StreamResponse):
             return response  # complete and pinned when the view returned
         headers = response.headers
-        foreign = [k for k, _ in headers if k[:15].lower() == CORS_HEADER_PREFIX]
+        # One pass over the header list: other sources of Access-Control-*, and Vary. The
+        # values added below were validated when the policy was compiled (or are an origin the
+        # policy matched), so they go in as they are.
+        items: list[tuple[str, str]] = headers._list
+        foreign: list[str] = []
+        has_vary = False
+        for name, _ in items:
+            lowered = name.lower()
+            if lowered.startswith(CORS_HEADER_PREFIX):
+                foreign.append(name)
+            elif lowered == "vary":
+                has_vary = True
         if foreign:
-            detail = (
-                f"{', '.join(sorted(set(foreign)))} set by something other than flask-ssecors "
-                "(a view, an after_request hook or another CORS extension such as flask-cors); "
-                "flask-ssecors owns the CORS headers of policed routes: remove the other source"
-            )
-            if _request.strict():
-                raise HeaderConflictError(foreign[0], detail)
-            logger.error("header conflict on %s: %s", _request.describe()[1], detail)
-            for name in set(foreign):
-                del headers[name]
+            self._report_conflict(headers, foreign)
         if decision.allowed:
-            headers.extend(decision.headers)
-        if "Vary" in headers:
+            items.extend(decision.headers)
+        if has_vary:
             response.vary.update(decision.vary)
         else:
-            headers.add("Vary", ", ".join(decision.vary))
+            items.append(("Vary", decision.vary_header))
         header = state.settings.request_id_header
         if header is not None:
             headers[header] = t.cast(str, _request.request_id(state.settings))
         return response
+
+    def _report_conflict(self, headers: t.Any, foreign: list[str]) -> None:
+        """Another source set ``Access-Control-*``: raise in debug and testing, else log the
+        error and remove its headers (this extension's win)."""
+        detail = (
+            f"{', '.join(sorted(set(foreign)))} set by something other than flask-ssecors "
+            "(a view, an after_request hook or another CORS extension such as flask-cors); "
+            "flask-ssecors owns the CORS headers of policed routes: remove the other source"
+        )
+        if _request.strict():
+            raise HeaderConflictError(foreign[0], detail)
+        logger.error("header conflict on %s: %s", _request.describe()[1], detail)
+        for name in set(foreign):
+            del headers[name]
 
 
 def _compile(settings: Settings, options: CorsOptions | None = None) -> CorsPolicy:

@@ -41,6 +41,9 @@ VARY_PREFLIGHT: t.Final = (
     "Access-Control-Request-Private-Network",
 )
 
+_VARY_ACTUAL_TEXT: t.Final = ", ".join(VARY_ACTUAL)
+_VARY_PREFLIGHT_TEXT: t.Final = ", ".join(VARY_PREFLIGHT)
+
 #: Bounds on ``Access-Control-Request-Headers`` (a list of names; browsers send a few).
 MAX_REQUEST_HEADERS_LENGTH: t.Final = 2048
 MAX_REQUEST_HEADER_NAMES: t.Final = 64
@@ -94,6 +97,11 @@ class Decision:
         """The ``Vary`` entries this response needs."""
         return VARY_PREFLIGHT if self.preflight else VARY_ACTUAL
 
+    @property
+    def vary_header(self) -> str:
+        """:attr:`vary` as one header value."""
+        return _VARY_PREFLIGHT_TEXT if self.preflight else _VARY_ACTUAL_TEXT
+
 
 _NO_ORIGIN = Decision(True, False, Reason.NO_ORIGIN)
 _NO_ORIGIN_REFUSED = Decision(False, False, Reason.NO_ORIGIN_REFUSED)
@@ -119,6 +127,14 @@ class CorsPolicy:
     learned: dict[str, Decision] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
+
+    def known(self, origin: str | None) -> Decision | None:
+        """The decision for an actual (not preflight) request from ``origin``, when it is
+        known without matching: no ``Origin``, an exact allowed origin, or one matched before.
+        None means :meth:`decide` must decide."""
+        if origin is None:
+            return _NO_ORIGIN if self.options.serve_without_origin else _NO_ORIGIN_REFUSED
+        return self.actual_by_origin.get(origin) or self.learned.get(origin)
 
     def allows_origin(self, origin: str) -> bool:
         """Whether ``origin`` (a raw ``Origin`` value) is on the allowlist."""
@@ -154,7 +170,7 @@ class CorsPolicy:
         if origin is None:
             return _NO_ORIGIN if self.options.serve_without_origin else _NO_ORIGIN_REFUSED
         if not preflight:
-            known = self.actual_by_origin.get(origin) or self.learned.get(origin)
+            known = self.known(origin)
             if known is not None:
                 return known
         if not self.allows_origin(origin):

@@ -29,6 +29,7 @@ from .tokens import Refusal
 
 if t.TYPE_CHECKING:
     from flask import Flask
+    from flask import Request
     from werkzeug.routing import MapAdapter
     from werkzeug.routing import Rule
 
@@ -86,6 +87,12 @@ def strict() -> bool:
 # -- the request ---------------------------------------------------------------------------------
 
 
+def current() -> Request:
+    """The current request object itself (one lookup through Flask's context, instead of one
+    per attribute read through the ``request`` proxy)."""
+    return t.cast("Request", request._get_current_object())  # type: ignore[attr-defined]
+
+
 def environ() -> dict[str, t.Any]:
     """The current request's WSGI environ."""
     environ: dict[str, t.Any] = request.environ
@@ -123,14 +130,17 @@ def own_origin() -> str:
     return f"{request.scheme}://{request.host}".lower()
 
 
-def decision() -> Decision | None:
-    """The CORS decision made for the current request, if one was made."""
-    return t.cast("Decision | None", request.environ.get(_DECISION))
+def decision(environ: dict[str, t.Any] | None = None) -> Decision | None:
+    """The CORS decision made for the current request (or the one ``environ`` belongs to),
+    if one was made."""
+    if environ is None:
+        environ = request.environ
+    return t.cast("Decision | None", environ.get(_DECISION))
 
 
-def keep_decision(made: Decision) -> None:
-    """Remember the current request's CORS decision."""
-    request.environ[_DECISION] = made
+def keep_decision(environ: dict[str, t.Any], made: Decision) -> None:
+    """Remember the CORS decision of the request ``environ`` belongs to."""
+    environ[_DECISION] = made
 
 
 def accepts_event_stream() -> bool:

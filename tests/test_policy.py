@@ -680,3 +680,30 @@ def test_access_control_allow_origin_is_always_one_canonical_value(
         assert acao != ["*"]
     if ACAPN in names:
         assert p.options.allow_private_network and private_network and decision.preflight
+
+
+def test_decisions_learned_for_pattern_origins_are_bounded() -> None:
+    """A client can name endlessly many subdomains a pattern allows: the decisions kept for
+    them (so that the next request from the same origin is one lookup) stay bounded."""
+    from flask_ssecors._policy import MAX_LEARNED_ORIGINS
+
+    policy = compile_policy(
+        read_settings({"SSECORS_ALLOWED_ORIGINS": ["https://*.example.org"]}).cors
+    )
+    for number in range(MAX_LEARNED_ORIGINS * 3):
+        origin = f"https://n{number}.example.org"
+        decision = policy.decide(method="GET", origin=origin, own_origin="https://api.test")
+        assert decision.allowed
+        assert decision.headers[0] == (ACAO, origin)
+        assert len(policy.learned) <= MAX_LEARNED_ORIGINS
+    again = policy.decide(method="GET", origin=origin, own_origin="https://api.test")
+    assert again is policy.known(origin)
+
+
+def test_refused_origins_are_never_learned() -> None:
+    policy = compile_policy(
+        read_settings({"SSECORS_ALLOWED_ORIGINS": ["https://*.example.org"]}).cors
+    )
+    for origin in ("https://evil.example.net", "https://example.org", "null"):
+        assert not policy.decide(method="GET", origin=origin, own_origin="https://a.test").allowed
+    assert policy.learned == {}
