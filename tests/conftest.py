@@ -38,3 +38,8 @@ def app(make_app: t.Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def sse(app: Flask) -> SSECors:
     return SSECors(app)
+
+
+def stream_client(app: Flask) -> SSETestClient:
+    """``app.test_client()``, typed as the :class:`SSETestClient` that ``make_app`` sets."""
+    return t.cast(SSETestClient, app.test_client())

@@ -20,6 +20,7 @@ from flask_ssecors._parser import parse_events
 from flask_ssecors.exceptions import ConfigError
 
 from .conftest import ALLOWED
+from .conftest import stream_client
 
 EVENTSOURCE = {"Origin": ALLOWED, "Accept": "text/event-stream"}
 
@@ -54,7 +55,7 @@ def test_over_capacity_eventsource_gets_a_retry_hint(make_app: t.Callable[..., F
     """A 503 would make EventSource give up for good: it gets a 200 stream with a retry
     hint (SSECORS_BUSY_RETRY with jitter) that ends at once, and the view does not run."""
     app, sse, calls = build(make_app, SSECORS_MAX_STREAMS=2, SSECORS_BUSY_RETRY=4000)
-    client = app.test_client()
+    client = stream_client(app)
     held = [client.open_stream("/events", headers=EVENTSOURCE) for _ in range(2)]
     try:
         busy = client.get("/events", headers=EVENTSOURCE)
@@ -86,7 +87,7 @@ def test_over_capacity_eventsource_gets_a_retry_hint(make_app: t.Callable[..., F
 
 def test_retry_hints_are_spread(make_app: t.Callable[..., Flask]) -> None:
     app, _, _ = build(make_app, SSECORS_MAX_STREAMS=1)
-    client = app.test_client()
+    client = stream_client(app)
     held = client.open_stream("/events", headers=EVENTSOURCE)
     hints = {client.get("/events", headers=EVENTSOURCE).get_data() for _ in range(20)}
     held.close()
@@ -97,7 +98,7 @@ def test_views_that_do_not_stream_give_their_place_back(
     make_app: t.Callable[..., Flask],
 ) -> None:
     app, sse, _ = build(make_app, SSECORS_MAX_STREAMS=1, TESTING=False)
-    client = app.test_client()
+    client = stream_client(app)
     for _ in range(3):
         assert client.get("/maybe").status_code == 409
         assert client.get("/broken").status_code == 500
@@ -122,7 +123,7 @@ def test_concurrent_admissions_respect_the_limit(make_app: t.Callable[..., Flask
         gevent.sleep(0.05)
         return sse.subscribe("c")
 
-    client = app.test_client()
+    client = stream_client(app)
     responses = gevent.joinall(
         [gevent.spawn(client.get, "/slow", headers={"Origin": ALLOWED}) for _ in range(8)]
     )
@@ -153,7 +154,7 @@ def test_streams_rotate_after_their_maximum_age(make_app: t.Callable[..., Flask]
     """The stream ends after at most SSECORS_MAX_STREAM_AGE seconds (at least 90 % of it),
     with a retry hint, and the reconnect resumes after the last event it received."""
     app, sse, _ = build(make_app, SSECORS_MAX_STREAM_AGE=0.5)
-    client = app.test_client()
+    client = stream_client(app)
     begin = time.monotonic()
     reader = client.open_stream("/events", headers=EVENTSOURCE)
     with app.app_context():
@@ -176,7 +177,7 @@ def test_streams_rotate_after_their_maximum_age(make_app: t.Callable[..., Flask]
 
 def test_stream_ages_are_jittered(make_app: t.Callable[..., Flask]) -> None:
     app, _, _ = build(make_app, SSECORS_MAX_STREAM_AGE=100.0)
-    client = app.test_client()
+    client = stream_client(app)
     readers = [client.open_stream("/events", headers=EVENTSOURCE) for _ in range(20)]
     with app.app_context():
         tracker = app.extensions["ssecors"].streams
@@ -190,7 +191,7 @@ def test_stream_ages_are_jittered(make_app: t.Callable[..., Flask]) -> None:
 
 def test_rotation_uses_the_configured_retry(make_app: t.Callable[..., Flask]) -> None:
     app, _, _ = build(make_app, SSECORS_MAX_STREAM_AGE=0.2, SSECORS_RETRY=2500)
-    reader = app.test_client().open_stream("/events", headers=EVENTSOURCE)
+    reader = stream_client(app).open_stream("/events", headers=EVENTSOURCE)
     with pytest.raises(EOFError):
         reader.next_event(2)
     assert bytes(reader.raw).endswith(b"retry: 2500\n\n")
@@ -211,7 +212,7 @@ def test_a_generator_view_rotates_too(make_app: t.Callable[..., Flask]) -> None:
 
         return generate()
 
-    reader = app.test_client().open_stream("/ticks", headers=EVENTSOURCE)
+    reader = stream_client(app).open_stream("/ticks", headers=EVENTSOURCE)
     begin = time.monotonic()
     received = []
     with pytest.raises(EOFError):
@@ -228,7 +229,7 @@ def test_end_streams_ends_every_stream_with_a_retry_hint(
     make_app: t.Callable[..., Flask],
 ) -> None:
     app, sse, calls = build(make_app)
-    client = app.test_client()
+    client = stream_client(app)
     readers = [client.open_stream("/events", headers=EVENTSOURCE) for _ in range(5)]
     with app.app_context():
         assert sse.end_streams() == 5
@@ -265,7 +266,7 @@ def test_end_all_streams_wakes_a_generator_view(make_app: t.Callable[..., Flask]
 
         return generate()
 
-    reader = app.test_client().open_stream("/silent", headers=EVENTSOURCE)
+    reader = stream_client(app).open_stream("/silent", headers=EVENTSOURCE)
     reader.read_chunk(1)  # the opening comment; the view is now waiting
     gevent.spawn_later(0.05, lifecycle.end_all_streams)
     begin = time.monotonic()
@@ -306,7 +307,7 @@ def test_the_gunicorn_worker_stop_signal_is_chained(
     signal.signal(signal.SIGTERM, worker.handle_exit)
     try:
         app, _, _ = build(make_app)
-        reader = app.test_client().open_stream("/events", headers=EVENTSOURCE)
+        reader = stream_client(app).open_stream("/events", headers=EVENTSOURCE)
         handler = signal.getsignal(signal.SIGTERM)
         assert handler is not worker.handle_exit and callable(handler)
         handler(signal.SIGTERM, None)

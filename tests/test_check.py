@@ -164,7 +164,7 @@ def test_broken_server_fails_the_item_naming_its_mistake(
 ) -> None:
     report = check_stream(f"{broken.url}/{mode}/events", ORIGIN, credentials=True, timeout=TIMEOUT)
     assert (ids(report, "fail"), ids(report, "warn")) == (failed, warned)
-    assert report.ok is not failed
+    assert report.ok is (not failed)
     flagged = [i for i in report.items if i.status != "pass"]
     assert evidence in flagged[0].detail
     assert all(i.fix for i in flagged)

@@ -258,7 +258,10 @@ REFUSED: list[tuple[dict[str, object], str, str]] = [
     ({HEADERS: ["Last-Event-ID", "*"], CREDENTIALS: True}, HEADERS, "literally"),
     ({EXPOSE: ["*"], CREDENTIALS: True}, EXPOSE, "literally"),
     # Forbidden header names.
-    *(({HEADERS: [name]}, HEADERS, "header") for name in FORBIDDEN_REQUEST_HEADER_NAMES),
+    *(
+        ({HEADERS: t.cast(object, [name])}, HEADERS, "header")
+        for name in FORBIDDEN_REQUEST_HEADER_NAMES
+    ),
     ({HEADERS: ["Last-Event-ID", "Cookie"]}, HEADERS, "'Cookie' is a forbidden header"),
     ({HEADERS: ["Bad Header"]}, HEADERS, "not a valid header name"),
     ({HEADERS: ["X-Naïve"]}, HEADERS, "not a valid header name"),

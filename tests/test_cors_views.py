@@ -961,8 +961,11 @@ def test_view_decorated_by_another_instance_fails_closed(
     SSECors(app)
     calls: list[str] = []
 
+    decorate: t.Callable[[t.Callable[..., t.Any]], t.Callable[..., t.Any]]
+    decorate = getattr(other, decorator)()
+
     @app.route("/view", methods=["GET", "POST"])
-    @getattr(other, decorator)()
+    @decorate
     def view() -> list[Event]:
         calls.append("ran")
         return [Event("x")]
@@ -1046,7 +1049,9 @@ def test_per_view_overrides_apply_to_their_view_only(
     assert "origin" in vary(response)
 
 
-def test_preflight_is_decided_by_the_view_its_method_reaches(make_app: t.Any) -> None:
+def test_preflight_is_decided_by_the_view_its_method_reaches(
+    make_app: t.Callable[..., Flask],
+) -> None:
     """GET and POST on one path as two views: OPTIONS matches the GET rule, but a preflight
     for POST must be decided by the POST view's policy and methods (it was refused with 403
     while the POST itself was allowed)."""

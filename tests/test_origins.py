@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import typing as t
 
 import pytest
 from hypothesis import given
@@ -685,9 +687,9 @@ def test_matcher_keeps_patterns_in_order_without_duplicates() -> None:
 
 def test_matcher_is_immutable() -> None:
     with pytest.raises(AttributeError):
-        MATCHER.patterns = ()  # type: ignore[misc]
+        MATCHER.patterns = ()
     with pytest.raises(AttributeError):
-        MATCHER._exact = frozenset({"https://evil.com"})  # type: ignore[misc]
+        MATCHER._exact = frozenset({"https://evil.com"})
     with pytest.raises(AttributeError):
         del MATCHER.patterns
     assert not MATCHER.allows("https://evil.com")
@@ -851,7 +853,7 @@ _hosts = st.one_of(
     _domains,
     st.ip_addresses(v=4).map(str),
     st.ip_addresses(v=6)
-    .filter(lambda address: address.ipv4_mapped is None)
+    .filter(lambda address: t.cast(ipaddress.IPv6Address, address).ipv4_mapped is None)
     .map(lambda address: f"[{address.compressed}]"),
 )
 

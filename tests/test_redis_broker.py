@@ -443,7 +443,7 @@ def test_the_listener_reconnects_and_delivers_what_was_published_meanwhile(
     ids = [publisher.publish("reconnect", Event("before"))]
     assert ids_of(take(subscription, 1)) == ids
     with redis.Redis.from_url(redis_server.url) as admin:
-        killed = admin.client_kill_filter(_type="normal", skipme=True)  # type: ignore[call-arg]
+        killed = admin.client_kill_filter(_type="normal", skipme=True)
         assert killed >= 1
     ids += [publisher.publish("reconnect", Event(str(n))) for n in range(5)]
     assert ids_of(take(subscription, 5)) == ids[1:]

@@ -403,14 +403,14 @@ def test_redis_connections_stay_a_small_constant_per_worker_with_1000_subscriber
                 client.abort()
         # Dead clients are noticed by the next heartbeat; both workers get back to zero.
         deadline = time.monotonic() + 10
-        counts: dict[int, int] = {}
+        left: dict[int, int] = {}
         while time.monotonic() < deadline:
             reading = stats(server)
-            counts[reading["pid"]] = reading["subscribers"]
-            if len(counts) == 2 and not any(counts.values()):
+            left[reading["pid"]] = reading["subscribers"]
+            if len(left) == 2 and not any(left.values()):
                 break
             time.sleep(0.1)
-        assert counts and not any(counts.values()), counts
+        assert left and not any(left.values()), left
 
 
 def _by_worker(listed: list[dict[str, t.Any]]) -> dict[str, dict[str, int]]:

@@ -18,6 +18,7 @@ from flask_ssecors._stream import EventStream
 
 from .conftest import ALLOWED
 from .conftest import HOSTILE
+from .conftest import stream_client
 
 ORIGIN = {"Origin": ALLOWED}
 
@@ -62,7 +63,7 @@ def test_a_fresh_app_has_zero_everywhere(make_app: t.Callable[..., Flask]) -> No
 
 def test_streams_and_events_are_counted(make_app: t.Callable[..., Flask]) -> None:
     app, sse = build(make_app)
-    client = app.test_client()
+    client = stream_client(app)
     assert client.get("/three", headers=ORIGIN).get_data().count(b"data: ") == 3
     reader = client.open_stream("/events", headers=ORIGIN)
     with app.app_context():
@@ -82,7 +83,7 @@ def test_streams_and_events_are_counted(make_app: t.Callable[..., Flask]) -> Non
 
 def test_refusals_are_counted_by_reason(make_app: t.Callable[..., Flask]) -> None:
     app, sse = build(make_app, SSECORS_SERVE_WITHOUT_ORIGIN=False)
-    client = app.test_client()
+    client = stream_client(app)
     client.get("/three", headers={"Origin": HOSTILE})
     client.get("/three", headers={"Origin": HOSTILE})
     client.get("/three", headers={"Origin": "https://app.example.com/"})
@@ -101,7 +102,7 @@ def test_refusals_are_counted_by_reason(make_app: t.Callable[..., Flask]) -> Non
 def test_slow_clients_are_counted(make_app: t.Callable[..., Flask]) -> None:
     """A subscriber that falls more than SSECORS_QUEUE_SIZE behind is dropped and counted."""
     app, sse = build(make_app, SSECORS_QUEUE_SIZE=2)
-    reader = app.test_client().open_stream("/events", headers=ORIGIN)
+    reader = stream_client(app).open_stream("/events", headers=ORIGIN)
     reader.read_chunk(1)
     with app.app_context():
         for n in range(5):
@@ -149,7 +150,7 @@ def test_signals_are_sent(make_app: t.Callable[..., Flask]) -> None:
         stats_module.stream_closed.connected_to(receivers["closed"], app),
         stats_module.request_refused.connected_to(receivers["refused"], app),
     ):
-        client = app.test_client()
+        client = stream_client(app)
         client.get("/three", headers={**ORIGIN, "X-Request-ID": "r-1"}).get_data()
         client.get("/three", headers={"Origin": HOSTILE})
         client.get("/secure", headers=ORIGIN)
@@ -178,7 +179,7 @@ def test_a_failing_receiver_does_not_break_the_stream(
 
     caplog.set_level(logging.ERROR, logger="flask_ssecors")
     with stats_module.stream_closed.connected_to(broken, app):
-        body = app.test_client().get("/three", headers=ORIGIN).get_data()
+        body = stream_client(app).get("/three", headers=ORIGIN).get_data()
     assert body.count(b"data: ") == 3
     assert any("receiver" in r.getMessage() for r in caplog.records)
     with app.app_context():
@@ -188,7 +189,7 @@ def test_a_failing_receiver_does_not_break_the_stream(
 def test_prometheus_exposition(make_app: t.Callable[..., Flask]) -> None:
     prometheus_client = pytest.importorskip("prometheus_client")
     app, _ = build(make_app)
-    client = app.test_client()
+    client = stream_client(app)
     client.get("/three", headers=ORIGIN).get_data()
     client.get("/three", headers={"Origin": HOSTILE})
     registry = prometheus_client.CollectorRegistry()

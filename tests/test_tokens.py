@@ -388,7 +388,7 @@ def test_the_token_is_in_no_log_line(site: Site, caplog: pytest.LogCaptureFixtur
     """Every path (issued, accepted, each refusal, expiry) logs without the token: not in the
     message, not in the arguments, on no logger."""
     caplog.set_level(logging.DEBUG)
-    tokens = []
+    tokens: list[str] = []
     for _, make, _, _ in REFUSALS:
         path, headers = make(site)
         tokens.extend(part.split("&")[0] for part in path.split("token=")[1:])

@@ -57,10 +57,10 @@ def send(page: Page, text: str) -> dict[str, t.Any]:
     return t.cast("dict[str, t.Any]", page.evaluate("text => demo.send(text)", text))
 
 
-def messages(page: Page) -> list[dict[str, str]]:
+def messages(page: Page) -> list[dict[str, t.Any]]:
     """The chat messages shown, as ``{"id", "user", "text"}``."""
     return t.cast(
-        "list[dict[str, str]]",
+        "list[dict[str, t.Any]]",
         page.evaluate(
             """() => [...document.querySelectorAll('#messages .message')].map(m => ({
                 id: m.dataset.id,

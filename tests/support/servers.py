@@ -138,7 +138,7 @@ class LiveServer:
             ]
         return [sys.executable, "-m", "tests.support.pywsgi_serve", self.target, str(self.port)]
 
-    def start(self) -> LiveServer:
+    def start(self) -> t.Self:
         self._log = open(self.log_path, "wb") if self.log_path else None  # noqa: SIM115
         self.process = subprocess.Popen(
             self.command(),
@@ -165,7 +165,7 @@ class LiveServer:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self) -> t.Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -183,7 +183,7 @@ class RedisServer:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> RedisServer:
+    def start(self) -> t.Self:
         args = [
             self.binary,
             "--port",
@@ -205,7 +205,7 @@ class RedisServer:
         if self.process is not None:
             stop(self.process, sig)
 
-    def __enter__(self) -> RedisServer:
+    def __enter__(self) -> t.Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
