@@ -12,10 +12,10 @@ _REFERENCE = re.compile(r"``(tests/[\w/]+\.py)::(\w+)``")
 
 
 def _references() -> list[tuple[str, str, str]]:
-    found = []
+    found: list[tuple[str, str, str]] = []
     for page in sorted((ROOT / "docs").glob("*.rst")):
         for match in _REFERENCE.finditer(page.read_text()):
-            found.append((page.name, *match.groups()))
+            found.append((page.name, match.group(1), match.group(2)))
     return found
 
 
