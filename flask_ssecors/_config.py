@@ -110,7 +110,10 @@ class Settings:
     broker_url: str
     backlog: int
     broker_timeout: float
+    channel_ttl: float | None
+    max_event_size: int | None
     max_streams: int | None
+    max_streams_per_client: int | None
     busy_retry: int
     token_max_age: float
     token_cookie: str
@@ -492,7 +495,40 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
         "2.0",
     ),
     Option(
-        "SSECORS_MAX_STREAMS", "max_streams", None, _integer(1, optional=True), "app", "", "None"
+        "SSECORS_CHANNEL_TTL",
+        "channel_ttl",
+        86400.0,
+        _number(0.0, 31536000.0, low_open=True, optional=True),
+        "app",
+        "",
+        "86400.0",
+    ),
+    Option(
+        "SSECORS_MAX_EVENT_SIZE",
+        "max_event_size",
+        65536,
+        _integer(64, 64 * 1024 * 1024, optional=True, unit=" of bytes"),
+        "app",
+        "",
+        "65536",
+    ),
+    Option(
+        "SSECORS_MAX_STREAMS",
+        "max_streams",
+        None,
+        _integer(1, optional=True),
+        "app",
+        "",
+        "``None``: 90 % of gunicorn's ``worker_connections``",
+    ),
+    Option(
+        "SSECORS_MAX_STREAMS_PER_CLIENT",
+        "max_streams_per_client",
+        None,
+        _integer(1, optional=True),
+        "app",
+        "",
+        "None",
     ),
     Option(
         "SSECORS_BUSY_RETRY",

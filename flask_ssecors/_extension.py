@@ -60,6 +60,7 @@ from .brokers import create_broker
 from .brokers import MemoryBroker
 from .brokers import Subscription
 from .exceptions import BrokerUnavailable
+from .exceptions import ChannelError
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import HeaderConflictError
@@ -134,7 +135,11 @@ class SSECors:
             policy=_compile(settings),
             broker=self._broker
             or create_broker(
-                settings.broker_url, backlog=settings.backlog, timeout=settings.broker_timeout
+                settings.broker_url,
+                backlog=settings.backlog,
+                timeout=settings.broker_timeout,
+                channel_ttl=settings.channel_ttl,
+                max_event_size=settings.max_event_size,
             ),
             streams=StreamTracker(app, settings, counters),
             tokens=_token_codec(app, settings),
@@ -544,30 +549,42 @@ class SSECors:
         """Admit the request (its token, then capacity), run the view, open its stream."""
         options = view.settings.stream
         decision = decision or _request.decision()
+        grant = None
         if options.require_token:
             assert state.tokens is not None  # checked when the view was compiled
             try:
-                _request.verify_token(state.tokens, state.settings.token_cookie)
+                grant = _request.verify_token(state.tokens, state.settings.token_cookie)
             except TokenRefused as error:
                 return self._refuse_token(state, error)
-        if not state.streams.reserve():
-            return self._turn_away(state, decision, options)
+        streams = state.streams
+        client = grant.subject if grant is not None else _request.remote_addr()
+        refused = streams.reserve(client)
+        if refused is not None:
+            return self._turn_away(state, decision, options, refused)
+        opened = False
         try:
             rv = function(*args, **kwargs)
+            if isinstance(rv, Response):
+                return rv
+            source = rv if isinstance(rv, Subscription) else _as_iterable(rv)
+            response = self._open_stream(state, decision, source, options, client)
+            opened = True
+            return response
         except BrokerUnavailable as error:
             # A non-200 answer would make browsers stop reconnecting for good: open the
             # stream, tell the client when to come back, and end it.
             logger.warning("stream on %s deferred: %s", _request.describe()[1], error)
             options = dataclasses.replace(options, retry=BROKER_RETRY_MS)
-            return self._open_stream(state, decision, (), options)
+            response = self._open_stream(state, decision, (), options, client)
+            opened = True
+            return response
         except TokenRefused as error:  # sse.subscribe(): a channel the token lacks
             return self._refuse_token(state, error)
+        except ChannelError as error:  # sse.subscribe(): a name no broker can store
+            logger.warning("refused stream on %s: %s", _request.describe()[1], error.reason)
+            return _responses.bad_channel(error)
         finally:
-            state.streams.unreserve()
-        if isinstance(rv, Response):
-            return rv
-        source = rv if isinstance(rv, Subscription) else _as_iterable(rv)
-        return self._open_stream(state, decision, source, options)
+            streams.unreserve(client, opened=opened)
 
     def _open_stream(
         self,
@@ -575,33 +592,35 @@ class SSECors:
         decision: Decision | None,
         source: Subscription | cabc.Iterable[object],
         options: StreamOptions,
+        client: str | None,
     ) -> StreamResponse:
         """The response of an admitted stream: tracked, with its deadlines, headers pinned."""
         settings = state.settings
-        grant = _request.grant()
         stream = state.streams.open(
             source,
             options,
-            grant=grant,
+            grant=_request.grant(),
             clock=state.tokens.clock if state.tokens is not None else time.time,
             request_id=_request.request_id(settings),
+            client=client,
         )
         return _responses.stream(
             stream, decision, _request_id_headers(settings), strict=_request.strict()
         )
 
     def _turn_away(
-        self, state: AppState, decision: Decision | None, options: StreamOptions
+        self, state: AppState, decision: Decision | None, options: StreamOptions, reason: str
     ) -> Response:
-        """The answer to a stream request over capacity (or while shutting down)."""
+        """The answer to a stream request over capacity, over its client's limit, or while
+        the worker shuts down."""
         streams = state.streams
-        reason = streams.refusal_reason
         state.counters.count_refusal(state.app, RefusalKind.CAPACITY, reason)
         logger.info(
-            "turned a stream request away: %s (%d open, SSECORS_MAX_STREAMS=%s)",
+            "turned a stream request away: %s (%d open, limit %s, per client %s)",
             reason,
             len(streams.streams),
             streams.limit,
+            streams.per_client,
         )
         if not _request.accepts_event_stream():
             return _responses.unavailable(streams.busy_retry)

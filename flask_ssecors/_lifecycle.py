@@ -1,12 +1,16 @@
 """Stream capacity and lifetime: how many streams a worker holds, how long, and how they end.
 
 Capacity
-    ``SSECORS_MAX_STREAMS`` bounds the open streams of one app in one worker process. Over it,
-    a request that comes from ``EventSource`` (it sends ``Accept: text/event-stream``) gets a
-    ``200`` stream that carries only a ``retry:`` hint (``SSECORS_BUSY_RETRY`` milliseconds,
-    with jitter) and ends: the browser comes back later, maybe to a less busy worker. A ``503``
-    would make ``EventSource`` give up for good. Other clients get ``503`` with
-    ``Retry-After``. The view does not run.
+    ``SSECORS_MAX_STREAMS`` bounds the open streams of one app in one worker process. When it
+    is not set and the app runs in a gunicorn gevent worker, it is 90 % of the worker's
+    ``worker_connections``, so that ordinary requests still find a connection; the figure is
+    logged. ``SSECORS_MAX_STREAMS_PER_CLIENT`` bounds the open streams of one client: the
+    subject of its stream token when it has one, else its address as Werkzeug sees it (so
+    ``ProxyFix`` applies). Over either limit, a request that comes from ``EventSource`` (it
+    sends ``Accept: text/event-stream``) gets a ``200`` stream that carries only a ``retry:``
+    hint (``SSECORS_BUSY_RETRY`` milliseconds, with jitter) and ends: the browser comes back
+    later, maybe to a less busy worker. A ``503`` would make ``EventSource`` give up for good.
+    Other clients get ``503`` with ``Retry-After``. The view does not run.
 
 Age
     ``SSECORS_MAX_STREAM_AGE`` ends each stream after that many seconds, less up to 10 %
@@ -77,6 +81,9 @@ ROTATE_RETRY_MS: t.Final = (500, 1500)
 SHUTDOWN_RETRY_MS: t.Final = (500, 3000)
 #: Relative jitter of the ``retry:`` hint sent over capacity.
 BUSY_JITTER: t.Final = 0.5
+#: The share of gunicorn's ``worker_connections`` streams may take when ``SSECORS_MAX_STREAMS``
+#: is not set; the rest is left for ordinary requests.
+STREAM_SHARE: t.Final = 0.9
 
 #: Every tracker of this process, for :func:`end_all_streams`.
 _trackers: weakref.WeakSet[StreamTracker] = weakref.WeakSet()
@@ -96,7 +103,16 @@ class StreamTracker:
 
     def __init__(self, app: Flask, settings: Settings, counters: Counters) -> None:
         self.app = app
+        #: Open streams allowed in this process; None for no limit.
         self.limit = settings.max_streams
+        #: Whether :attr:`limit` comes from the server (``SSECORS_MAX_STREAMS`` not set), and
+        #: the process it was found in.
+        self._derived = settings.max_streams is None
+        self._derived_in = -1
+        #: Open streams allowed per client; None for no limit.
+        self.per_client = settings.max_streams_per_client
+        #: Open (or admitted) streams per client, while any is open.
+        self.clients: dict[str, int] = {}
         self.busy_retry = settings.busy_retry
         self.drain_on_shutdown = settings.drain_on_shutdown
         self.counters = counters
@@ -110,26 +126,59 @@ class StreamTracker:
 
     # -- admission -------------------------------------------------------------------------
 
-    def reserve(self) -> bool:
-        """Admit one more stream request, or refuse it (over capacity, or shutting down).
+    def reserve(self, client: str | None = None) -> str | None:
+        """Admit one more stream request from ``client``, or say why not:
+        ``"shutting-down"``, ``"over-capacity"`` or ``"client-limit"``.
 
         Every admitted request must be followed by :meth:`unreserve` once its view returned.
         """
-        if self.draining or (
-            self.limit is not None and len(self.streams) + self.pending >= self.limit
-        ):
-            return False
+        if self._derived and self._derived_in != os.getpid():
+            self._derive_limit()
+        if self.draining:
+            return "shutting-down"
+        if self.limit is not None and len(self.streams) + self.pending >= self.limit:
+            return "over-capacity"
+        if self.per_client is not None and client is not None:
+            held = self.clients.get(client, 0)
+            if held >= self.per_client:
+                return "client-limit"
+            self.clients[client] = held + 1
         self.pending += 1
-        return True
+        return None
 
-    def unreserve(self) -> None:
-        """The view of an admitted request returned (with a stream or not)."""
+    def unreserve(self, client: str | None = None, *, opened: bool) -> None:
+        """The view of an admitted request returned: with a stream (``opened``), whose close
+        gives the client's place back, or without one."""
         self.pending -= 1
+        if not opened:
+            self._leave(client)
 
-    @property
-    def refusal_reason(self) -> str:
-        """Why :meth:`reserve` refuses: ``"shutting-down"`` or ``"over-capacity"``."""
-        return "shutting-down" if self.draining else "over-capacity"
+    def _leave(self, client: str | None) -> None:
+        if self.per_client is None or client is None:
+            return
+        held = self.clients.get(client, 0) - 1
+        if held > 0:
+            self.clients[client] = held
+        else:
+            self.clients.pop(client, None)
+
+    def _derive_limit(self) -> None:
+        """``SSECORS_MAX_STREAMS`` is not set: take 90 % of gunicorn's ``worker_connections``
+        when this process is a gunicorn gevent worker (once per process)."""
+        self._derived_in = os.getpid()
+        worker = _gunicorn_gevent_worker()
+        connections = getattr(worker, "worker_connections", None)
+        if not isinstance(connections, int) or connections < 2:
+            self.limit = None
+            return
+        self.limit = max(1, int(connections * STREAM_SHARE))
+        logger.info(
+            "SSECORS_MAX_STREAMS is not set: at most %d streams in this worker (%d %% of "
+            "gunicorn's worker_connections = %d), the rest is left for other requests",
+            self.limit,
+            round(STREAM_SHARE * 100),
+            connections,
+        )
 
     def busy_stream(self, options: StreamOptions) -> EventStream:
         """The stream that turns an ``EventSource`` away (see the module documentation): a
@@ -151,6 +200,7 @@ class StreamTracker:
         grant: Grant | None = None,
         clock: cabc.Callable[[], float] = time.time,
         request_id: str | None = None,
+        client: str | None = None,
     ) -> EventStream:
         """Create and track the stream of an admitted request.
 
@@ -159,11 +209,14 @@ class StreamTracker:
         :param grant: the request's token grant: the stream ends when the token expires.
         :param clock: the wall clock the token's expiry is measured with.
         :param request_id: the request's id, for the signals.
+        :param client: who holds the stream (:meth:`reserve`); its place is given back when
+            the stream closes.
         """
         started = time.monotonic()
         stream_ref: weakref.ref[EventStream] | None = None
 
         def release() -> None:
+            self._leave(client)
             closed = stream_ref() if stream_ref is not None else None
             if closed is not None:
                 self._release(closed, started, request_id)

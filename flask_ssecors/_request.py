@@ -114,6 +114,11 @@ def url_adapter() -> MapAdapter:
     return t.cast("MapAdapter", current_app.create_url_adapter(request))
 
 
+def remote_addr() -> str | None:
+    """The client's address as Werkzeug sees it (so ``ProxyFix`` applies)."""
+    return request.remote_addr
+
+
 def is_secure() -> bool:
     """Whether the current request came over https (as Werkzeug sees it)."""
     return request.is_secure

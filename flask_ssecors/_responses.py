@@ -15,6 +15,7 @@ if t.TYPE_CHECKING:
     import collections.abc as cabc
 
     from ._policy import Decision
+    from .exceptions import ChannelError
     from .exceptions import TokenRefused
 
 Headers = tuple[tuple[str, str], ...]
@@ -43,6 +44,14 @@ def token_refusal(error: TokenRefused) -> Response:
             challenge += ', error="invalid_token"'
         response.headers["WWW-Authenticate"] = challenge
     return response
+
+
+def bad_channel(error: ChannelError) -> Response:
+    """``400``: the stream names a channel no broker can store (``EventSource`` does not
+    retry, which is right: the same request would fail again)."""
+    return Response(
+        f"Bad Request: invalid channel name ({error.reason}).\n", 400, mimetype="text/plain"
+    )
 
 
 def unavailable(retry_ms: int) -> Response:

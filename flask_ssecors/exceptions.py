@@ -5,6 +5,7 @@ The hierarchy::
     SSECorsError
      ├── ConfigError          bad configuration, raised at ``init_app`` or decoration time
      ├── EventFieldError      an event field that cannot be sent (CR, LF or NUL in ``id``/``event``)
+     ├── ChannelError         a channel name a broker cannot store
      ├── HeaderConflictError  something else tried to set headers this extension owns
      ├── TokenRefused         a stream token does not grant what the request asks for
      └── BrokerError          the broker failed
@@ -21,6 +22,7 @@ import typing as t
 __all__ = [
     "BrokerError",
     "BrokerUnavailable",
+    "ChannelError",
     "ConfigError",
     "ConfigIssue",
     "EventFieldError",
@@ -86,6 +88,26 @@ class EventFieldError(SSECorsError, ValueError):
         self.value = value
         self.reason = reason
         super().__init__(f"Event field {field!r} = {value!r}: {reason}")
+
+
+class ChannelError(SSECorsError, ValueError):
+    """A channel name that no broker can store: empty, not a ``str``, with NUL or a lone
+    surrogate, or longer than :data:`flask_ssecors.brokers.MAX_CHANNEL_BYTES`.
+
+    Raised by ``publish`` and ``subscribe`` before anything is stored, so nothing is left
+    behind. A stream view that subscribes to such a channel gets ``400`` (the extension
+    answers).
+
+    :param channel: the name, as given.
+    :param reason: what is wrong.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, channel: object, reason: str) -> None:
+        self.channel = channel
+        self.reason = reason
+        super().__init__(f"channel {channel!r:.80}: {reason}")
 
 
 class HeaderConflictError(SSECorsError):

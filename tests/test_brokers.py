@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import random
+import re
 import time
 import typing as t
 
@@ -37,6 +38,8 @@ from flask_ssecors.brokers import Subscription
 from flask_ssecors.brokers import SubscriptionClosed
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
+from flask_ssecors.exceptions import ChannelError
+from flask_ssecors.exceptions import EventFieldError
 
 #: Backlog of the default broker: larger than any test publishes unless it says otherwise.
 BACKLOG = 1000
@@ -99,8 +102,9 @@ class BrokerContract:
 
     @pytest.fixture
     def make_broker(self) -> cabc.Iterator[MakeBroker]:
-        """A factory ``make(backlog=BACKLOG) -> Broker``; every broker it made is closed after
-        the test. Each call is a fresh broker, as after a process restart."""
+        """A factory ``make(backlog=BACKLOG, **options) -> Broker`` (options: ``channel_ttl``,
+        ``max_event_size``); every broker it made is closed after the test. Each call is a
+        fresh broker, as after a process restart."""
         raise NotImplementedError("override make_broker in the broker's test class")
 
     @pytest.fixture
@@ -108,9 +112,10 @@ class BrokerContract:
         return make_broker(backlog=BACKLOG)
 
     def id_key(self, event_id: str) -> tuple[str, int]:
-        """A sort key for the ids this broker assigns (``<prefix>-<n>``); override for others."""
-        prefix, _, number = event_id.rpartition("-")
-        return prefix, int(number)
+        """A sort key for the ids this broker assigns (``<generation>.<n>``); override for
+        others."""
+        generation, _, number = event_id.partition(".")
+        return generation, int(number)
 
     # -- ids -------------------------------------------------------------------------------
 
@@ -208,6 +213,8 @@ class BrokerContract:
             pytest.param(lambda last: "0", id="zero"),
             pytest.param(lambda last: "-1", id="negative"),
             pytest.param(lambda last: "x-1", id="other-prefix"),
+            pytest.param(lambda last: "abcdef" + last[6:], id="other-generation"),
+            pytest.param(lambda last: "000000" + last[6:], id="empty-generation-ahead"),
             pytest.param(lambda last: "9" * 40, id="huge"),
             pytest.param(lambda last: last + "0", id="ahead-of-head"),
             pytest.param(lambda last: last + "\u0661", id="non-ascii-digit"),
@@ -494,14 +501,102 @@ class BrokerContract:
             start = published.index(seen[0])
             assert seen == published[start:]
 
+    # -- ids belong to their channel; names; sizes; retention ---------------------------
+
+    def test_an_id_from_another_channel_gets_the_reset_event(self, broker: Broker) -> None:
+        """Regression: a valid id of channel A presented on channel B replayed B after that
+        position, skipping B's first events silently."""
+        a_ids = publish_many(broker, "a", 5)
+        b_ids = publish_many(broker, "b", 5)
+        subscription = broker.subscribe("b", a_ids[1])
+        (reset,) = take(subscription, 1)
+        assert reset.event == RESET_EVENT
+        assert reset.id == b_ids[-1]
+        assert_nothing_more(subscription)
+
+    @pytest.mark.parametrize(
+        "name",
+        ["bad\ud800name", "nul\x00", "", "x" * 513, "é" * 257],
+        ids=["lone-surrogate", "nul", "empty", "too-long", "too-long-in-utf8"],
+    )
+    def test_bad_channel_names_are_refused_and_nothing_is_poisoned(
+        self, broker: Broker, name: str
+    ) -> None:
+        """Regression: a lone surrogate raised UnicodeEncodeError inside the Redis broker and
+        every later subscribe waited, then failed."""
+        with pytest.raises(ChannelError):
+            broker.publish(name, Event("x"))
+        with pytest.raises(ChannelError):
+            broker.subscribe(name)
+        with pytest.raises(ChannelError):
+            broker.subscribe(name, "abcdef.1")
+        started = time.monotonic()
+        subscription = broker.subscribe("good", "garbage")
+        assert time.monotonic() - started < 1.0  # the next subscribe works at once
+        (reset,) = take(subscription, 1)
+        assert reset.event == RESET_EVENT
+        event_id = broker.publish("good", Event("fine"))
+        assert [e.id for e in take(subscription, 1)] == [event_id]
+
+    def test_the_longest_accepted_name_works(self, broker: Broker) -> None:
+        name = "é" * 256  # 512 bytes of UTF-8
+        subscription = broker.subscribe(name)
+        event_id = broker.publish(name, Event("x"))
+        assert [e.id for e in take(subscription, 1)] == [event_id]
+
+    def test_events_above_the_size_limit_are_refused(self, make_broker: MakeBroker) -> None:
+        broker = make_broker(max_event_size=100)
+        subscription = broker.subscribe("c")
+        with pytest.raises(EventFieldError, match="SSECORS_MAX_EVENT_SIZE"):
+            broker.publish("c", Event("x" * 200))
+        assert_nothing_more(subscription)
+        ok = broker.publish("c", Event("x" * 50))
+        assert [e.id for e in take(subscription, 1)] == [ok]
+
+    def test_channel_count(self, broker: Broker) -> None:
+        start = broker.channel_count()
+        a = broker.subscribe("count-a")
+        b = broker.subscribe("count-b")
+        assert broker.channel_count() == start + 2
+        a.close()
+        b.close()
+
+    def test_an_id_of_a_forgotten_channel_gets_the_reset_event(
+        self, make_broker: MakeBroker
+    ) -> None:
+        """A channel with no subscriber and no publish for its TTL is forgotten; an id from
+        its previous life gets the reset event, even once it holds new events."""
+        broker = make_broker(channel_ttl=0.3)
+        old = publish_many(broker, "c", 3)
+        gevent.sleep(1.5)  # the TTL, then time for the broker (or Redis) to forget it
+        probe = broker.subscribe("c", old[-1])
+        (reset,) = take(probe, 1)
+        assert reset.event == RESET_EVENT
+        probe.close()
+        new = publish_many(broker, "c", 3, tag="new life")
+        subscription = broker.subscribe("c", old[0])
+        (reset,) = take(subscription, 1)
+        assert reset.event == RESET_EVENT
+        assert reset.id == new[-1]
+        assert_nothing_more(subscription)
+
+    def test_an_empty_channel_reset_id_resumes_from_the_first_event(self, broker: Broker) -> None:
+        """A client reset on an empty channel gets every event published after, none lost."""
+        (reset,) = take(broker.subscribe("empty", "garbage"), 1)
+        assert reset.id is not None
+        published = publish_many(broker, "empty", 3)
+        again = broker.subscribe("empty", reset.id)
+        assert [e.id for e in take(again, 3)] == published
+        assert_nothing_more(again)
+
 
 class TestMemoryBroker(BrokerContract):
     @pytest.fixture
     def make_broker(self) -> cabc.Iterator[MakeBroker]:
         made: list[MemoryBroker] = []
 
-        def make(backlog: int = BACKLOG) -> Broker:
-            broker = MemoryBroker(backlog=backlog)
+        def make(backlog: int = BACKLOG, **options: t.Any) -> Broker:
+            broker = MemoryBroker(backlog=backlog, **options)
             made.append(broker)
             return broker
 
@@ -512,12 +607,16 @@ class TestMemoryBroker(BrokerContract):
     def test_id_format(self) -> None:
         broker = MemoryBroker()
         ids = publish_many(broker, "c", 3)
-        assert ids == [f"{broker.epoch}-{n}" for n in (1, 2, 3)]
-        assert publish_many(broker, "other", 1) == [f"{broker.epoch}-1"]
+        generation = ids[0].partition(".")[0]
+        assert re.fullmatch(r"[0-9a-z]{6}", generation)
+        assert ids == [f"{generation}.{n}" for n in (1, 2, 3)]
+        (other,) = publish_many(broker, "other", 1)
+        assert other.endswith(".1")
+        assert other.partition(".")[0] != generation
 
-    def test_epochs_differ_between_instances_started_together(self) -> None:
-        epochs = {MemoryBroker().epoch for _ in range(200)}
-        assert len(epochs) == 200
+    def test_generations_differ_between_instances_started_together(self) -> None:
+        generations = {publish_many(MemoryBroker(), "c", 1)[0] for _ in range(200)}
+        assert len(generations) == 200
 
     @pytest.mark.parametrize(
         "number",
@@ -527,11 +626,12 @@ class TestMemoryBroker(BrokerContract):
         """Only ids the broker wrote are known: ``int()`` would accept most of these and
         replay from a position the client never held."""
         broker = MemoryBroker()
-        publish_many(broker, "c", 3)
-        subscription = broker.subscribe("c", f"{broker.epoch}-{number}")
+        ids = publish_many(broker, "c", 3)
+        generation = ids[0].partition(".")[0]
+        subscription = broker.subscribe("c", f"{generation}.{number}")
         (reset,) = take(subscription, 1)
         assert reset.event == RESET_EVENT
-        assert reset.id == f"{broker.epoch}-3"
+        assert reset.id == ids[-1]
 
     def test_reset_event_data_says_why(self) -> None:
         broker = MemoryBroker(backlog=2)
@@ -545,7 +645,20 @@ class TestMemoryBroker(BrokerContract):
     def test_empty_channel_reset_id_is_position_zero(self) -> None:
         broker = MemoryBroker()
         (reset,) = take(broker.subscribe("fresh", "garbage"), 1)
-        assert reset.id == f"{broker.epoch}-0"
+        assert reset.id == "000000.0"
+
+    def test_channels_are_forgotten_after_their_ttl_and_their_ids_reset(self) -> None:
+        broker = MemoryBroker(channel_ttl=0.2)
+        ids = [broker.publish(f"c{n}", Event(n)) for n in range(100)]
+        held = broker.subscribe("c0")
+        assert broker.channel_count() == 100
+        deadline = time.monotonic() + 3
+        while broker.channel_count() > 1 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        assert broker.channel_count() == 1  # c0 has a subscriber: it is kept
+        (reset,) = take(broker.subscribe("c5", ids[5]), 1)
+        assert reset.event == RESET_EVENT
+        held.close()
 
 
 def test_settings_reach_the_broker_and_subscriptions(make_app: cabc.Callable[..., Flask]) -> None:

@@ -29,7 +29,7 @@ from flask import Flask
 from flask_ssecors import SSECors
 from flask_ssecors._parser import parse_events
 from flask_ssecors.brokers import create_broker
-from flask_ssecors.brokers._redis import parse_event_id
+from flask_ssecors.brokers._redis import _parse_event_id as parse_event_id
 from flask_ssecors.brokers._redis import RedisBroker
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
@@ -157,15 +157,22 @@ def test_delivered_bytes_match_the_memory_broker_format(
     event_id = broker.publish("format", event)
     (frame,) = take(subscription, 1)
     assert frame == event.with_id(event_id).encode()
-    (replayed,) = take(broker.subscribe("format", last_event_id=_before(event_id)), 1)
+    # A client that saw the channel empty gets everything it holds now.
+    (replayed,) = take(broker.subscribe("format", last_event_id="000000.0-0"), 1)
     assert replayed == frame
 
 
-def _before(event_id: str) -> str:
-    parsed = parse_event_id(event_id)
+def test_a_position_the_channel_never_had_gets_the_reset_event(make_broker: MakeBroker) -> None:
+    """An id is a position the broker gave out: one made up next to a real one (the right
+    generation, a stream id between two entries) is unknown, not a place to resume from."""
+    broker = make_broker()
+    ids = [broker.publish("made-up", Event(n)) for n in range(3)]
+    parsed = parse_event_id(ids[1])
     assert parsed is not None
-    epoch, (ms, seq) = parsed
-    return f"{epoch}.{ms}-{seq - 1}" if seq else f"{epoch}.{ms - 1}-{2**63 - 1}"
+    generation, (ms, seq) = parsed
+    for made_up in (f"{generation}.{ms}-{seq + 7}", f"{generation}.{ms - 1}-0"):
+        (reset,) = take(broker.subscribe("made-up", made_up), 1)
+        assert event_of(reset).event == RESET_EVENT
 
 
 def test_events_published_on_one_worker_reach_and_replay_on_another(
@@ -205,7 +212,7 @@ def test_an_id_older_than_the_backlog_gets_the_reset_event_after_maxlen_trimming
     was replayed the few entries still kept and silently missed the hundreds in between."""
     broker = make_broker(backlog=5)
     ids = [broker.publish("trim", Event(str(n))) for n in range(400)]
-    info = admin.xinfo_stream(f"{broker.prefix}ch:trim")
+    info = admin.xinfo_stream(broker.keys.channel("trim"))
     assert info["length"] < 400  # Redis trimmed
     assert info["max-deleted-entry-id"] in (b"0-0", "0-0")  # and did not record it
     for resume_at in (ids[0], ids[200], ids[-50]):
@@ -503,34 +510,30 @@ def test_redis_restarted_without_its_data_sends_the_reset_event(
 
 
 def test_a_channel_first_read_after_the_data_loss_gets_no_spurious_reset(
-    make_broker: MakeBroker, monkeypatch: pytest.MonkeyPatch
+    make_broker: MakeBroker,
 ) -> None:
     """Regression: after Redis lost its data, the listener reset every channel it tracked,
     including one whose first snapshot was already taken from the new data; that subscriber
-    got a reset it did not need and every event again from the start of the stream."""
+    got a reset it did not need and every event again from the start of the stream. Now a
+    subscriber waits until the listener has caught up after a reconnection, so its snapshot
+    is always from the data the listener reads."""
     server = RedisServer().start()
     try:
         publisher, worker = make_broker(server.url), make_broker(server.url)
         before = worker.subscribe("old-channel")
-        gate = gevent.event.Event()
-        sync = worker._sync_epoch
-
-        def gated_sync(client: t.Any) -> None:
-            if not worker._epoch_checked:
-                gate.wait(5)
-            sync(client)
-
-        gevent.sleep(0.1)
-        monkeypatch.setattr(worker, "_sync_epoch", gated_sync)
+        publisher.publish("old-channel", Event("before the loss"))
+        assert event_of(take(before, 1)[0]).data == "before the loss"
         server.stop(signal.SIGKILL)
         server = restart_on_same_port(server)
         ids = [publisher.publish("new-channel", Event(str(n))) for n in range(2)]
         after = worker.subscribe("new-channel", last_event_id=ids[0])
         ids.append(publisher.publish("new-channel", Event("2")))
-        gate.set()  # now the listener notices the new epoch
-        assert event_of(take(before, 1)[0]).event == RESET_EVENT
         assert ids_of(take(after, 2)) == ids[1:]
         assert nothing_more(after)
+        publisher.publish("old-channel", Event("first of its new life"))
+        frames = take(before, 2)
+        assert event_of(frames[0]).event == RESET_EVENT
+        assert event_of(frames[1]).data == "first of its new life"
     finally:
         server.stop()
 
@@ -671,8 +674,10 @@ class TestRedisBrokerContract(BrokerContract):
         made: list[RedisBroker] = []
         prefix = f"c{secrets.token_hex(4)}:"
 
-        def make(backlog: int = BACKLOG) -> RedisBroker:
-            broker = RedisBroker(redis_server.url, backlog=backlog, prefix=prefix, timeout=1.0)
+        def make(backlog: int = BACKLOG, **options: t.Any) -> RedisBroker:
+            broker = RedisBroker(
+                redis_server.url, backlog=backlog, prefix=prefix, timeout=1.0, **options
+            )
             made.append(broker)
             return broker
 
@@ -683,5 +688,5 @@ class TestRedisBrokerContract(BrokerContract):
     def id_key(self, event_id: str) -> tuple[str, int]:
         parsed = parse_event_id(event_id)
         assert parsed is not None, event_id
-        epoch, (ms, seq) = parsed
-        return epoch, ms << 64 | seq
+        generation, (ms, seq) = parsed
+        return generation, ms << 64 | seq

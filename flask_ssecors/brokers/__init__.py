@@ -11,6 +11,7 @@ from __future__ import annotations
 import typing as t
 
 from ._base import Broker as Broker
+from ._base import MAX_CHANNEL_BYTES as MAX_CHANNEL_BYTES
 from ._base import Subscription as Subscription
 from ._base import SubscriptionClosed as SubscriptionClosed
 from ._memory import MemoryBroker as MemoryBroker
@@ -19,6 +20,7 @@ if t.TYPE_CHECKING:
     from ._redis import RedisBroker as RedisBroker
 
 __all__ = [
+    "MAX_CHANNEL_BYTES",
     "Broker",
     "MemoryBroker",
     "RedisBroker",
@@ -36,17 +38,26 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def create_broker(url: str, *, backlog: int, timeout: float = 2.0) -> Broker:
+def create_broker(
+    url: str,
+    *,
+    backlog: int,
+    timeout: float = 2.0,
+    channel_ttl: float | None = 86400.0,
+    max_event_size: int | None = 65536,
+) -> Broker:
     """Create the broker a validated ``SSECORS_BROKER_URL`` names.
 
     :param url: ``memory://`` or a Redis URL (``redis://``, ``rediss://``, ``unix://``).
-    :param backlog: events kept per channel for replay.
-    :param timeout: bound on each broker operation, in seconds.
+    :param backlog: events kept per channel for replay (``SSECORS_BACKLOG``).
+    :param timeout: bound on each broker operation, in seconds (``SSECORS_BROKER_TIMEOUT``).
+    :param channel_ttl: seconds an unused channel is kept (``SSECORS_CHANNEL_TTL``).
+    :param max_event_size: largest encoded event, in bytes (``SSECORS_MAX_EVENT_SIZE``).
     :raises ConfigError: when the URL names Redis and the ``redis`` package is missing.
     """
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
-        return MemoryBroker(backlog=backlog)
+        return MemoryBroker(backlog=backlog, channel_ttl=channel_ttl, max_event_size=max_event_size)
     try:
         from ._redis import RedisBroker
     except ImportError as error:
@@ -54,4 +65,10 @@ def create_broker(url: str, *, backlog: int, timeout: float = 2.0) -> Broker:
         from ..exceptions import ConfigIssue
 
         raise ConfigError([ConfigIssue("SSECORS_BROKER_URL", url, str(error))]) from None
-    return RedisBroker(url, backlog=backlog, timeout=timeout)
+    return RedisBroker(
+        url,
+        backlog=backlog,
+        timeout=timeout,
+        channel_ttl=channel_ttl,
+        max_event_size=max_event_size,
+    )

@@ -13,14 +13,86 @@ backlog when the client reconnects with its ``Last-Event-ID``.
 from __future__ import annotations
 
 import collections
+import secrets
 import sys
 import typing as t
 import weakref
 
 import gevent
 
+from .._stats import EndReason
+from ..exceptions import ChannelError
+from ..exceptions import EventFieldError
+
 if t.TYPE_CHECKING:
     from ..events import Event
+
+#: Longest channel name, in bytes of UTF-8.
+MAX_CHANNEL_BYTES: t.Final = 512
+#: Characters of a channel generation token (see :func:`new_generation`).
+GENERATION_LENGTH: t.Final = 6
+_BASE36: t.Final = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: The generation of a channel that holds nothing (never published to, or forgotten): a
+#: client given this id saw the channel empty, so whatever it holds later came after.
+EMPTY_GENERATION: t.Final = "0" * GENERATION_LENGTH
+
+
+def check_channel(channel: object) -> str:
+    """Return ``channel`` if a broker can store it, else raise :class:`ChannelError`.
+
+    A channel name is a non-empty ``str`` of at most :data:`MAX_CHANNEL_BYTES` bytes of UTF-8,
+    without NUL and without lone surrogates (which no UTF-8 encoder accepts). Every broker
+    checks names here, before anything is stored or sent, so a bad name leaves nothing behind.
+
+    .. versionadded:: 0.1
+    """
+    if not isinstance(channel, str):
+        raise ChannelError(channel, f"must be a str, not {type(channel).__name__}")
+    if not channel:
+        raise ChannelError(channel, "must not be empty")
+    if "\x00" in channel:
+        raise ChannelError(channel, "must not contain NUL")
+    try:
+        size = len(channel.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ChannelError(channel, "cannot be encoded as UTF-8 (a lone surrogate)") from None
+    if size > MAX_CHANNEL_BYTES:
+        raise ChannelError(channel, f"is {size} bytes long; the limit is {MAX_CHANNEL_BYTES}")
+    return channel
+
+
+def check_event_size(encoded: bytes, limit: int | None) -> None:
+    """Refuse an encoded event larger than ``limit`` bytes (``SSECORS_MAX_EVENT_SIZE``).
+
+    :raises EventFieldError: naming the size and the limit.
+    """
+    if limit is not None and len(encoded) > limit:
+        raise EventFieldError(
+            "data",
+            f"<{len(encoded)} bytes>",
+            f"the encoded event is {len(encoded)} bytes; SSECORS_MAX_EVENT_SIZE is {limit}",
+        )
+
+
+def new_generation() -> str:
+    """A random token naming one life of a channel: ids carry it, so an id from another
+    channel, from before a restart, or from before the channel was forgotten is told apart."""
+    number = 1 + secrets.randbelow(36**GENERATION_LENGTH - 1)  # never all zeros: "empty"
+    chars = []
+    for _ in range(GENERATION_LENGTH):
+        number, digit = divmod(number, 36)
+        chars.append(_BASE36[digit])
+    return "".join(chars)
+
+
+def split_id(event_id: str) -> tuple[str, str] | None:
+    """Split an id ``<generation>.<position>``; None unless it has that shape."""
+    generation, dot, position = event_id.partition(".")
+    if not dot or len(generation) != GENERATION_LENGTH or not position:
+        return None
+    if not all(char in _BASE36 for char in generation):
+        return None
+    return generation, position
 
 
 class SubscriptionClosed(Exception):
@@ -160,7 +232,7 @@ class Subscription:
         if self.drop_reason is not None:
             return False
         if len(self._items) - self._replayed >= self.limit:
-            self.drop("overflow")
+            self.drop(EndReason.OVERFLOW)
             return False
         self._items.append(item)
         if self._waiter is not None and not self._queued:
@@ -243,7 +315,7 @@ class Subscription:
 
     def close(self) -> None:
         """Release the subscription (idempotent)."""
-        self.drop("closed")
+        self.drop(EndReason.CLOSED)
 
 
 class Broker(t.Protocol):
@@ -270,6 +342,13 @@ class Broker(t.Protocol):
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions on ``channel``, or on all channels."""
+        ...
+
+    def channel_count(self) -> int:
+        """Channels the broker holds in this process (memory) or follows (Redis).
+
+        .. versionadded:: 0.1
+        """
         ...
 
     def close(self) -> None:

@@ -1,8 +1,15 @@
 """The in-memory broker: the embedded default (``SSECORS_BROKER_URL = "memory://"``).
 
-Fan-out within one process. Ids look like ``<epoch>-<n>``: ``n`` counts up per channel and
-``epoch`` is drawn when the broker starts, so an id from before a restart is recognised as
-unknown (the client gets the reset event) instead of being confused with a new one.
+Fan-out within one process. Ids look like ``<generation>.<n>``: ``n`` counts up per channel, and
+the generation is a random token drawn when the channel is created (when the broker starts, or
+again after the channel was forgotten), so an id from another channel, from before a restart or
+from before the channel was forgotten is unknown (the client gets the reset event) instead of
+being confused with a position in this channel.
+
+Retention: a channel with no subscriber and no publish for ``channel_ttl`` seconds is forgotten
+and its backlog freed. Channels waiting to be forgotten are kept in the order they became idle,
+so forgetting costs nothing per channel that is still in use. Events are refused above
+``max_event_size`` bytes, so the backlogs hold at most channels x backlog x that size.
 
 It serves one worker process. With several gunicorn workers each has its own broker, so
 publish through Redis (``redis://``) instead.
@@ -11,20 +18,32 @@ publish through Redis (``redis://``) instead.
 from __future__ import annotations
 
 import collections
-import secrets
 import time
+import typing as t
 
+import gevent
+
+from .._stats import EndReason
 from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
 from ..events import without_id
+from ._base import check_channel
+from ._base import check_event_size
+from ._base import EMPTY_GENERATION
+from ._base import new_generation
+from ._base import split_id
 from ._base import Subscription
+
+#: How often idle channels are looked at, at most (seconds); sooner for short TTLs.
+SWEEP_INTERVAL: t.Final = 1.0
 
 
 class _Channel:
-    __slots__ = ("backlog", "head", "subscribers")
+    __slots__ = ("backlog", "generation", "head", "subscribers")
 
     def __init__(self, backlog: int) -> None:
+        self.generation = new_generation()
         self.head = 0
         self.backlog: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=backlog)
         self.subscribers: set[Subscription] = set()
@@ -34,14 +53,26 @@ class MemoryBroker:
     """Keeps a bounded backlog per channel and delivers in-process.
 
     :param backlog: how many events each channel keeps for replay (``SSECORS_BACKLOG``).
+    :param channel_ttl: seconds after which a channel with no subscriber and no publish is
+        forgotten (``SSECORS_CHANNEL_TTL``); None keeps channels for good.
+    :param max_event_size: largest encoded event accepted, in bytes
+        (``SSECORS_MAX_EVENT_SIZE``); None for no limit.
     """
 
-    def __init__(self, backlog: int = 1000) -> None:
+    def __init__(
+        self,
+        backlog: int = 1000,
+        *,
+        channel_ttl: float | None = 86400.0,
+        max_event_size: int | None = 65536,
+    ) -> None:
         self.backlog = backlog
-        # Milliseconds since the epoch and 32 random bits: two brokers started in the same
-        # millisecond (tests, several workers) still get different epochs.
-        self.epoch = f"{time.time_ns() // 1_000_000:x}{secrets.randbits(32):08x}"
+        self.channel_ttl = channel_ttl
+        self.max_event_size = max_event_size
         self._channels: dict[str, _Channel] = {}
+        #: Channels without subscribers, oldest use first: name -> when it was last used.
+        self._idle: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._sweeper: gevent.Greenlet | None = None
 
     def _channel(self, name: str) -> _Channel:
         channel = self._channels.get(name)
@@ -50,32 +81,54 @@ class MemoryBroker:
         return channel
 
     def publish(self, channel: str, event: Event) -> str:
-        """Assign the next id, keep the event in the backlog and deliver it to every subscriber."""
+        """Assign the next id, keep the event in the backlog and deliver it to every subscriber.
+
+        :raises ChannelError: for a channel name no broker can store.
+        :raises EventFieldError: for an event above ``max_event_size``.
+        """
+        check_channel(channel)
+        encoded = without_id(event).encode()
+        check_event_size(encoded, self.max_event_size)
         state = self._channel(channel)
         state.head += 1
-        event_id = f"{self.epoch}-{state.head}"
-        data = add_id(without_id(event).encode(), event_id)
+        event_id = f"{state.generation}.{state.head}"
+        data = add_id(encoded, event_id)
         if self.backlog:
             state.backlog.append((state.head, data))
-        for subscription in tuple(state.subscribers):
-            subscription.deliver(data)
+        if state.subscribers:
+            for subscription in tuple(state.subscribers):
+                subscription.deliver(data)
+        else:
+            self._became_idle(channel)
         return event_id
 
     def subscribe(
         self, channel: str, last_event_id: str | None = None, *, limit: int = 1000
     ) -> Subscription:
-        """Subscribe, replaying strictly after ``last_event_id`` (see :class:`.base.Broker`)."""
+        """Subscribe, replaying strictly after ``last_event_id`` (see :class:`.base.Broker`).
+
+        :raises ChannelError: for a channel name no broker can store.
+        """
+        check_channel(channel)
         state = self._channel(channel)
         subscription = Subscription(channel, limit, self._release)
         if last_event_id is not None:
             subscription.preload(self._replay(state, last_event_id))
         state.subscribers.add(subscription)
+        self._idle.pop(channel, None)
         return subscription
 
     def _replay(self, state: _Channel, last_event_id: str) -> list[bytes]:
-        epoch, _, number = last_event_id.rpartition("-")
-        seq = int(number) if _is_canonical_number(number) else -1
-        if epoch != self.epoch or seq < 0 or seq > state.head:
+        parts = split_id(last_event_id)
+        if parts is None or not _is_number(parts[1]):
+            return [self._reset(state, "unknown-id")]
+        generation, seq = parts[0], int(parts[1])
+        if generation == EMPTY_GENERATION and seq == 0:
+            # The client saw this channel empty: what it holds now came after.
+            if state.head == 0:
+                return []
+            seq = 0
+        elif generation != state.generation or seq > state.head:
             return [self._reset(state, "unknown-id")]
         if seq == state.head:
             return []
@@ -85,17 +138,59 @@ class MemoryBroker:
         return [data for n, data in state.backlog if n > seq]
 
     def _reset(self, state: _Channel, reason: str) -> bytes:
-        return Event(
-            {"reason": reason}, event=RESET_EVENT, id=f"{self.epoch}-{state.head}"
-        ).encode()
+        position = f"{state.generation}.{state.head}" if state.head else f"{EMPTY_GENERATION}.0"
+        return Event({"reason": reason}, event=RESET_EVENT, id=position).encode()
 
     def _release(self, subscription: Subscription) -> None:
         state = self._channels.get(subscription.channel)
         if state is None:
             return
         state.subscribers.discard(subscription)
-        if not state.subscribers and state.head == 0:
+        if state.subscribers:
+            return
+        if state.head == 0:  # never published: nothing to keep
             del self._channels[subscription.channel]
+        else:
+            self._became_idle(subscription.channel)
+
+    # -- retention ---------------------------------------------------------------------------
+
+    def _became_idle(self, channel: str) -> None:
+        """``channel`` has no subscriber now: forget it ``channel_ttl`` seconds after its last
+        use, unless it is used again."""
+        if self.channel_ttl is None:
+            return
+        self._idle[channel] = time.monotonic()
+        self._idle.move_to_end(channel)
+        if self._sweeper is None or self._sweeper.dead:
+            self._sweeper = gevent.spawn(self._sweep)
+
+    def _sweep(self) -> None:
+        ttl = t.cast(float, self.channel_ttl)
+        interval = min(SWEEP_INTERVAL, max(ttl / 4, 0.05))
+        while self._idle:
+            gevent.sleep(interval)
+            self.forget_idle_channels()
+
+    def forget_idle_channels(self) -> int:
+        """Forget, now, every channel whose TTL has passed; return how many (the sweeper does
+        this by itself; tests and shutdown hooks may call it)."""
+        if self.channel_ttl is None:
+            return 0
+        expired = time.monotonic() - self.channel_ttl
+        forgotten = 0
+        while self._idle:
+            name, since = next(iter(self._idle.items()))
+            if since > expired:
+                break
+            del self._idle[name]
+            state = self._channels.get(name)
+            if state is not None and not state.subscribers:
+                del self._channels[name]
+                forgotten += 1
+        return forgotten
+
+    # -- counts and shutdown -----------------------------------------------------------------
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions on ``channel``, or on every channel when None."""
@@ -104,15 +199,23 @@ class MemoryBroker:
             return len(state.subscribers) if state else 0
         return sum(len(state.subscribers) for state in self._channels.values())
 
+    def channel_count(self) -> int:
+        """Channels this broker holds: those with subscribers, and those published to within
+        the TTL."""
+        return len(self._channels)
+
     def close(self) -> None:
-        """Drop every subscriber."""
+        """Drop every subscriber and stop forgetting channels."""
+        if self._sweeper is not None:
+            self._sweeper.kill(block=False)
         for state in list(self._channels.values()):
             for subscription in tuple(state.subscribers):
-                subscription.drop("broker-closed")
+                subscription.drop(EndReason.BROKER_CLOSED)
         self._channels.clear()
+        self._idle.clear()
 
 
-def _is_canonical_number(text: str) -> bool:
+def _is_number(text: str) -> bool:
     """Whether ``text`` is a number as :class:`MemoryBroker` writes it in ids.
 
     ASCII digits only (``str.isdigit`` also accepts other scripts' digits, which ``int``

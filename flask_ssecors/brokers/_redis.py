@@ -1,191 +1,133 @@
 """The Redis broker: fan-out across workers and hosts (``SSECORS_BROKER_URL = "redis://..."``).
 
-Each channel is a Redis Stream (``XADD`` with ``MAXLEN ~``, keeping at least
-``SSECORS_BACKLOG + 1`` entries). Stream ids are global and ordered, so a client can reconnect
-to any worker and resume after its ``Last-Event-ID``.
+Each channel keeps its backlog in a Redis Stream, for ``Last-Event-ID`` replay; each publish
+also appends the event to one of a fixed number of shard streams (see
+:mod:`flask_ssecors.brokers._redis_layout`), in one atomic script. Stream ids are global and
+ordered, so a client can reconnect to any worker and resume after its ``Last-Event-ID``.
 
-Per worker process there is **one** listening connection, shared by every subscriber and
-channel: one greenlet runs ``XREAD BLOCK`` over the streams that have local subscribers and fans
-each entry out in-process. A channel that gets its first local subscriber while the read is
-blocked wakes the listener (an entry on a per-process wake stream), which then reads again with
-the new channel included. Publishing and replay use a small, bounded pool of command
-connections. The event is encoded once when published; each worker adds the ``id:`` line once
-per entry, and every local subscriber receives the same bytes object. Connections are named
-``ssecors-listen-<pid>`` and ``ssecors-cmd-<pid>`` in ``CLIENT LIST``.
+Per worker process, **one** listening connection reads the shard streams (``XREAD BLOCK``) and
+dispatches each entry to the local subscribers of its channel, if any: the cost of a read does
+not grow with the number of channels the worker follows. A subscriber without
+``Last-Event-ID`` costs no Redis command at all. One with an id needs a snapshot of its channel
+(its tail and the entries after the id, read atomically by a script); snapshots are batched,
+up to :data:`SNAPSHOT_BATCH` per round trip, on their own connection, so that thousands of
+clients reconnecting at once never take a connection from publishing. Publishing uses a small,
+bounded pool. Connections are named ``ssecors-listen-<pid>``, ``ssecors-snap-<pid>`` and
+``ssecors-cmd-<pid>`` in ``CLIENT LIST``.
 
-Event ids look like ``<epoch>.<stream id>``. The epoch is a random token kept in Redis: if Redis
-restarts without its data, a new epoch is drawn, and clients holding ids of the old one get the
-reset event instead of silence. A client whose id is older than the backlog gets the reset
-event too (Redis does not record which entries ``MAXLEN`` trimmed, so the broker counts the
-entries after the id, and checks that the id is not older than the oldest entry kept).
+Each shard entry carries the shard's counter, so the listener notices entries it missed (the
+shard stream was trimmed while it was away, or Redis restarted): it then catches up from the
+streams of the channels it follows, which keep the backlog. The same catch-up runs after every
+reconnection, and sends the reset event to the streams of channels whose generation changed
+(Redis lost its data, or the channel was forgotten).
 
 Faults: when Redis goes away, open streams stay open (heartbeats go on); the listener reconnects
 with backoff and then delivers what was published since, in order, without duplicates.
 :meth:`RedisBroker.publish` raises :class:`~flask_ssecors.exceptions.BrokerUnavailable` within
 the broker timeout rather than dropping or hanging.
-
-For ``redis://`` and ``unix://`` the sockets are gevent's own, so the broker cooperates with
-other greenlets with or without monkey-patching. ``rediss://`` uses redis-py's TLS connection,
-which cooperates only once gevent has patched ``socket`` and ``ssl`` (``gunicorn -k gevent``
-does).
-
-The listener names every channel it follows in each ``XREAD``, so its cost per read grows with
-the number of channels that have local subscribers: thousands of channels per process (one per
-user, say) make each event cost milliseconds of CPU.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import random
-import secrets
-import time
 import typing as t
 
 import gevent
 import gevent.event
 import gevent.lock
-import gevent.socket
-
-try:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError as error:  # pragma: no cover - exercised by the missing-extra test
-    raise ImportError(
-        "SSECORS_BROKER_URL names Redis but the 'redis' package is not installed; "
-        "install flask-ssecors[redis]."
-    ) from error
 
 from .._log import get_logger
+from .._stats import EndReason
 from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
 from ..events import without_id
 from ..exceptions import BrokerUnavailable
+from ._base import check_channel
+from ._base import check_event_size
+from ._base import new_generation
+from ._base import split_id
 from ._base import Subscription
+from ._redis_conn import client_for
+from ._redis_conn import redis as redis
+from ._redis_layout import EMPTY_GENERATION
+from ._redis_layout import format_stream_id
+from ._redis_layout import Keys
+from ._redis_layout import parse_position
+from ._redis_layout import parse_stream_id
+from ._redis_layout import publish_args
+from ._redis_layout import PUBLISH_SCRIPT
+from ._redis_layout import shard_of
+from ._redis_layout import SHARDS
+from ._redis_layout import SNAPSHOT_SCRIPT
+from ._redis_layout import StreamId
+from ._redis_layout import ZERO
 
 logger = get_logger(__name__)
 
 #: How long one ``XREAD`` blocks before the listener loops (milliseconds).
 BLOCK_MS: t.Final = 5000
-#: Most entries one ``XREAD`` returns per stream.
+#: Most entries one ``XREAD`` returns per shard.
 READ_COUNT: t.Final = 1000
+#: Most snapshots sent in one round trip.
+SNAPSHOT_BATCH: t.Final = 256
+#: Channels caught up (or whose TTL is refreshed) per round trip.
+CHANNEL_BATCH: t.Final = 500
 #: Longest pause between two attempts of the listener to reconnect (seconds).
 MAX_BACKOFF: t.Final = 1.0
 
-#: A stream id as ``(milliseconds, sequence)``, which orders like Redis orders them.
-StreamId: t.TypeAlias = tuple[int, int]
-#: An encoded event as a subscriber receives it, with the stream id it came from (None for a
+#: An encoded event as a subscriber receives it, with its position in its channel (None for a
 #: reset event, which no later position makes obsolete).
 Frame: t.TypeAlias = tuple["StreamId | None", bytes]
 
 
-class GeventConnection(redis.Connection):
-    """A redis-py TCP connection on a gevent socket (cooperative without monkey-patching)."""
-
-    def _connect(self) -> t.Any:
-        sock = gevent.socket.create_connection(
-            (self.host, self.port), timeout=self.socket_connect_timeout
-        )
-        sock.setsockopt(gevent.socket.IPPROTO_TCP, gevent.socket.TCP_NODELAY, 1)
-        sock.settimeout(self.socket_timeout)
-        return sock
-
-
-class GeventUnixConnection(redis.UnixDomainSocketConnection):
-    """A redis-py Unix-socket connection on a gevent socket."""
-
-    def _connect(self) -> t.Any:
-        sock = gevent.socket.socket(gevent.socket.AF_UNIX, gevent.socket.SOCK_STREAM)
-        sock.settimeout(self.socket_connect_timeout)
-        sock.connect(self.path)
-        sock.settimeout(self.socket_timeout)
-        return sock
-
-
-def _client(url: str, *, timeout: float, max_connections: int, name: str) -> redis.Redis[bytes]:
-    scheme = url.partition("://")[0].lower()
-    kwargs: dict[str, t.Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "max_connections": max_connections,
-        "retry": Retry(NoBackoff(), 0),
-        "health_check_interval": 0,
-        "client_name": name,
-    }
-    if scheme == "redis":
-        kwargs["connection_class"] = GeventConnection
-    elif scheme == "unix":
-        kwargs["connection_class"] = GeventUnixConnection
-    pool = redis.ConnectionPool.from_url(url, **kwargs)
-    return redis.Redis(connection_pool=pool)
-
-
-def _stream_id(value: bytes | str) -> StreamId:
-    text = value.decode() if isinstance(value, bytes) else value
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def _id_bytes(value: StreamId) -> bytes:
-    return b"%d-%d" % value
-
-
-def parse_event_id(value: str) -> tuple[str, StreamId] | None:
-    """Split ``<epoch>.<ms>-<seq>``; None unless it is exactly how this broker writes ids.
-
-    Only ASCII digits without leading zeros are accepted (``int`` would also take other
-    scripts' digits, signs and underscores, and resume from a position the client never held).
-    """
-    epoch, dot, stream = value.partition(".")
-    ms, dash, seq = stream.partition("-")
-    if not (dot and dash and _is_number(ms) and _is_number(seq)):
-        return None
-    if not (0 < len(epoch) <= 32 and epoch.isascii() and epoch.isalnum()):
-        return None
-    return epoch, (int(ms), int(seq))
-
-
-def _is_number(text: str) -> bool:
-    return (
-        0 < len(text) < 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
-    )
-
-
 class _Snapshot(t.NamedTuple):
-    """What one subscriber reads atomically when it joins a channel."""
+    """What a subscriber reads atomically when it joins a channel."""
 
-    epoch: str
-    #: The stream's last generated id (b"0-0" when the stream does not exist).
-    tail: bytes
-    #: The oldest entry still kept, if any.
-    first: StreamId | None
+    #: The channel's generation; None when the channel holds nothing.
+    generation: str | None
+    #: The stream's last generated id.
+    tail: StreamId
     #: Whether entries were ever removed from the stream (by ``MAXLEN``).
     trimmed: bool
-    #: The entries after the client's id, at most ``backlog + 1`` of them.
-    entries: list[t.Any]
+    #: The oldest entry still kept, if any.
+    first: StreamId | None
+    #: The entries from the client's position on (inclusive), at most backlog + 2 of them.
+    entries: list[tuple[StreamId, bytes]]
+
+
+class _SnapshotRequest:
+    __slots__ = ("channel", "done", "error", "result", "start", "wanted")
+
+    def __init__(self, channel: str, start: str) -> None:
+        self.channel = channel
+        self.start = start
+        self.done = gevent.event.Event()
+        self.result: _Snapshot | None = None
+        self.error: BrokerUnavailable | None = None
+        self.wanted = True
 
 
 class _Channel:
-    __slots__ = ("epoch", "floors", "joining", "key", "last_id", "name", "ready", "subscribers")
+    __slots__ = ("floors", "generation", "joining", "last", "name", "shard", "subscribers")
 
-    def __init__(self, name: str, key: str) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.key = key
-        #: The stream id after which the listener reads; None until the first snapshot.
-        self.last_id: bytes | None = None
-        #: The epoch ``last_id`` belongs to.
-        self.epoch = ""
+        self.shard = shard_of(name)
+        #: The generation the listener last saw; None until it saw one.
+        self.generation: str | None = None
+        #: The position of the last entry the listener dispatched; None until it did.
+        self.last: StreamId | None = None
         self.subscribers: set[Subscription] = set()
         #: Subscribers taking their snapshot: what the listener reads for them meanwhile is
         #: kept here, and merged with the snapshot once it is in.
         self.joining: dict[Subscription, list[Frame]] = {}
-        #: Subscribers that already have the entries up to a stream id the listener has not
-        #: reached yet (they resumed with an id seen on another worker).
+        #: Subscribers whose snapshot went further than the listener had dispatched: they
+        #: get nothing up to that position from the listener.
         self.floors: dict[Subscription, StreamId] = {}
-        #: Set once the first snapshot was taken (or failed).
-        self.ready = gevent.event.Event()
 
 
 class RedisBroker:
@@ -194,9 +136,12 @@ class RedisBroker:
     :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
     :param backlog: events kept per channel for replay (``MAXLEN ~``, so a little more may stay
         in Redis; replay never goes further back than this many events).
-    :param timeout: bound in seconds on each publish or replay (``SSECORS_BROKER_TIMEOUT``).
+    :param timeout: bound in seconds on each publish or snapshot (``SSECORS_BROKER_TIMEOUT``).
+    :param channel_ttl: seconds after which a channel with no subscriber and no publish is
+        forgotten (its keys expire); None keeps channels for good (``SSECORS_CHANNEL_TTL``).
+    :param max_event_size: largest encoded event accepted, in bytes; None for no limit.
     :param prefix: key prefix in Redis.
-    :param pool_size: command connections per process.
+    :param pool_size: command connections per process, for publishing.
     """
 
     def __init__(
@@ -205,49 +150,53 @@ class RedisBroker:
         *,
         backlog: int = 1000,
         timeout: float = 2.0,
+        channel_ttl: float | None = 86400.0,
+        max_event_size: int | None = 65536,
         prefix: str = "ssecors:",
         pool_size: int = 8,
     ) -> None:
         self.url = url
         self.backlog = backlog
         self.timeout = timeout
+        self.channel_ttl = channel_ttl
+        self.max_event_size = max_event_size
         self.prefix = prefix
         self.pool_size = pool_size
-        self._epoch_key = f"{prefix}epoch"
+        self.keys = Keys(prefix)
+        self._snapshot_sha = hashlib.sha1(SNAPSHOT_SCRIPT.encode()).hexdigest()
         self._pid = -1
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
-        """(Re)create per-process state; called lazily, and again after a fork."""
+        """(Re)create per-process state; called at creation, and again after a fork."""
         self._pid = os.getpid()
-        self._commands = _client(
+        self._commands = client_for(
             self.url,
             timeout=self.timeout,
             max_connections=self.pool_size,
             name=f"ssecors-cmd-{self._pid}",
         )
+        self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
         self._slots = gevent.lock.BoundedSemaphore(self.pool_size)
-        self._listener_client: redis.Redis[bytes] | None = None
-        self._listener: gevent.Greenlet | None = None
+        self._snapshots = client_for(
+            self.url, timeout=self.timeout, max_connections=1, name=f"ssecors-snap-{self._pid}"
+        )
         self._channels: dict[str, _Channel] = {}
-        self._by_key: dict[bytes, _Channel] = {}
-        self._epoch: str | None = None
-        self._wake_key = f"{self.prefix}wake:{secrets.token_hex(8)}"
-        self._wake_key_bytes = self._wake_key.encode()
-        self._wake_pending = False
-        self._waker: gevent.Greenlet | None = None
-        self._wake_id: t.Any = b"0-0"
+        self._cursors: dict[int, bytes] = {}
+        self._counts: dict[int, int] = {}
+        self._ready = gevent.event.Event()
+        self._pending: list[_SnapshotRequest] = []
+        self._wanted = gevent.event.Event()
+        self._greenlets: list[gevent.Greenlet] = []
+        self._listener: gevent.Greenlet | None = None
+        self._listener_client: redis.Redis[bytes] | None = None
         self._closed = False
-        self._epoch_checked = False
         #: Whether the listener is connected (for statistics and health checks).
         self.connected = False
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
             self._reset_process_state()
-
-    def _key(self, channel: str) -> str:
-        return f"{self.prefix}ch:{channel}"
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -272,30 +221,31 @@ class RedisBroker:
         finally:
             timer.close()
 
-    def _epoch_commands(self, pipe: t.Any) -> None:
-        """Queue the commands that read the epoch, creating it when Redis has none."""
-        pipe.set(self._epoch_key, secrets.token_hex(4), nx=True)
-        pipe.get(self._epoch_key)
-
     def publish(self, channel: str, event: Event) -> str:
-        """Append to the channel's stream; return ``<epoch>.<stream id>``.
+        """Append to the channel's stream and its shard; return ``<generation>.<stream id>``.
 
         An ``id`` given to the event is replaced by the one the broker assigns.
 
+        :raises ChannelError: for a channel name no broker can store.
+        :raises EventFieldError: for an event above ``max_event_size``.
         :raises BrokerUnavailable: when Redis does not confirm within the timeout.
         """
         self._check_pid()
-        fields: dict[str, bytes] = {"e": without_id(event).encode()}
-        key = self._key(channel)
-
-        def call(client: redis.Redis[bytes]) -> t.Any:
-            pipe = client.pipeline(transaction=True)
-            self._epoch_commands(pipe)
-            pipe.xadd(key, fields, maxlen=self.backlog + 1, approximate=True)
-            return pipe.execute()
-
-        _, epoch, stream_id = self._run("publish", call)
-        return f"{epoch.decode()}.{stream_id.decode()}"
+        check_channel(channel)
+        encoded = without_id(event).encode()
+        check_event_size(encoded, self.max_event_size)
+        keys = self.keys.publish_keys(channel)
+        args = publish_args(
+            channel,
+            encoded,
+            backlog=self.backlog,
+            ttl=self.channel_ttl,
+            generation=new_generation(),
+        )
+        generation, stream_id = self._run(
+            "publish", lambda client: self._publish_script(keys=keys, args=args, client=client)
+        )
+        return f"{generation.decode()}.{stream_id.decode()}"
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -304,41 +254,33 @@ class RedisBroker:
     ) -> Subscription:
         """Subscribe; replay strictly after ``last_event_id`` (see :class:`.base.Broker`).
 
-        The first subscriber of a channel in this process takes a snapshot (the stream's tail
-        and the entries after ``last_event_id``, read atomically), which becomes the listener's
-        cursor. Later subscribers register (which is all one without ``last_event_id`` does),
-        then take their snapshot, and keep the replayed entries up to the cursor they joined
-        at; the listener delivers everything after it. A client that saw more on another
-        worker than this worker's listener has delivered yet skips what it already has. Either
-        way nothing is missed and nothing is delivered twice.
+        Without ``last_event_id`` the subscription receives what the listener reads from now
+        on, with no round trip to Redis. With one, the subscriber's snapshot of the channel
+        (taken in a batch) gives what came after the id; what the listener reads meanwhile is
+        merged after it. Either way nothing is missed and nothing is delivered twice.
 
-        :raises BrokerUnavailable: when Redis cannot be reached to take the snapshot.
+        :raises ChannelError: for a channel name no broker can store.
+        :raises BrokerUnavailable: when Redis cannot be reached within the timeout.
         """
         self._check_pid()
-        self._ensure_listener()
-        deadline = time.monotonic() + self.timeout
-        while True:
-            state = self._channels.get(channel)
-            if state is None:
-                return self._subscribe_first(channel, last_event_id, limit)
-            if state.last_id is not None:
-                break
-            # Another subscriber is taking the channel's first snapshot. By the time it is
-            # done, the channel may have been dropped again (that subscriber already left):
-            # look it up afresh rather than join a channel nobody listens to any more.
-            left = deadline - time.monotonic()
-            if left <= 0 or not state.ready.wait(left):
-                raise BrokerUnavailable("subscribe: the channel's first snapshot took too long")
-        cursor = state.last_id
+        check_channel(channel)
+        self._start()
+        if not self._ready.wait(self.timeout):
+            raise BrokerUnavailable(
+                f"subscribe: the listener could not read from Redis within {self.timeout:g} s"
+            )
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel(channel)
         subscription = Subscription(channel, limit, self._release)
         if last_event_id is None:
-            # Live only: the listener delivers what comes after its cursor.
             state.subscribers.add(subscription)
             return subscription
+        parsed = _parse_event_id(last_event_id)
         live: list[Frame] = []
         state.joining[subscription] = live
         try:
-            snapshot = self._snapshot(state.key, last_event_id)
+            snapshot = self._snapshot(channel, parsed)
         except BrokerUnavailable:
             state.joining.pop(subscription, None)
             subscription.close()
@@ -347,105 +289,130 @@ class RedisBroker:
         if state.joining.pop(subscription, None) is None or subscription.closed:
             subscription.close()
             return subscription
-        replay, reset = self._replay(snapshot, last_event_id, cursor)
-        parsed = parse_event_id(last_event_id)
-        if (
-            parsed is not None
-            and parsed[0] == snapshot.epoch == state.epoch
-            and parsed[1] > _stream_id(cursor)
-            and not reset
-        ):
-            # The client is ahead of this worker's listener: drop what it already has.
-            seen = parsed[1]
-            live = [(at, data) for at, data in live if at is None or at > seen]
-            if state.last_id is not None and _stream_id(state.last_id) < seen:
-                state.floors[subscription] = seen
+        replay = self._replay(snapshot, parsed)
+        tail = snapshot.tail
+        frames = [data for at, data in live if at is None or at > tail]
+        if state.last is None or state.last < tail:
+            state.floors[subscription] = tail
         state.subscribers.add(subscription)
-        subscription.preload([*replay, *(data for _, data in live)])
+        subscription.preload([*replay, *frames])
         return subscription
 
-    def _subscribe_first(self, channel: str, last_event_id: str | None, limit: int) -> Subscription:
-        state = _Channel(channel, self._key(channel))
-        self._channels[channel] = state
-        self._by_key[state.key.encode()] = state
+    def _snapshot(self, channel: str, parsed: tuple[str, StreamId] | None) -> _Snapshot:
+        """Queue a snapshot of ``channel`` for the next batch and wait for it."""
+        if parsed is None:
+            start = ""
+        elif parsed[0] == EMPTY_GENERATION:
+            start = "-"
+        else:
+            start = format_stream_id(parsed[1])
+        request = _SnapshotRequest(channel, start)
+        self._pending.append(request)
+        self._wanted.set()
+        if not request.done.wait(self.timeout):
+            request.wanted = False
+            raise BrokerUnavailable(f"subscribe: no snapshot from Redis within {self.timeout:g} s")
+        if request.error is not None:
+            raise request.error
+        assert request.result is not None
+        return request.result
+
+    def _take_snapshots(self) -> None:
+        """Send queued snapshots, :data:`SNAPSHOT_BATCH` per round trip, one batch at a time."""
+        while not self._closed:
+            self._wanted.wait()
+            self._wanted.clear()
+            while self._pending:
+                batch = [r for r in self._pending[:SNAPSHOT_BATCH] if r.wanted]
+                del self._pending[:SNAPSHOT_BATCH]
+                if batch:
+                    self._snapshot_batch(batch)
+
+    def _snapshot_batch(self, batch: list[_SnapshotRequest]) -> None:
+        count = self.backlog + 2
+        timer = gevent.Timeout(self.timeout)
+        timer.start()
         try:
-            snapshot = self._snapshot(state.key, last_event_id)
-            state.epoch = snapshot.epoch
-            state.last_id = snapshot.tail
-        except BrokerUnavailable:
-            self._forget(state)
-            raise
+            for attempt in (1, 2):
+                pipe = self._snapshots.pipeline(transaction=False)
+                for request in batch:
+                    pipe.evalsha(
+                        self._snapshot_sha,
+                        2,
+                        self.keys.channel(request.channel),
+                        self.keys.generation(request.channel),
+                        request.start,
+                        count,
+                    )
+                replies = pipe.execute(raise_on_error=False)
+                if attempt == 1 and any(
+                    isinstance(r, redis.exceptions.NoScriptError) for r in replies
+                ):
+                    self._snapshots.execute_command("SCRIPT", "LOAD", SNAPSHOT_SCRIPT)
+                    continue
+                break
+            for request, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, Exception):
+                    request.error = BrokerUnavailable(f"subscribe: {reply}")
+                else:
+                    request.result = _read_snapshot(reply)
+                request.done.set()
+        except (gevent.Timeout, redis.RedisError, OSError) as error:
+            if isinstance(error, gevent.Timeout) and error is not timer:
+                raise
+            detail = "no answer within the timeout" if error is timer else str(error)
+            for request in batch:
+                if not request.done.is_set():
+                    request.error = BrokerUnavailable(f"subscribe: {detail}")
+                    request.done.set()
         finally:
-            state.ready.set()
-        self._wake()
-        subscription = Subscription(channel, limit, self._release)
-        state.subscribers.add(subscription)
-        replay, _ = self._replay(snapshot, last_event_id, snapshot.tail)
-        subscription.preload(replay)
-        return subscription
+            timer.close()
 
-    def _snapshot(self, key: str, last_event_id: str | None) -> _Snapshot:
-        """Read the epoch, the stream's state and the entries after the id, atomically."""
-        parsed = parse_event_id(last_event_id) if last_event_id is not None else None
+    def _replay(self, snapshot: _Snapshot, parsed: tuple[str, StreamId] | None) -> list[bytes]:
+        """The frames after the client's position, or the reset event.
 
-        def call(client: redis.Redis[bytes]) -> t.Any:
-            pipe = client.pipeline(transaction=True)
-            self._epoch_commands(pipe)
-            pipe.xinfo_stream(key)
-            if parsed is not None:
-                ms, seq = parsed[1]
-                pipe.xrange(key, min=f"({ms}-{seq}", max="+", count=self.backlog + 1)
-            return pipe.execute(raise_on_error=False)
+        The position must be one the channel gave out in its current generation (an entry
+        still kept, or the last one), or the empty channel's ``0-0`` (then everything kept
+        follows, unless some was trimmed). Anything else gets the reset event: ``expired``
+        when entries the client would need were trimmed, ``unknown-id`` otherwise.
+        """
+        generation, tail, trimmed, first, entries = snapshot
+        if generation is None:
+            if parsed == (EMPTY_GENERATION, ZERO):
+                return []
+            return [self._reset(EMPTY_GENERATION, ZERO, "unknown-id")]
+        if parsed is None:
+            return [self._reset(generation, tail, "unknown-id")]
+        claimed, position = parsed
+        if claimed == EMPTY_GENERATION:
+            if position != ZERO:
+                return [self._reset(generation, tail, "unknown-id")]
+            if trimmed:
+                return [self._reset(generation, tail, "expired")]
+        elif claimed != generation or position > tail:
+            return [self._reset(generation, tail, "unknown-id")]
+        elif position == tail:
+            return []
+        elif entries and entries[0][0] == position:
+            entries = entries[1:]
+        elif trimmed and (first is None or position < first):
+            return [self._reset(generation, tail, "expired")]
+        else:
+            return [self._reset(generation, tail, "unknown-id")]  # never an entry of this stream
+        if len(entries) > self.backlog:
+            return [self._reset(generation, tail, "expired")]
+        return [self._frame(generation, at, data) for at, data in entries if at <= tail]
 
-        results = self._run("subscribe", call)
-        epoch = results[1].decode()
-        info = results[2] if isinstance(results[2], dict) else None
-        entries = results[3] if parsed is not None and isinstance(results[3], list) else []
-        if info is None:  # no such stream yet
-            return _Snapshot(epoch, b"0-0", None, False, entries)
-        first = info.get("first-entry")
-        added, length = info.get("entries-added"), info.get("length", 0)
-        return _Snapshot(
-            epoch=epoch,
-            tail=_as_bytes(info.get("last-generated-id", b"0-0")),
-            first=_stream_id(first[0]) if first and first[0] else None,
-            trimmed=added is None or added > length,
-            entries=entries,
-        )
-
-    def _replay(
-        self, snapshot: _Snapshot, last_event_id: str | None, cursor: bytes
-    ) -> tuple[list[bytes], bool]:
-        """The frames after ``last_event_id`` up to ``cursor``; or the reset event, and True."""
-        if last_event_id is None:
-            return [], False
-        epoch = snapshot.epoch
-        parsed = parse_event_id(last_event_id)
-        tail = _stream_id(snapshot.tail)
-        if parsed is None or parsed[0] != epoch or parsed[1] > tail:
-            return [self._reset(epoch, cursor, "unknown-id")], True
-        after = parsed[1]
-        gone = (
-            snapshot.trimmed and after < tail and (snapshot.first is None or after < snapshot.first)
-        )
-        if gone or len(snapshot.entries) > self.backlog:
-            return [self._reset(epoch, cursor, "expired")], True
-        limit = _stream_id(cursor)
-        frames = [
-            self._frame(epoch, entry_id, fields)
-            for entry_id, fields in snapshot.entries
-            if _stream_id(entry_id) <= limit
-        ]
-        return frames, False
-
-    def _reset(self, epoch: str, cursor: bytes, reason: str) -> bytes:
+    def _reset(self, generation: str, position: StreamId, reason: str) -> bytes:
         return Event(
-            {"reason": reason}, event=RESET_EVENT, id=f"{epoch}.{cursor.decode()}"
+            {"reason": reason},
+            event=RESET_EVENT,
+            id=f"{generation}.{format_stream_id(position)}",
         ).encode()
 
-    def _frame(self, epoch: str, entry_id: bytes | str, fields: dict[bytes, bytes]) -> bytes:
-        entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        return add_id(fields[b"e"], f"{epoch}.{entry}")
+    @staticmethod
+    def _frame(generation: str, position: StreamId, encoded: bytes) -> bytes:
+        return add_id(encoded, f"{generation}.{format_stream_id(position)}")
 
     def _release(self, subscription: Subscription) -> None:
         state = self._channels.get(subscription.channel)
@@ -455,13 +422,8 @@ class RedisBroker:
             return
         state.subscribers.discard(subscription)
         state.floors.pop(subscription, None)
-        if not state.subscribers and not state.joining and state.last_id is not None:
-            self._forget(state)
-
-    def _forget(self, state: _Channel) -> None:
-        if self._channels.get(state.name) is state:
+        if not state.subscribers and not state.joining:
             del self._channels[state.name]
-            self._by_key.pop(state.key.encode(), None)
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions in this process on ``channel``, or on every channel."""
@@ -470,150 +432,237 @@ class RedisBroker:
         if channel is not None:
             state = self._channels.get(channel)
             return len(state.subscribers) + len(state.joining) if state else 0
-        return sum(len(state.subscribers) + len(state.joining) for state in self._channels.values())
+        return sum(len(s.subscribers) + len(s.joining) for s in self._channels.values())
+
+    def channel_count(self) -> int:
+        """Channels this process follows (those with local subscribers)."""
+        return len(self._channels) if self._pid == os.getpid() else 0
 
     # -- the listener ------------------------------------------------------------------------
 
-    def _ensure_listener(self) -> None:
-        if self._listener is None or self._listener.dead:
-            if self._listener_client is not None:
-                self._listener_client.connection_pool.disconnect()
-            self._listener_client = _client(
-                self.url,
-                timeout=BLOCK_MS / 1000 + self.timeout + 1,
-                max_connections=1,
-                name=f"ssecors-listen-{self._pid}",
-            )
-            self._epoch_checked = False
-            self._listener = gevent.spawn(self._listen, self._listener_client)
-
-    def _wake(self) -> None:
-        """Make the listener start a new XREAD that includes a newly tracked channel."""
-        if self._wake_pending or self._listener is None:
+    def _start(self) -> None:
+        """Start the listener, the snapshot sender and the TTL refresher, once per process."""
+        if self._listener is not None and not self._listener.dead:
             return
-        self._wake_pending = True
-        self._waker = gevent.spawn(self._send_wake)
+        self._ready.clear()
+        self._listener = gevent.spawn(self._listen)
+        self._greenlets = [self._listener, gevent.spawn(self._take_snapshots)]
+        if self.channel_ttl is not None:
+            self._greenlets.append(gevent.spawn(self._refresh_ttls))
 
-    def _send_wake(self) -> None:
-        try:
-            self._run(
-                "wake",
-                lambda client: (
-                    client.pipeline(transaction=False)
-                    .xadd(self._wake_key, {"w": "1"}, maxlen=1)
-                    .expire(self._wake_key, 60)
-                    .execute()
-                ),
-            )
-        except BrokerUnavailable:
-            self._wake_pending = False
-
-    def _listen(self, client: redis.Redis[bytes]) -> None:
+    def _listen(self) -> None:
         backoff = 0.05
         while not self._closed:
             try:
-                self._sync_epoch(client)
-                streams: dict[t.Any, t.Any] = {self._wake_key: self._wake_id}
-                for state in self._channels.values():
-                    if state.last_id is not None:
-                        streams[state.key] = state.last_id
-                self._wake_pending = False
+                client = self._listener_client
+                if client is None:
+                    client = self._listener_client = client_for(
+                        self.url,
+                        timeout=BLOCK_MS / 1000 + self.timeout + 1,
+                        max_connections=1,
+                        name=f"ssecors-listen-{self._pid}",
+                    )
+                if not self._ready.is_set():
+                    self._prepare(client)
+                    self._ready.set()
+                    if not self.connected:
+                        logger.info("Redis listener connected")
+                    self.connected = True
+                streams = {self.keys.live(shard): self._cursors[shard] for shard in range(SHARDS)}
                 reply = client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                 backoff = 0.05
-                self._dispatch(reply)
+                gaps = self._dispatch(reply)
+                if gaps:
+                    self._catch_up(client, gaps)
             except (redis.RedisError, OSError) as error:
                 if self.connected:
                     logger.warning("Redis listener lost its connection: %s", error)
                 self.connected = False
-                self._epoch_checked = False
+                self._ready.clear()
                 gevent.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except Exception:
                 # A bug, not a fault of Redis: say so, and keep serving the other channels.
                 logger.exception("Redis listener failed; reading again")
-                self._epoch_checked = False
+                self._ready.clear()
                 gevent.sleep(MAX_BACKOFF)
 
-    def _sync_epoch(self, client: redis.Redis[bytes]) -> None:
-        """After (re)connecting, check that Redis still has the data our cursors point into."""
-        if self._epoch_checked:
+    def _prepare(self, client: redis.Redis[bytes]) -> None:
+        """After (re)connecting: on the first start, read where each shard is; after a fault,
+        catch up every followed channel from its own stream."""
+        if not self._cursors:
+            pipe = client.pipeline(transaction=False)
+            for shard in range(SHARDS):
+                pipe.xrevrange(self.keys.live(shard), count=1)
+                pipe.get(self.keys.counter(shard))
+            replies = pipe.execute()
+            for shard in range(SHARDS):
+                last, count = replies[2 * shard], replies[2 * shard + 1]
+                self._cursors[shard] = last[0][0] if last else b"0-0"
+                self._counts[shard] = int(count) if count is not None else 0
             return
-        pipe = client.pipeline(transaction=True)
-        self._epoch_commands(pipe)
-        epoch = pipe.execute()[1].decode()
-        if self._epoch is not None and epoch != self._epoch:
-            logger.warning("Redis lost its data (new epoch); sending the reset event to streams")
-        for state in self._channels.values():
-            if state.last_id is None or state.epoch == epoch:
-                continue
-            reset = self._reset(epoch, b"0-0", "broker-restarted")
-            for subscription in tuple(state.subscribers):
-                subscription.deliver(reset)
-            for frames in state.joining.values():
-                frames.append((None, reset))
-            state.epoch = epoch
-            state.last_id = b"0-0"
-            state.floors.clear()
-        self._epoch = epoch
-        self._epoch_checked = True
-        if not self.connected:
-            logger.info("Redis listener connected")
-        self.connected = True
+        self._catch_up(client, set(range(SHARDS)))
 
-    def _dispatch(self, reply: t.Any) -> None:
+    def _dispatch(self, reply: t.Any) -> set[int]:
+        """Hand each entry to its channel's local subscribers; return the shards where
+        entries were missed (the counter jumped)."""
+        gaps: set[int] = set()
+        channels = self._channels
         for key, entries in reply or ():
-            key = _as_bytes(key)
-            if key == self._wake_key_bytes:
-                if entries:
-                    self._wake_id = entries[-1][0]
+            shard = _shard_of_key(key)
+            if not entries:
                 continue
-            state = self._by_key.get(key)
-            if state is None or state.last_id is None or not entries:
-                continue
-            last = _stream_id(state.last_id)
-            epoch = state.epoch
-            for entry_id, fields in entries:
-                current = _stream_id(entry_id)
-                # A read issued before this channel was tracked again may repeat entries.
-                if current <= last or b"e" not in fields:
+            self._cursors[shard] = entries[-1][0]
+            count = self._counts.get(shard)
+            for _, fields in entries:
+                number = int(fields.get(b"n", 0))
+                if count is not None and number != count + 1:
+                    gaps.add(shard)
+                count = number
+                state = channels.get(fields[b"c"].decode("utf-8", "replace"))
+                if state is not None:
+                    self._deliver(
+                        state, fields[b"g"].decode(), parse_stream_id(fields[b"i"]), fields[b"e"]
+                    )
+            self._counts[shard] = t.cast(int, count)
+        return gaps
+
+    def _deliver(self, state: _Channel, generation: str, position: StreamId, data: bytes) -> None:
+        if generation != state.generation:
+            if state.generation is not None:
+                self._reset_channel(state, generation, "channel-restarted")
+            state.generation = generation
+        elif state.last is not None and position <= state.last:
+            return  # read again (a catch-up and the shard both had it)
+        state.last = position
+        frame = self._frame(generation, position, data)
+        for frames in state.joining.values():
+            frames.append((position, frame))
+        floors = state.floors
+        for subscription in tuple(state.subscribers):
+            if floors:
+                floor = floors.get(subscription)
+                if floor is not None:
+                    if position <= floor:
+                        continue
+                    del floors[subscription]
+            subscription.deliver(frame)
+
+    def _reset_channel(self, state: _Channel, generation: str, reason: str) -> None:
+        """The channel's data is gone (Redis lost it, or it was forgotten): tell its streams.
+
+        After a reset to the empty generation, the first events of the channel's next life
+        arrive without a second reset.
+        """
+        reset = self._reset(generation, ZERO, reason)
+        for subscription in tuple(state.subscribers):
+            subscription.deliver(reset)
+        for frames in state.joining.values():
+            frames.append((None, reset))
+        state.floors.clear()
+        state.generation = None if generation == EMPTY_GENERATION else generation
+        state.last = None
+
+    def _catch_up(self, client: redis.Redis[bytes], shards: set[int]) -> None:
+        """Deliver, from the channels' own streams, what the listener may have missed on
+        ``shards``; reset channels whose generation changed."""
+        followed = [s for s in self._channels.values() if s.shard in shards]
+        if followed:
+            logger.info("catching up %d channels from Redis", len(followed))
+        for start in range(0, len(followed), CHANNEL_BATCH):
+            batch = followed[start : start + CHANNEL_BATCH]
+            pipe = client.pipeline(transaction=False)
+            for state in batch:
+                pipe.get(self.keys.generation(state.name))
+                if state.last is not None:
+                    after = f"({format_stream_id(state.last)}"
+                    pipe.xrange(self.keys.channel(state.name), after, "+", count=self.backlog + 1)
+            replies = iter(pipe.execute())
+            for state in batch:
+                raw_generation = next(replies)
+                entries = next(replies) if state.last is not None else []
+                if self._channels.get(state.name) is not state:
+                    continue  # its subscribers left meanwhile
+                generation = raw_generation.decode() if raw_generation else EMPTY_GENERATION
+                if state.generation is not None and generation != state.generation:
+                    self._reset_channel(state, generation, "broker-restarted")
                     continue
-                last = current
-                data = self._frame(epoch, entry_id, fields)
-                for frames in state.joining.values():
-                    frames.append((current, data))
-                if state.floors:
-                    _deliver_past_floors(state, current, data)
+                if state.last is None:
                     continue
-                for subscription in tuple(state.subscribers):
-                    subscription.deliver(data)
-            state.last_id = _id_bytes(last)
+                if len(entries) > self.backlog:
+                    self._reset_channel(state, generation, "expired")
+                    continue
+                for entry_id, fields in entries:
+                    self._deliver(state, generation, parse_stream_id(entry_id), fields[b"e"])
+
+    def _refresh_ttls(self) -> None:
+        """Keep the channels this process follows alive: refresh their keys' TTL, in batches,
+        a few times per TTL (a channel with subscribers is never forgotten)."""
+        interval = max(t.cast(float, self.channel_ttl) / 3, 0.05)
+        while not self._closed:
+            gevent.sleep(interval)
+            names = list(self._channels)
+            try:
+                for start in range(0, len(names), CHANNEL_BATCH):
+                    batch = names[start : start + CHANNEL_BATCH]
+                    self._run("refresh", functools.partial(self._expire, names=batch))
+            except BrokerUnavailable as error:
+                logger.warning("could not refresh the TTL of followed channels: %s", error)
+
+    def _expire(self, client: redis.Redis[bytes], names: list[str]) -> None:
+        milliseconds = int(t.cast(float, self.channel_ttl) * 1000)
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.pexpire(self.keys.channel(name), milliseconds)
+            pipe.pexpire(self.keys.generation(name), milliseconds)
+        pipe.execute()
 
     def close(self) -> None:
         """Stop the listener, drop every subscriber and close the connections."""
         self._closed = True
-        for greenlet in (self._listener, self._waker):
-            if greenlet is not None:
-                greenlet.kill(block=True, timeout=1)
+        self._wanted.set()
+        for greenlet in self._greenlets:
+            greenlet.kill(block=True, timeout=1)
         for state in list(self._channels.values()):
-            for subscription in tuple(state.subscribers):
-                subscription.drop("broker-closed")
+            for subscription in (*state.subscribers, *state.joining):
+                subscription.drop(EndReason.BROKER_CLOSED)
         self._channels.clear()
-        self._by_key.clear()
         self._commands.connection_pool.disconnect()
+        self._snapshots.connection_pool.disconnect()
         if self._listener_client is not None:
             self._listener_client.connection_pool.disconnect()
 
 
-def _deliver_past_floors(state: _Channel, current: StreamId, data: bytes) -> None:
-    floors = state.floors
-    for subscription in tuple(state.subscribers):
-        floor = floors.get(subscription)
-        if floor is not None:
-            if current <= floor:
-                continue
-            del floors[subscription]
-        subscription.deliver(data)
+def _parse_event_id(value: str) -> tuple[str, StreamId] | None:
+    """Split ``<generation>.<ms>-<seq>``; None unless it is exactly how this broker writes
+    ids."""
+    parts = split_id(value)
+    if parts is None:
+        return None
+    position = parse_position(parts[1])
+    return (parts[0], position) if position is not None else None
 
 
-def _as_bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
+def _read_snapshot(reply: list[t.Any]) -> _Snapshot:
+    generation, tail, added, length, first, entries = reply
+    return _Snapshot(
+        generation=generation.decode() if generation else None,
+        tail=parse_stream_id(tail),
+        trimmed=int(added) > int(length),
+        first=parse_stream_id(first) if first else None,
+        entries=[(parse_stream_id(entry[0]), _field(entry[1], b"e")) for entry in entries],
+    )
+
+
+def _field(flat: list[bytes], name: bytes) -> bytes:
+    """A field of a stream entry as a script returns it: ``[name, value, name, value...]``."""
+    for index in range(0, len(flat) - 1, 2):
+        if flat[index] == name:
+            return flat[index + 1]
+    raise ValueError(f"stream entry without field {name!r}")
+
+
+def _shard_of_key(key: bytes | str) -> int:
+    text = key.decode() if isinstance(key, bytes) else key
+    start = text.rindex("{s") + 2
+    return int(text[start : text.index("}", start)])
