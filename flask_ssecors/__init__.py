@@ -12,9 +12,10 @@ import importlib.metadata
 
 from ._extension import SSECors as SSECors
 from ._lifecycle import end_all_streams as end_all_streams
+from ._publisher import Publisher as Publisher
 from ._request import last_event_id as last_event_id
 from .events import Event as Event
 
 __version__: str = importlib.metadata.version("flask-ssecors")
 
-__all__ = ["Event", "SSECors", "__version__", "end_all_streams", "last_event_id"]
+__all__ = ["Event", "Publisher", "SSECors", "__version__", "end_all_streams", "last_event_id"]

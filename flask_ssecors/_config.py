@@ -642,8 +642,24 @@ def _parseable_origins(raw: object) -> tuple[OriginPattern, ...]:
     return tuple(patterns)
 
 
+def check_options(
+    values: cabc.Mapping[str, object], *, allowed: frozenset[str], where: str
+) -> dict[str, object]:
+    """Validate options given as keywords (named like the per-view keywords), on their own.
+
+    :param values: the keywords.
+    :param allowed: the names accepted.
+    :param where: what is being configured, for the error's first line.
+    :raises ConfigError: listing every problem found.
+    """
+    try:
+        return check_overrides(values, allowed=allowed, what=where)
+    except ConfigError as error:
+        raise ConfigError(error.issues, where=where) from None
+
+
 def check_overrides(
-    overrides: cabc.Mapping[str, object], *, allowed: frozenset[str]
+    overrides: cabc.Mapping[str, object], *, allowed: frozenset[str], what: str = "this decorator"
 ) -> dict[str, object]:
     """Validate a decorator's keyword overrides on their own.
 
@@ -660,7 +676,7 @@ def check_overrides(
         if name not in allowed:
             close = difflib.get_close_matches(name, sorted(allowed), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            issues.append(ConfigIssue(name, raw, f"is not an option of this decorator.{hint}"))
+            issues.append(ConfigIssue(name, raw, f"is not an option of {what}.{hint}"))
             continue
         value, problems = _BY_KWARG[name].check(raw)
         if problems:

@@ -40,6 +40,8 @@ from ._config import merge_overrides
 from ._config import read_settings
 from ._config import STREAM_KWARGS
 from ._lifecycle import StreamTracker
+from ._lifecycle import warn_about_gunicorn_workers
+from ._lifecycle import warn_about_the_server
 from ._log import get_logger
 from ._ownership import other_owners
 from ._policy import compile_policy
@@ -64,6 +66,7 @@ from .exceptions import ChannelError
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import HeaderConflictError
+from .exceptions import SSECorsError
 from .exceptions import TokenRefused
 from .tokens import StreamTokens
 
@@ -157,6 +160,7 @@ class SSECors:
         if settings.warn_cors_hooks:
             for guess in guesses:
                 logger.warning("%s", guess)
+        warn_about_gunicorn_workers()
         workers = os.environ.get("WEB_CONCURRENCY", "1")
         if isinstance(state.broker, MemoryBroker) and workers.isdigit() and int(workers) > 1:
             _warn_memory_broker(f"WEB_CONCURRENCY={workers}")
@@ -325,17 +329,44 @@ class SSECors:
 
     @property
     def broker(self) -> Broker:
-        """The current app's broker."""
-        return _request.app_state().broker
+        """The current app's broker (see :meth:`publish` for which app that is)."""
+        return self._state().broker
 
     def publish(self, channel: str, event: Event) -> str:
         """Publish ``event`` on ``channel``; return the id the broker assigned.
 
-        Safe from any greenlet and from request handlers, in the app's context.
+        Works from any greenlet and any OS thread (a thread pool, the development server's
+        request threads): subscribers are woken safely in their own threads. In an app context
+        it publishes through that app's broker; outside one, through the broker of the one app
+        this object serves (with several, push the app's context first).
+
+        For processes without the Flask app (a Celery or RQ worker, a cron script), use
+        :class:`flask_ssecors.Publisher` with the app's broker URL.
 
         :raises flask_ssecors.exceptions.BrokerUnavailable: when nothing could be published.
+        :raises flask_ssecors.exceptions.ChannelError: for a channel name no broker can store.
+        :raises flask_ssecors.exceptions.EventFieldError: for an event over
+            ``SSECORS_MAX_EVENT_SIZE``.
+        :raises flask_ssecors.exceptions.SSECorsError: outside an app context, when this
+            object serves no app or several.
         """
-        return _request.app_state().broker.publish(channel, event)
+        return self._state().broker.publish(channel, event)
+
+    def _state(self) -> AppState:
+        """The current app's state; outside an app context, the one app's this object serves."""
+        if _request.has_app():
+            return _request.app_state()
+        states = list(self._states)
+        if len(states) == 1:
+            return states[0]
+        if not states:
+            raise SSECorsError(
+                "this SSECors object is not registered on any app yet: call init_app(app)."
+            )
+        raise SSECorsError(
+            f"this SSECors object serves {len(states)} apps, so outside an app context it "
+            "cannot tell which app's broker to use: publish under `with app.app_context():`."
+        )
 
     def subscribe(self, channel: str, last_event_id: str | None = None) -> Subscription:
         """Subscribe the current stream to ``channel``.
@@ -356,7 +387,7 @@ class SSECors:
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions on ``channel`` (or all channels) in the current app's broker."""
-        return _request.app_state().broker.subscriber_count(channel)
+        return self._state().broker.subscriber_count(channel)
 
     # -- stream tokens -----------------------------------------------------------------------
 
@@ -596,6 +627,7 @@ class SSECors:
     ) -> StreamResponse:
         """The response of an admitted stream: tracked, with its deadlines, headers pinned."""
         settings = state.settings
+        warn_about_the_server(_request.server_software())
         stream = state.streams.open(
             source,
             options,

@@ -47,6 +47,7 @@ import typing as t
 import weakref
 
 import gevent
+import gevent.monkey
 
 from ._log import get_logger
 from ._stats import EndReason
@@ -310,8 +311,9 @@ _STOP_SIGNALS: t.Final = ("SIGTERM", "SIGINT", "SIGQUIT")
 
 
 def _forget_watch() -> None:
-    global _watching
+    global _watching, _warned_server
     _watching = False
+    _warned_server = False
 
 
 os.register_at_fork(after_in_child=_forget_watch)
@@ -342,17 +344,64 @@ def watch_server() -> None:
     )
 
 
-def _gunicorn_gevent_worker() -> t.Any:
-    """The gunicorn gevent worker this process is, found through its ``SIGTERM`` handler."""
+def _gunicorn_worker() -> t.Any:
+    """The gunicorn worker this process is (any kind), found through its ``SIGTERM`` handler,
+    which gunicorn installs before it loads the app; None under another server."""
     base = sys.modules.get("gunicorn.workers.base")
-    ggevent = sys.modules.get("gunicorn.workers.ggevent")
-    if base is None or ggevent is None:
+    if base is None:
         return None
-    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        handler = signal.getsignal(signal.SIGTERM)
+    except ValueError:  # pragma: no cover - not the main thread
+        return None
     worker = getattr(handler, "__self__", None)
-    if isinstance(worker, ggevent.GeventWorker):
+    return worker if isinstance(worker, base.Worker) else None
+
+
+def _gunicorn_gevent_worker() -> t.Any:
+    """The gunicorn gevent worker this process is, if it is one."""
+    ggevent = sys.modules.get("gunicorn.workers.ggevent")
+    worker = _gunicorn_worker()
+    if ggevent is not None and isinstance(worker, ggevent.GeventWorker):
         return worker
     return None
+
+
+# -- servers that are not gevent ------------------------------------------------------------------
+
+_warned_server = False
+
+
+def warn_about_the_server(server_software: str | None) -> None:
+    """Once per process, at the first stream: when the server is not gevent, say that each
+    stream holds a thread, and what to serve with in production."""
+    global _warned_server
+    if _warned_server:
+        return
+    _warned_server = True
+    if gevent.monkey.is_module_patched("socket"):
+        return
+    logger.warning(
+        "flask-ssecors streams are served by %s, which is not a gevent server: each open stream "
+        "holds one of its threads. Events still arrive at once, which is fine for development; "
+        "in production serve the app with gevent workers, e.g. `gunicorn -k gevent -w 1 "
+        "--worker-connections 2000 app:app` (see the quickstart).",
+        server_software or "a WSGI server",
+    )
+
+
+def warn_about_gunicorn_workers() -> None:
+    """At ``init_app``: under a gunicorn worker that is not gevent's (sync, gthread...), each
+    stream holds a worker process or thread for as long as it is open."""
+    worker = _gunicorn_worker()
+    if worker is None or _gunicorn_gevent_worker() is not None:
+        return
+    logger.warning(
+        "flask-ssecors runs in a gunicorn %s worker: each open stream holds a worker process or "
+        "thread until the client leaves, so a few streams make the app unreachable. Serve "
+        "streams with gevent workers: gunicorn -k gevent --worker-connections 2000 ...",
+        type(worker).__name__,
+    )
 
 
 def _chain(

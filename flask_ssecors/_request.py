@@ -74,6 +74,17 @@ def app_state() -> AppState:
         ) from None
 
 
+def has_app() -> bool:
+    """Whether an app context is pushed."""
+    return has_app_context()
+
+
+def server_software() -> str | None:
+    """The WSGI server's ``SERVER_SOFTWARE``, for messages."""
+    value = request.environ.get("SERVER_SOFTWARE")
+    return value if isinstance(value, str) else None
+
+
 def app() -> Flask:
     """The current app."""
     return t.cast("Flask", current_app._get_current_object())  # type: ignore[attr-defined]

@@ -299,6 +299,7 @@ def test_the_gunicorn_worker_stop_signal_is_chained(
     ggevent = types.ModuleType("gunicorn.workers.ggevent")
     ggevent.GeventWorker = _FakeGeventWorker  # type: ignore[attr-defined]
     base = types.ModuleType("gunicorn.workers.base")
+    base.Worker = _FakeGeventWorker  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "gunicorn.workers.ggevent", ggevent)
     monkeypatch.setitem(sys.modules, "gunicorn.workers.base", base)
     monkeypatch.setattr(lifecycle, "_watching", False)

@@ -38,6 +38,7 @@ def test_top_level_names_are_the_contract() -> None:
     """``__init__`` only re-exports; adding or removing a name is an API change."""
     assert sorted(flask_ssecors.__all__) == [
         "Event",
+        "Publisher",
         "SSECors",
         "__version__",
         "end_all_streams",

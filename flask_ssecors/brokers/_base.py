@@ -19,6 +19,7 @@ import typing as t
 import weakref
 
 import gevent
+import gevent.monkey
 
 from .._stats import EndReason
 from ..exceptions import ChannelError
@@ -26,6 +27,9 @@ from ..exceptions import EventFieldError
 
 if t.TYPE_CHECKING:
     from ..events import Event
+
+#: The OS thread's id, even under monkey-patching (which makes ``_thread.get_ident`` a greenlet's).
+thread_ident: t.Final[t.Callable[[], int]] = gevent.monkey.get_original("_thread", "get_ident")
 
 #: Longest channel name, in bytes of UTF-8.
 MAX_CHANNEL_BYTES: t.Final = 512
@@ -108,10 +112,12 @@ class _Waker:
     and garbage collection then walks every open stream).
     """
 
-    __slots__ = ("loop", "ready", "scheduled")
+    __slots__ = ("loop", "ready", "scheduled", "thread")
 
-    def __init__(self, loop: t.Any) -> None:
+    def __init__(self, loop: t.Any, thread: int) -> None:
         self.loop = loop
+        #: The OS thread whose hub runs ``loop``.
+        self.thread = thread
         self.ready: list[Subscription] = []
         self.scheduled = False
 
@@ -119,11 +125,18 @@ class _Waker:
         self.ready.append(subscription)
         if not self.scheduled:
             self.scheduled = True
-            self.loop.run_callback(self.run)
+            if thread_ident() == self.thread:
+                self.loop.run_callback(self.run)
+            else:
+                # Another OS thread (a thread pool, the development server's request
+                # threads): wake the hub's loop, which may be asleep in its poll.
+                self.loop.run_callback_threadsafe(self.run)
 
     def run(self) -> None:
-        ready, self.ready = self.ready, []
+        # The flag goes down before the list is taken, so an add from another thread in
+        # between schedules another run rather than waiting for the next delivery.
         self.scheduled = False
+        ready, self.ready = self.ready, []
         for subscription in ready:
             subscription._queued = False
         for subscription in ready:
@@ -143,7 +156,7 @@ _wakers: weakref.WeakKeyDictionary[t.Any, _Waker] = weakref.WeakKeyDictionary()
 def _waker_for(hub: t.Any) -> _Waker:
     waker = _wakers.get(hub)
     if waker is None:
-        waker = _wakers[hub] = _Waker(hub.loop)
+        waker = _wakers[hub] = _Waker(hub.loop, hub.thread_ident)
     return waker
 
 
@@ -151,10 +164,11 @@ class Subscription:
     """One subscriber's view of one channel: replayed events first, then live ones.
 
     Brokers create these; a stream view returns one (``return sse.subscribe(...)``) and the
-    stream response reads it. Safe to use from greenlets of one thread; not from other OS
-    threads. A waiting :meth:`get` costs no greenlet and no allocation per delivered event:
-    the waiting greenlet is switched to directly (see :class:`_Waker`), and its heartbeat
-    timeout is one reusable loop timer.
+    stream response reads it, in the thread that created it. :meth:`deliver`, :meth:`drop` and
+    :meth:`wake` may be called from any thread: the waiting reader is woken through its hub's
+    thread-safe callback. A waiting :meth:`get` costs no greenlet and no allocation per
+    delivered event: the waiting greenlet is switched to directly (see :class:`_Waker`), and
+    its heartbeat timeout is one reusable loop timer.
 
     :param channel: the channel name.
     :param limit: how many undelivered events may wait before the subscriber is dropped.
@@ -277,6 +291,10 @@ class Subscription:
         self._waiter = gevent.getcurrent()
         try:
             while True:
+                # Checked again once the waiter is set: an event delivered from another OS
+                # thread just before would otherwise wait for the timeout.
+                if self._items or self._timed_out or self.drop_reason is not None:
+                    return
                 self._hub.switch()
                 if self._items or self._timed_out or self.drop_reason is not None:
                     return

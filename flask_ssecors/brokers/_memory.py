@@ -22,6 +22,7 @@ import time
 import typing as t
 
 import gevent
+import gevent.monkey
 
 from .._stats import EndReason
 from ..events import add_id
@@ -34,9 +35,12 @@ from ._base import EMPTY_GENERATION
 from ._base import new_generation
 from ._base import split_id
 from ._base import Subscription
+from ._base import thread_ident as _thread_ident
 
 #: How often idle channels are looked at, at most (seconds); sooner for short TTLs.
 SWEEP_INTERVAL: t.Final = 1.0
+#: A real OS lock, even under monkey-patching: publishers may run in other threads.
+_RLock: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading", "RLock")
 
 
 class _Channel:
@@ -73,6 +77,10 @@ class MemoryBroker:
         #: Channels without subscribers, oldest use first: name -> when it was last used.
         self._idle: collections.OrderedDict[str, float] = collections.OrderedDict()
         self._sweeper: gevent.Greenlet | None = None
+        #: Publishing is safe from any OS thread (a thread pool, the development server's
+        #: request threads); greenlets of one thread never wait on it, as nothing inside yields.
+        self._lock = _RLock()
+        self._home = _thread_ident()
 
     def _channel(self, name: str) -> _Channel:
         channel = self._channels.get(name)
@@ -89,17 +97,18 @@ class MemoryBroker:
         check_channel(channel)
         encoded = without_id(event).encode()
         check_event_size(encoded, self.max_event_size)
-        state = self._channel(channel)
-        state.head += 1
-        event_id = f"{state.generation}.{state.head}"
-        data = add_id(encoded, event_id)
-        if self.backlog:
-            state.backlog.append((state.head, data))
-        if state.subscribers:
-            for subscription in tuple(state.subscribers):
-                subscription.deliver(data)
-        else:
-            self._became_idle(channel)
+        with self._lock:
+            state = self._channel(channel)
+            state.head += 1
+            event_id = f"{state.generation}.{state.head}"
+            data = add_id(encoded, event_id)
+            if self.backlog:
+                state.backlog.append((state.head, data))
+            if state.subscribers:
+                for subscription in tuple(state.subscribers):
+                    subscription.deliver(data)
+            else:
+                self._became_idle(channel)
         return event_id
 
     def subscribe(
@@ -110,12 +119,13 @@ class MemoryBroker:
         :raises ChannelError: for a channel name no broker can store.
         """
         check_channel(channel)
-        state = self._channel(channel)
         subscription = Subscription(channel, limit, self._release)
-        if last_event_id is not None:
-            subscription.preload(self._replay(state, last_event_id))
-        state.subscribers.add(subscription)
-        self._idle.pop(channel, None)
+        with self._lock:
+            state = self._channel(channel)
+            if last_event_id is not None:
+                subscription.preload(self._replay(state, last_event_id))
+            state.subscribers.add(subscription)
+            self._idle.pop(channel, None)
         return subscription
 
     def _replay(self, state: _Channel, last_event_id: str) -> list[bytes]:
@@ -142,16 +152,17 @@ class MemoryBroker:
         return Event({"reason": reason}, event=RESET_EVENT, id=position).encode()
 
     def _release(self, subscription: Subscription) -> None:
-        state = self._channels.get(subscription.channel)
-        if state is None:
-            return
-        state.subscribers.discard(subscription)
-        if state.subscribers:
-            return
-        if state.head == 0:  # never published: nothing to keep
-            del self._channels[subscription.channel]
-        else:
-            self._became_idle(subscription.channel)
+        with self._lock:
+            state = self._channels.get(subscription.channel)
+            if state is None:
+                return
+            state.subscribers.discard(subscription)
+            if state.subscribers:
+                return
+            if state.head == 0:  # never published: nothing to keep
+                del self._channels[subscription.channel]
+            else:
+                self._became_idle(subscription.channel)
 
     # -- retention ---------------------------------------------------------------------------
 
@@ -160,9 +171,13 @@ class MemoryBroker:
         use, unless it is used again."""
         if self.channel_ttl is None:
             return
-        self._idle[channel] = time.monotonic()
+        now = time.monotonic()
+        self._idle[channel] = now
         self._idle.move_to_end(channel)
-        if self._sweeper is None or self._sweeper.dead:
+        self._forget_before(now - self.channel_ttl)
+        if (self._sweeper is None or self._sweeper.dead) and _thread_ident() == self._home:
+            # A greenlet of the broker's own thread; publishers in other threads (whose hubs
+            # may never run again) rely on the sweeps every publish and release do.
             self._sweeper = gevent.spawn(self._sweep)
 
     def _sweep(self) -> None:
@@ -177,7 +192,10 @@ class MemoryBroker:
         this by itself; tests and shutdown hooks may call it)."""
         if self.channel_ttl is None:
             return 0
-        expired = time.monotonic() - self.channel_ttl
+        with self._lock:
+            return self._forget_before(time.monotonic() - self.channel_ttl)
+
+    def _forget_before(self, expired: float) -> int:
         forgotten = 0
         while self._idle:
             name, since = next(iter(self._idle.items()))
@@ -202,6 +220,7 @@ class MemoryBroker:
     def channel_count(self) -> int:
         """Channels this broker holds: those with subscribers, and those published to within
         the TTL."""
+        self.forget_idle_channels()
         return len(self._channels)
 
     def close(self) -> None:

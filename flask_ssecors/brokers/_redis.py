@@ -38,6 +38,7 @@ import typing as t
 import gevent
 import gevent.event
 import gevent.lock
+import gevent.monkey
 
 from .._log import get_logger
 from .._stats import EndReason
@@ -51,6 +52,7 @@ from ._base import check_event_size
 from ._base import new_generation
 from ._base import split_id
 from ._base import Subscription
+from ._base import thread_ident
 from ._redis_conn import client_for
 from ._redis_conn import redis as redis
 from ._redis_layout import EMPTY_GENERATION
@@ -79,9 +81,41 @@ CHANNEL_BATCH: t.Final = 500
 #: Longest pause between two attempts of the listener to reconnect (seconds).
 MAX_BACKOFF: t.Final = 1.0
 
+#: Per OS thread, even under monkey-patching (where ``threading.local`` is per greenlet).
+_ThreadLocal: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading", "local")
+_RLock: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading", "RLock")
+_Thread: t.Final[t.Any] = gevent.monkey.get_original("threading", "Thread")
+_Event: t.Final[t.Any] = gevent.monkey.get_original("threading", "Event")
+
 #: An encoded event as a subscriber receives it, with its position in its channel (None for a
 #: reset event, which no later position makes obsolete).
 Frame: t.TypeAlias = tuple["StreamId | None", bytes]
+
+
+class _Readiness:
+    """Whether the listener reads Redis: waited for by subscribers, in greenlets of the
+    broker's thread (a gevent event), or in other OS threads (a real event, since a gevent
+    event is waited for from one thread's hub at a time)."""
+
+    def __init__(self) -> None:
+        self._greenlets = gevent.event.Event()
+        self._threads = _Event()
+
+    def is_set(self) -> bool:
+        return bool(self._greenlets.is_set())
+
+    def set(self) -> None:
+        self._greenlets.set()
+        self._threads.set()
+
+    def clear(self) -> None:
+        self._greenlets.clear()
+        self._threads.clear()
+
+    def wait(self, timeout: float, *, home: bool) -> bool:
+        if home:
+            return bool(self._greenlets.wait(timeout))
+        return bool(self._threads.wait(timeout))
 
 
 class _Snapshot(t.NamedTuple):
@@ -178,13 +212,18 @@ class RedisBroker:
         )
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
         self._slots = gevent.lock.BoundedSemaphore(self.pool_size)
+        self._home = thread_ident()
+        self._threads = _ThreadLocal()
+        #: Guards the channels between the listener and subscribers in other OS threads.
+        self._lock = _RLock()
+        self._background: t.Any = None
         self._snapshots = client_for(
             self.url, timeout=self.timeout, max_connections=1, name=f"ssecors-snap-{self._pid}"
         )
         self._channels: dict[str, _Channel] = {}
         self._cursors: dict[int, bytes] = {}
         self._counts: dict[int, int] = {}
-        self._ready = gevent.event.Event()
+        self._ready = _Readiness()
         self._pending: list[_SnapshotRequest] = []
         self._wanted = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
@@ -203,11 +242,15 @@ class RedisBroker:
     def _run(self, what: str, call: t.Callable[[redis.Redis[bytes]], t.Any]) -> t.Any:
         """Run commands on a pooled connection; raise BrokerUnavailable after ``timeout``.
 
-        The bound covers waiting for a free connection, connecting, and the answer.
+        The bound covers waiting for a free connection, connecting, and the answer. From
+        another OS thread than the one the broker serves (a thread pool, the development
+        server's request threads), each thread uses a connection of its own.
         """
         timer = gevent.Timeout(self.timeout)
         timer.start()
         try:
+            if thread_ident() != self._home:
+                return call(self._thread_client())
             with self._slots:
                 return call(self._commands)
         except gevent.Timeout as expired:
@@ -220,6 +263,17 @@ class RedisBroker:
             raise BrokerUnavailable(f"{what}: {error}") from error
         finally:
             timer.close()
+
+    def _thread_client(self) -> redis.Redis[bytes]:
+        client: redis.Redis[bytes] | None = getattr(self._threads, "client", None)
+        if client is None:
+            client = self._threads.client = client_for(
+                self.url,
+                timeout=self.timeout,
+                max_connections=1,
+                name=f"ssecors-thread-{self._pid}",
+            )
+        return client
 
     def publish(self, channel: str, event: Event) -> str:
         """Append to the channel's stream and its shard; return ``<generation>.<stream id>``.
@@ -265,37 +319,40 @@ class RedisBroker:
         self._check_pid()
         check_channel(channel)
         self._start()
-        if not self._ready.wait(self.timeout):
+        if not self._ready.wait(self.timeout, home=thread_ident() == self._home):
             raise BrokerUnavailable(
                 f"subscribe: the listener could not read from Redis within {self.timeout:g} s"
             )
-        state = self._channels.get(channel)
-        if state is None:
-            state = self._channels[channel] = _Channel(channel)
         subscription = Subscription(channel, limit, self._release)
-        if last_event_id is None:
-            state.subscribers.add(subscription)
-            return subscription
+        with self._lock:
+            state = self._channels.get(channel)
+            if state is None:
+                state = self._channels[channel] = _Channel(channel)
+            if last_event_id is None:
+                state.subscribers.add(subscription)
+                return subscription
+            live: list[Frame] = []
+            state.joining[subscription] = live
         parsed = _parse_event_id(last_event_id)
-        live: list[Frame] = []
-        state.joining[subscription] = live
         try:
             snapshot = self._snapshot(channel, parsed)
         except BrokerUnavailable:
-            state.joining.pop(subscription, None)
+            with self._lock:
+                state.joining.pop(subscription, None)
             subscription.close()
             raise
-        # Nothing yields from here on: merge the snapshot with what arrived live meanwhile.
-        if state.joining.pop(subscription, None) is None or subscription.closed:
-            subscription.close()
-            return subscription
-        replay = self._replay(snapshot, parsed)
-        tail = snapshot.tail
-        frames = [data for at, data in live if at is None or at > tail]
-        if state.last is None or state.last < tail:
-            state.floors[subscription] = tail
-        state.subscribers.add(subscription)
-        subscription.preload([*replay, *frames])
+        # Under the lock (nothing yields there): merge the snapshot with what arrived live.
+        with self._lock:
+            if state.joining.pop(subscription, None) is None or subscription.closed:
+                subscription.close()
+                return subscription
+            replay = self._replay(snapshot, parsed)
+            tail = snapshot.tail
+            frames = [data for at, data in live if at is None or at > tail]
+            if state.last is None or state.last < tail:
+                state.floors[subscription] = tail
+            state.subscribers.add(subscription)
+            subscription.preload([*replay, *frames])
         return subscription
 
     def _snapshot(self, channel: str, parsed: tuple[str, StreamId] | None) -> _Snapshot:
@@ -415,15 +472,17 @@ class RedisBroker:
         return add_id(encoded, f"{generation}.{format_stream_id(position)}")
 
     def _release(self, subscription: Subscription) -> None:
-        state = self._channels.get(subscription.channel)
-        if state is None:
-            return
-        if state.joining.pop(subscription, None) is None and subscription not in state.subscribers:
-            return
-        state.subscribers.discard(subscription)
-        state.floors.pop(subscription, None)
-        if not state.subscribers and not state.joining:
-            del self._channels[state.name]
+        with self._lock:
+            state = self._channels.get(subscription.channel)
+            if state is None:
+                return
+            joining = state.joining.pop(subscription, None)
+            if joining is None and subscription not in state.subscribers:
+                return
+            state.subscribers.discard(subscription)
+            state.floors.pop(subscription, None)
+            if not state.subscribers and not state.joining:
+                del self._channels[state.name]
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions in this process on ``channel``, or on every channel."""
@@ -441,14 +500,36 @@ class RedisBroker:
     # -- the listener ------------------------------------------------------------------------
 
     def _start(self) -> None:
-        """Start the listener, the snapshot sender and the TTL refresher, once per process."""
-        if self._listener is not None and not self._listener.dead:
-            return
-        self._ready.clear()
+        """Start the listener, the snapshot sender and the TTL refresher, once per process.
+
+        They are greenlets of the broker's own thread when it subscribes there (a gevent
+        server's hub, or a test's). A first subscriber in another OS thread (the development
+        server serves each request in a thread of its own, whose hub stops with it) starts
+        them in a daemon thread of their own, with its own hub.
+        """
+        with self._lock:
+            if self._listener is not None and not self._listener.dead:
+                return
+            if self._background is not None and self._background.is_alive():
+                return
+            self._ready.clear()
+            if thread_ident() == self._home:
+                self._spawn_background()
+            else:
+                self._background = _Thread(
+                    target=self._run_background, name="flask-ssecors-redis", daemon=True
+                )
+                self._background.start()
+
+    def _spawn_background(self) -> list[gevent.Greenlet]:
         self._listener = gevent.spawn(self._listen)
         self._greenlets = [self._listener, gevent.spawn(self._take_snapshots)]
         if self.channel_ttl is not None:
             self._greenlets.append(gevent.spawn(self._refresh_ttls))
+        return self._greenlets
+
+    def _run_background(self) -> None:
+        gevent.joinall(self._spawn_background())
 
     def _listen(self) -> None:
         backoff = 0.05
@@ -506,6 +587,10 @@ class RedisBroker:
     def _dispatch(self, reply: t.Any) -> set[int]:
         """Hand each entry to its channel's local subscribers; return the shards where
         entries were missed (the counter jumped)."""
+        with self._lock:
+            return self._dispatch_locked(reply)
+
+    def _dispatch_locked(self, reply: t.Any) -> set[int]:
         gaps: set[int] = set()
         channels = self._channels
         for key, entries in reply or ():
@@ -572,28 +657,35 @@ class RedisBroker:
         for start in range(0, len(followed), CHANNEL_BATCH):
             batch = followed[start : start + CHANNEL_BATCH]
             pipe = client.pipeline(transaction=False)
+            read = []
             for state in batch:
                 pipe.get(self.keys.generation(state.name))
                 if state.last is not None:
                     after = f"({format_stream_id(state.last)}"
                     pipe.xrange(self.keys.channel(state.name), after, "+", count=self.backlog + 1)
+                read.append(state.last is not None)
             replies = iter(pipe.execute())
-            for state in batch:
-                raw_generation = next(replies)
-                entries = next(replies) if state.last is not None else []
-                if self._channels.get(state.name) is not state:
-                    continue  # its subscribers left meanwhile
-                generation = raw_generation.decode() if raw_generation else EMPTY_GENERATION
-                if state.generation is not None and generation != state.generation:
-                    self._reset_channel(state, generation, "broker-restarted")
-                    continue
-                if state.last is None:
-                    continue
-                if len(entries) > self.backlog:
-                    self._reset_channel(state, generation, "expired")
-                    continue
-                for entry_id, fields in entries:
-                    self._deliver(state, generation, parse_stream_id(entry_id), fields[b"e"])
+            answers = [(next(replies), next(replies) if r else None) for r in read]
+            with self._lock:
+                for state, (raw_generation, entries) in zip(batch, answers, strict=True):
+                    self._deliver_caught_up(state, raw_generation, entries)
+
+    def _deliver_caught_up(
+        self, state: _Channel, raw_generation: bytes | None, entries: list[t.Any] | None
+    ) -> None:
+        if self._channels.get(state.name) is not state:
+            return  # its subscribers left meanwhile
+        generation = raw_generation.decode() if raw_generation else EMPTY_GENERATION
+        if state.generation is not None and generation != state.generation:
+            self._reset_channel(state, generation, "broker-restarted")
+            return
+        if entries is None:
+            return
+        if len(entries) > self.backlog:
+            self._reset_channel(state, generation, "expired")
+            return
+        for entry_id, fields in entries:
+            self._deliver(state, generation, parse_stream_id(entry_id), fields[b"e"])
 
     def _refresh_ttls(self) -> None:
         """Keep the channels this process follows alive: refresh their keys' TTL, in batches,

@@ -95,13 +95,15 @@ class LiveServer:
         target: str,
         *,
         env: dict[str, str] | None = None,
-        server: str = "gunicorn",
+        server: str = "gunicorn",  #: ``gunicorn``, ``pywsgi`` or ``flask`` (``flask run``)
         workers: int = 1,
         extra_args: t.Sequence[str] = (),
         port: int | None = None,
         log_path: Path | None = None,
+        worker_class: str = "gevent",
     ) -> None:
         self.target = target
+        self.worker_class = worker_class
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.url = f"http://{self.host}:{self.port}"
@@ -123,7 +125,7 @@ class LiveServer:
                 "-m",
                 "gunicorn",
                 "-k",
-                "gevent",
+                self.worker_class,
                 "-w",
                 str(self.workers),
                 "--worker-connections",
@@ -135,6 +137,20 @@ class LiveServer:
                 *control,
                 *self.extra_args,
                 self.target,
+            ]
+        if self.server == "flask":  # the Werkzeug development server, threaded
+            return [
+                sys.executable,
+                "-m",
+                "flask",
+                "--app",
+                self.target,
+                "run",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--no-reload",
             ]
         return [sys.executable, "-m", "tests.support.pywsgi_serve", self.target, str(self.port)]
 

@@ -1,0 +1,143 @@
+"""Publishing from processes without the Flask app: :class:`Publisher`."""
+
+from __future__ import annotations
+
+import os
+import types
+import typing as t
+
+from ._config import check_options
+from .brokers._base import check_channel
+from .brokers._base import check_event_size
+from .brokers._base import new_generation
+from .events import without_id
+from .exceptions import BrokerUnavailable
+from .exceptions import ConfigError
+from .exceptions import ConfigIssue
+
+if t.TYPE_CHECKING:
+    from .events import Event
+
+
+class Publisher:
+    """Publish events from a process that has no Flask app: a Celery or RQ worker, a cron
+    script, a thread pool.
+
+    .. code-block:: python
+
+        from flask_ssecors import Event, Publisher
+
+        with Publisher("redis://localhost:6379/0") as publisher:
+            publisher.publish("user:42", Event({"done": True}, event="job"))
+
+    It writes exactly what :meth:`flask_ssecors.SSECors.publish` writes (the same Redis layout,
+    ids and checks), so the app's streams deliver the event, and clients resume across it.
+    Give it the settings the app has for :data:`SSECORS_BACKLOG`, :data:`SSECORS_CHANNEL_TTL`,
+    :data:`SSECORS_MAX_EVENT_SIZE` and :data:`SSECORS_BROKER_TIMEOUT` (as ``backlog``,
+    ``channel_ttl``, ``max_event_size``, ``timeout``) when they are not the defaults.
+
+    It needs neither Flask's app nor gevent: it uses plain redis-py connections, and is safe
+    to share between threads. The in-memory broker cannot be published to from another
+    process: ``memory://`` is refused.
+
+    :param url: the app's ``SSECORS_BROKER_URL``: ``redis://``, ``rediss://`` or ``unix://``.
+    :param options: ``backlog``, ``channel_ttl``, ``max_event_size``, ``timeout``, ``prefix``.
+    :raises ConfigError: for a URL or an option the app would refuse.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, url: str, **options: t.Any) -> None:
+        prefix = options.pop("prefix", "ssecors:")
+        values = check_options(
+            {"broker_url": url, **{_KWARGS.get(k, k): v for k, v in options.items()}},
+            allowed=_OPTIONS,
+            where="flask_ssecors.Publisher",
+        )
+        if url.partition("://")[0].lower() == "memory":
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        "url",
+                        url,
+                        "the in-memory broker lives inside the app's worker process: publish "
+                        "with sse.publish() there, or give the app and this publisher a Redis "
+                        "URL.",
+                    )
+                ],
+                where="flask_ssecors.Publisher",
+            )
+        try:
+            import redis
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+        except ImportError:
+            raise ConfigError(
+                [ConfigIssue("url", url, "install flask-ssecors[redis] to publish to Redis.")],
+                where="flask_ssecors.Publisher",
+            ) from None
+        from .brokers._redis_layout import Keys
+        from .brokers._redis_layout import publish_args
+        from .brokers._redis_layout import PUBLISH_SCRIPT
+
+        self.url = url
+        self.backlog = t.cast(int, values.get("backlog", 1000))
+        self.channel_ttl = t.cast("float | None", values.get("channel_ttl", 86400.0))
+        self.max_event_size = t.cast("int | None", values.get("max_event_size", 65536))
+        self.timeout = t.cast(float, values.get("broker_timeout", 2.0))
+        self._keys = Keys(prefix)
+        self._args = publish_args
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._client: t.Any = redis.Redis.from_url(
+            url,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            client_name=f"ssecors-publisher-{os.getpid()}",
+        )
+        self._script = self._client.register_script(PUBLISH_SCRIPT)
+
+    def publish(self, channel: str, event: Event) -> str:
+        """Publish ``event`` on ``channel``; return the id the app's clients will see.
+
+        :raises ChannelError: for a channel name no broker can store.
+        :raises EventFieldError: for an event over ``max_event_size``.
+        :raises BrokerUnavailable: when Redis does not confirm within the timeout.
+        """
+        check_channel(channel)
+        encoded = without_id(event).encode()
+        check_event_size(encoded, self.max_event_size)
+        args = self._args(
+            channel,
+            encoded,
+            backlog=self.backlog,
+            ttl=self.channel_ttl,
+            generation=new_generation(),
+        )
+        try:
+            generation, stream_id = self._script(keys=self._keys.publish_keys(channel), args=args)
+        except self._errors as error:
+            raise BrokerUnavailable(f"publish: {error}") from error
+        return f"{generation.decode()}.{stream_id.decode()}"
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._client.close()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: types.TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+#: Publisher keywords spelt differently from the settings they stand for.
+_KWARGS: t.Final = {"timeout": "broker_timeout"}
+_OPTIONS: t.Final = frozenset(
+    {"broker_url", "backlog", "channel_ttl", "max_event_size", "broker_timeout"}
+)
