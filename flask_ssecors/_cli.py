@@ -209,10 +209,9 @@ def _describe(rule: t.Any, kind: str, view: ViewPolicy) -> dict[str, t.Any]:
         "expose_headers": list(cors.expose_headers),
         "max_age": cors.max_age,
         "serve_without_origin": cors.serve_without_origin,
+        "allowed_methods": list(cors.allowed_methods),
     }
-    if kind == "cors":
-        info["allowed_methods"] = list(cors.allowed_methods)
-    else:
+    if kind != "cors":
         info.update(
             heartbeat=stream.heartbeat,
             retry=stream.retry,
@@ -248,9 +247,12 @@ def _text(route: dict[str, t.Any]) -> list[str]:
         f"    expose headers  {listed(route['expose_headers'])}",
         f"    preflight cache {route['max_age']} s",
         f"    without Origin  {'served' if route['serve_without_origin'] else 'refused'}",
+        # What the route accepts (its url_map rule) and what the policy allows are separate:
+        # a cross-origin preflight needs both.
+        f"    route methods   {listed(route['methods'])}",
+        f"    policy allows   {listed(route['allowed_methods'])}{_refused(route)}",
     ]
     if route["kind"] == "cors":
-        lines.append(f"    methods         {listed(route['allowed_methods'])}")
         return lines
     retry = "browser default" if route["retry"] is None else f"{route['retry']} ms"
     lines += [
@@ -261,6 +263,14 @@ def _text(route: dict[str, t.Any]) -> list[str]:
         f"    broker          {route['broker']}",
     ]
     return lines
+
+
+def _refused(route: dict[str, t.Any]) -> str:
+    """A note naming the route's methods that the policy does not allow."""
+    missing = [method for method in route["methods"] if method not in route["allowed_methods"]]
+    if not missing:
+        return ""
+    return f" (not {', '.join(missing)}: refused at the cross-origin preflight)"
 
 
 @ssecors.command("routes")

@@ -255,6 +255,10 @@ def _string_list(value: object) -> list[str] | None:
 
 
 _NOT_A_LIST: t.Final = "must be a list of strings."
+STAR_MIXED: t.Final = (
+    '"*" allows every origin and cannot be mixed with other entries; '
+    'use "*" alone or list the exact origins.'
+)
 
 
 def _origins(value: object) -> tuple[object, list[Problem]]:
@@ -267,20 +271,18 @@ def _origins(value: object) -> tuple[object, list[Problem]]:
         return _accept("*")
     problems: list[Problem] = []
     patterns: list[OriginPattern] = []
+    reported: set[str] = set()
     for item in items:
+        if item in reported:
+            continue
         if item == "*":
-            if not any(value == "*" for value, _ in problems):
-                problems.append(
-                    (
-                        "*",
-                        '"*" allows every origin and cannot be mixed with other entries; '
-                        'use "*" alone or list the exact origins.',
-                    )
-                )
+            reported.add(item)
+            problems.append(("*", STAR_MIXED))
             continue
         try:
             pattern = parse_pattern(item)
         except OriginError as error:
+            reported.add(item)
             problems.append((item, str(error)))
         else:
             if pattern not in patterns:
@@ -616,6 +618,13 @@ def read_settings(config: cabc.Mapping[str, object]) -> Settings:
             raw = config[option.key]
         value, problems = option.check(raw)
         if problems:
+            if option.kwarg == "origins" and config.get(_BY_KWARG["allow_credentials"].key) is True:
+                problems = [
+                    (item, reason + ' With SSECORS_ALLOW_CREDENTIALS=True, "*" is refused anyway.')
+                    if reason == STAR_MIXED
+                    else (item, reason)
+                    for item, reason in problems
+                ]
             issues.extend(_issues(option.key, problems))
         else:
             values[option.kwarg] = value

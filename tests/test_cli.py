@@ -206,10 +206,53 @@ def test_routes_show_each_policed_route_and_its_effective_policy(policed: Flask)
     assert "    origins         https://*.example.org\n" in news
     assert "    credentials     no\n" in news
     assert "    heartbeat       15 s\n" in news
-    assert "GET /ticks  (ticks, stream)" in blocks
+    ticks = blocks["GET /ticks  (ticks, stream)"]
+    assert "    route methods   GET\n    policy allows   GET, HEAD, POST\n" in ticks
     post = blocks["POST /rooms/<room>/messages  (post_message, cors)"]
-    assert post.endswith("    methods         POST")
+    assert post.endswith("    route methods   POST\n    policy allows   POST")
     assert "/plain" not in result.output
+
+
+def test_routes_show_route_methods_apart_from_the_policy_methods(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    """Regression: a POST-only route printed ``methods GET, HEAD, POST`` (the policy's default
+    allowed methods) as if the route accepted them. The route's own methods come from its
+    url_map rule; what the policy allows is shown on its own line, with the route's methods
+    that a cross-origin preflight refuses named."""
+    app = make_app()
+    sse = SSECors(app)
+
+    @app.post("/messages")
+    @sse.cors()
+    def post_message() -> t.Any:
+        return {}
+
+    @app.route("/items", methods=["PUT", "DELETE", "POST"])
+    @sse.cors(allowed_methods=["POST"])
+    def items() -> t.Any:
+        return {}
+
+    result = app.test_cli_runner().invoke(ssecors, ["routes"])
+    assert result.exit_code == 0, result.output
+    blocks = {block.splitlines()[0]: block for block in result.stdout.strip().split("\n\n")}
+    assert list(blocks) == [
+        "DELETE POST PUT /items  (items, cors)",
+        "POST /messages  (post_message, cors)",
+    ]
+    assert blocks["POST /messages  (post_message, cors)"].endswith(
+        "    route methods   POST\n    policy allows   GET, HEAD, POST"
+    )
+    assert blocks["DELETE POST PUT /items  (items, cors)"].endswith(
+        "    route methods   DELETE, POST, PUT\n"
+        "    policy allows   POST (not DELETE, PUT: refused at the cross-origin preflight)"
+    )
+    routes = {
+        r["endpoint"]: r
+        for r in json.loads(app.test_cli_runner().invoke(ssecors, ["routes", "--json"]).stdout)
+    }
+    assert routes["post_message"]["methods"] == ["POST"]
+    assert routes["post_message"]["allowed_methods"] == ["GET", "HEAD", "POST"]
 
 
 def test_routes_json(policed: Flask) -> None:
@@ -223,8 +266,11 @@ def test_routes_json(policed: Flask) -> None:
         "cache-control",
         "content-type",
     ]
+    assert routes["post_message"]["methods"] == ["POST"]
     assert routes["post_message"]["allowed_methods"] == ["POST"]
     assert "heartbeat" not in routes["post_message"]
+    assert routes["ticks"]["methods"] == ["GET"]
+    assert routes["ticks"]["allowed_methods"] == ["GET", "HEAD", "POST"]
 
 
 def test_routes_redact_the_broker_password(make_app: t.Callable[..., Flask]) -> None:

@@ -164,13 +164,15 @@ def test_delivered_bytes_match_the_memory_broker_format(
 
 def test_a_position_the_channel_never_had_gets_the_reset_event(make_broker: MakeBroker) -> None:
     """An id is a position the broker gave out: one made up next to a real one (the right
-    generation, a stream id between two entries) is unknown, not a place to resume from."""
+    generation, a stream id after the last entry's sequence or before the first entry) is
+    unknown, not a place to resume from."""
     broker = make_broker()
     ids = [broker.publish("made-up", Event(n)) for n in range(3)]
-    parsed = parse_event_id(ids[1])
-    assert parsed is not None
+    parsed, first = parse_event_id(ids[-1]), parse_event_id(ids[0])
+    assert parsed is not None and first is not None
     generation, (ms, seq) = parsed
-    for made_up in (f"{generation}.{ms}-{seq + 7}", f"{generation}.{ms - 1}-0"):
+    before = first[1][0] - 1
+    for made_up in (f"{generation}.{ms}-{seq + 7}", f"{generation}.{before}-0"):
         (reset,) = take(broker.subscribe("made-up", made_up), 1)
         assert event_of(reset).event == RESET_EVENT
 

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Make sure the system programs the tests drive are present: redis-server, chromium, nginx.
+# Make sure the system programs the tests drive are present: redis-server, chromium, nginx (or
+# only the ones named as arguments: `make bench` needs redis-server alone).
 # As root, missing ones are installed with apt-get; otherwise the command to run is printed.
 # The tests themselves fail (in CI) or skip with a reason (elsewhere) when one is missing.
 set -u
+wanted=("$@")
+[ ${#wanted[@]} -eq 0 ] && wanted=(redis-server chromium nginx)
 missing=()
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+for name in "${wanted[@]}"; do
+  case "$name" in
+    redis-server) command -v redis-server >/dev/null 2>&1 || missing+=(redis-server) ;;
+    chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
+    nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
+    *) echo "system-deps.sh: unknown program $name" >&2; exit 2 ;;
+  esac
+done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} with apt-get" >&2
