@@ -51,6 +51,29 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> cabc.Iterator[TabsServe
         running.stop()
 
 
+def test_control_without_the_helper_the_seventh_connection_waits(
+    servers: TabsServers, new_context: t.Callable[[], BrowserContext]
+) -> None:
+    """What the helper is for, shown in this very setup: six tabs with an EventSource each
+    hold all six connections Chromium allows to the API; the seventh tab's stream and its POST
+    wait until a connection is freed."""
+    channel = "control"
+    context = new_context()
+    tabs = [open_tab(context, servers) for _ in range(7)]
+    for page in tabs[:6]:
+        page.evaluate("path => window.openPlain(path)", f"/events/{channel}")
+        page.wait_for_function("() => window.plain[0].readyState === 1")
+    tabs[6].evaluate("path => window.openPlain(path)", f"/events/{channel}")
+    tabs[6].evaluate("path => window.startPost(path)", f"/publish/{channel}?n=0")
+    time.sleep(1.0)  # time enough for both to reach the server, if they could
+    assert tabs[6].evaluate("() => [window.plain[0].readyState, window.posted[0]]") == [0, None]
+    assert len(servers.stats(channel)["streams"]) == 6
+    for page in tabs[:2]:
+        page.close()  # frees two connections: the seventh tab's requests go through
+    tabs[6].wait_for_function("() => window.posted[0] === 200 && window.plain[0].readyState === 1")
+    assert len(servers.stats(channel)["streams"]) == 7
+
+
 def wait_all(tabs: list[Page], condition: str, deadline: float) -> None:
     """Wait until ``condition`` holds in every tab, all before ``deadline`` (monotonic)."""
     for page in tabs:

@@ -41,3 +41,17 @@ window.post = async (path) => {
   const response = await fetch(API + path, { method: "POST", credentials: "include" });
   return { status: response.status, body: await response.json() };
 };
+
+// A plain EventSource, for comparison: its readyState is window.plain[n].readyState.
+window.plain = [];
+window.openPlain = (path) => window.plain.push(new EventSource(API + path, { withCredentials: true })) - 1;
+
+// Start a POST to the API and note when it finished (window.posted[n]: null until then).
+window.posted = [];
+window.startPost = (path) => {
+  const n = window.posted.push(null) - 1;
+  window.post(path).then((answer) => {
+    window.posted[n] = answer.status;
+  });
+  return n;
+};
