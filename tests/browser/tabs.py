@@ -79,6 +79,12 @@ class TabsServers:
         assert status == 200, body
         return t.cast("list[str]", json.loads(body)["ids"])
 
+    def drop(self, channel: str) -> int:
+        """End the open streams of ``channel`` on the server; how many there were."""
+        status, _, body = request(self.server.port, f"/drop/{channel}", method="POST")
+        assert status == 200, body
+        return t.cast("int", json.loads(body)["dropped"])
+
     def stats(self, channel: str) -> dict[str, t.Any]:
         """``subscribers`` of ``channel`` now, and every stream request made for it."""
         status, _, body = request(self.server.port, f"/stats/{channel}")

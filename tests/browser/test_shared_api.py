@@ -224,3 +224,55 @@ def test_the_helper_loaded_from_the_api_shares_through_a_leader_or_a_named_worke
     named = track(page, f"/events/{name}", {"worker": HELPER})
     assert wait(page, "v.readyState === 1", leader)["role"] == "leader"
     assert wait(page, "v.readyState === 1", named)["role"] == "worker"
+
+
+def test_a_dropped_stream_reconnects_once_for_all_tabs_and_resumes(
+    servers: TabsServers,
+    new_context: t.Callable[[], BrowserContext],
+    mode: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The server ends the stream (a deploy): the shared EventSource reconnects by itself with
+    ``Last-Event-ID``, once for both tabs, and both see the drop as EventSource shows it."""
+    name = channel(request)
+    context = new_context()
+    tabs = [open_tab(context, servers, worker=mode == "worker") for _ in range(2)]
+    for page in tabs:
+        track(page, f"/events/{name}")
+        wait(page, "v.readyState === 1")
+    [first_id] = servers.publish(name, 0)
+    for page in tabs:
+        wait(page, "v.events.length === 1")
+    assert servers.drop(name) == 1, "one stream for the two tabs"
+    servers.publish(name, 1, count=2)  # while the stream is down (it retries after 300 ms)
+    for page in tabs:
+        seen = wait(page, "v.events.length >= 3 && v.readyState === 1")
+        assert numbers(seen) == [0, 1, 2]
+        assert (seen["states"], seen["errors"], seen["opens"]) == ([0, 1, 0, 1], [0], 2)
+    streams = servers.stats(name)["streams"]
+    assert len(streams) == 2
+    assert streams[1]["header"] == first_id, "resumed by EventSource's own Last-Event-ID"
+
+
+def test_a_leader_that_closes_its_source_hands_over(
+    servers: TabsServers,
+    new_context: t.Callable[[], BrowserContext],
+    request: pytest.FixtureRequest,
+) -> None:
+    """``close()`` in the leader tab (the tab stays open): the next tab leads and resumes."""
+    name = channel(request)
+    context = new_context()
+    tabs = [open_tab(context, servers, worker=False) for _ in range(2)]
+    for page in tabs:
+        track(page, f"/events/{name}")
+        wait(page, "v.readyState === 1")
+    assert [view(page)["role"] for page in tabs] == ["leader", "follower"]
+    [first_id] = servers.publish(name, 0)
+    wait(tabs[1], "v.events.length === 1")
+    tabs[0].evaluate("() => window.sources[0].source.close()")
+    servers.publish(name, 1)
+    seen = wait(tabs[1], "v.events.length === 2 && v.readyState === 1")
+    assert numbers(seen) == [0, 1] and seen["role"] == "leader"
+    assert numbers(view(tabs[0])) == [0], "the closed source stays closed"
+    streams = servers.stats(name)["streams"]
+    assert [s["query"] for s in streams] == [None, first_id]

@@ -3,7 +3,8 @@
 It runs under gunicorn -k gevent in a subprocess; ``PAGE_ORIGINS``
 (comma-separated) are the origins it allows, ``HEARTBEAT`` its heartbeat in seconds, and
 ``RESUME_DELAY`` how long a stream that resumes from an id waits before it subscribes (so that
-a test can publish into the gap, and know those events can only come by replay). It records
+a test can publish into the gap, and know those events can only come by replay); streams send
+``retry: 300``. It records
 every stream request, so a test can count the connections the browser really opened and see the
 ``Last-Event-ID`` each one resumed from.
 """
@@ -36,6 +37,7 @@ def create_api() -> Flask:
         SSECORS_ALLOWED_ORIGINS=env.get("PAGE_ORIGINS", "http://localhost:5001").split(","),
         SSECORS_ALLOW_CREDENTIALS=True,
         SSECORS_HEARTBEAT=float(env.get("HEARTBEAT", "1")),
+        SSECORS_RETRY=300,
     )
     resume_delay = float(env.get("RESUME_DELAY", "0"))
     sse = SSECors(app)
@@ -44,6 +46,8 @@ def create_api() -> Flask:
     streams: list[dict[str, t.Any]] = []
     #: Events published so far, per channel.
     published: collections.Counter[str] = collections.Counter()
+    #: The subscriptions served, per channel, so that a test can end them.
+    subscriptions: collections.defaultdict[str, list[t.Any]] = collections.defaultdict(list)
 
     @app.get("/events/<channel>")
     @sse.stream()
@@ -63,7 +67,9 @@ def create_api() -> Flask:
                 "published_before": published[channel],
             }
         )
-        return sse.subscribe(channel)
+        subscription = sse.subscribe(channel)
+        subscriptions[channel].append(subscription)
+        return subscription
 
     @app.get("/refused")
     @sse.stream(origins=[ELSEWHERE])
@@ -91,6 +97,14 @@ def create_api() -> Flask:
         ]
         published[channel] += count
         return jsonify(ids=ids)
+
+    @app.post("/drop/<channel>")
+    def drop(channel: str) -> t.Any:
+        """End the channel's open streams, as a deploy would; browsers reconnect and resume."""
+        dropped = [s for s in subscriptions.pop(channel, []) if not s.closed]
+        for subscription in dropped:
+            subscription.drop("dropped by the test")
+        return jsonify(dropped=len(dropped))
 
     @app.get("/stats/<channel>")
     def stats(channel: str) -> t.Any:
