@@ -12,7 +12,8 @@
  *     next tab takes over and reconnects with `?last_event_id=<the last id it saw>` (a new
  *     EventSource cannot set the Last-Event-ID header), so nothing is missed; events that
  *     reach a tab twice across the handover are dropped by id;
- *   - otherwise (no Web Locks: an insecure context) each tab opens its own EventSource.
+ *   - otherwise (no Web Locks either: they exist only in secure contexts, https or localhost)
+ *     each tab opens its own EventSource.
  *
  * No build step, no dependencies: load it with a classic <script> tag. The same file is the
  * SharedWorker script.
@@ -373,9 +374,11 @@
       queueMicrotask(() => {
         if (this.readyState === CLOSED) return;
         if (worker && typeof SharedWorker === "function" && sameOrigin(worker)) {
-          this._link = new WorkerLink(this, new URL(worker, scope.location.href).href, () => {
+          const url = new URL(worker, scope.location.href).href;
+          const link = new WorkerLink(this, url, () => {
             if (this.readyState !== CLOSED) this._link = this._shareWithoutWorker();
           });
+          if (!link.closed) this._link = link; // else it failed at once, and was replaced
         } else {
           this._link = this._shareWithoutWorker();
         }
