@@ -98,12 +98,14 @@ def open_tab(
     *,
     worker: bool = True,
     helper: str = "page",
+    init: str = "",
     errors: list[str] | None = None,
 ) -> Page:
     """A new tab with the test page.
 
     :param worker: ``False`` takes SharedWorker away from the page (the fallback then).
     :param helper: ``"api"`` loads the helper from the API's origin instead of the page's.
+    :param init: a script to run in the page before its own.
     :param errors: collects the page's uncaught exceptions and console errors.
     """
     page = context.new_page()
@@ -117,6 +119,8 @@ def open_tab(
         )
     if not worker:
         page.add_init_script(WITHOUT_SHARED_WORKER)
+    if init:
+        page.add_init_script(init)
     page.goto(f"{servers.page}/?helper={helper}")
     page.wait_for_function("() => typeof window.track === 'function'")
     return page

@@ -276,3 +276,41 @@ def test_a_leader_that_closes_its_source_hands_over(
     assert numbers(view(tabs[0])) == [0], "the closed source stays closed"
     streams = servers.stats(name)["streams"]
     assert [s["query"] for s in streams] == [None, first_id]
+
+
+def test_without_web_locks_each_tab_connects_alone(
+    servers: TabsServers,
+    new_context: t.Callable[[], BrowserContext],
+    request: pytest.FixtureRequest,
+) -> None:
+    """No Web Locks (an insecure context) and a SharedWorker that cannot start (a CSP without
+    it): each tab opens its own EventSource, and still works."""
+    init = """
+        Object.defineProperty(Navigator.prototype, "locks", {get: () => undefined});
+        window.SharedWorker = function () { throw new DOMException("refused", "SecurityError"); };
+    """
+    name = channel(request)
+    context = new_context()
+    tabs = [open_tab(context, servers, init=init) for _ in range(2)]
+    for page in tabs:
+        track(page, f"/events/{name}")
+        assert wait(page, "v.readyState === 1")["roles"] == ["worker", "direct"]
+    for page in tabs:  # a listener added once the stream is open
+        page.evaluate(
+            "() => window.sources[0].source.addEventListener('late', window.sources[0].keep)"
+        )
+    servers.publish(name, 0)
+    servers.publish(name, 1, event="late")
+    for page in tabs:
+        seen = wait(page, "v.events.length === 2")
+        assert [(e["type"], e["data"]["n"]) for e in seen["events"]] == [
+            ("message", 0),
+            ("late", 1),
+        ]
+    assert len(servers.stats(name)["streams"]) == 2
+    for page in tabs:
+        page.evaluate("() => window.sources[0].source.close()")
+    deadline = time.monotonic() + 10
+    while servers.stats(name)["subscribers"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert servers.stats(name)["subscribers"] == 0, "close() closed each tab's EventSource"
