@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 
+from ._assets import assets_blueprint as assets_blueprint
 from ._extension import SSECors as SSECors
 from ._lifecycle import end_all_streams as end_all_streams
 from ._publisher import Publisher as Publisher
@@ -18,4 +19,12 @@ from .events import Event as Event
 
 __version__: str = importlib.metadata.version("flask-ssecors")
 
-__all__ = ["Event", "Publisher", "SSECors", "__version__", "end_all_streams", "last_event_id"]
+__all__ = [
+    "Event",
+    "Publisher",
+    "SSECors",
+    "__version__",
+    "assets_blueprint",
+    "end_all_streams",
+    "last_event_id",
+]

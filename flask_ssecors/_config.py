@@ -121,6 +121,7 @@ class Settings:
     trust_request_id: bool
     warn_cors_hooks: bool
     drain_on_shutdown: bool
+    helper_url_prefix: str | None
 
 
 #: One problem a check found: the offending value (an entry of a list, or the value itself)
@@ -351,6 +352,22 @@ def _methods(value: object) -> tuple[object, list[Problem]]:
     return _accept(tuple(methods))
 
 
+def _url_prefix(value: object) -> tuple[object, list[Problem]]:
+    if value is None:
+        return _accept(None)
+    if (
+        not isinstance(value, str)
+        or not value.startswith("/")
+        or value.endswith("/")
+        or not value.isascii()
+        or any(char in value for char in "<>?#% \t\r\n")
+    ):
+        return _refuse(
+            value, "must be a URL path such as '/_ssecors' (no trailing slash), or None."
+        )
+    return _accept(value)
+
+
 def _broker_url(value: object) -> tuple[object, list[Problem]]:
     if not isinstance(value, str) or "://" not in value:
         return _refuse(value, "must be a URL such as 'memory://' or 'redis://localhost:6379/0'.")
@@ -571,6 +588,15 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
     Option("SSECORS_TRUST_REQUEST_ID", "trust_request_id", True, _bool, "app", "", "True"),
     Option("SSECORS_WARN_CORS_HOOKS", "warn_cors_hooks", True, _bool, "app", "", "True"),
     Option("SSECORS_DRAIN_ON_SHUTDOWN", "drain_on_shutdown", True, _bool, "app", "", "True"),
+    Option(
+        "SSECORS_HELPER_URL_PREFIX",
+        "helper_url_prefix",
+        "/_ssecors",
+        _url_prefix,
+        "app",
+        "",
+        '"/_ssecors"',
+    ),
 )
 _BY_KEY: t.Final = {option.key: option for option in OPTIONS}
 _BY_KWARG: t.Final = {option.kwarg: option for option in OPTIONS}

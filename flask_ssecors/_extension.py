@@ -34,6 +34,8 @@ from werkzeug.exceptions import HTTPException
 
 from . import _request
 from . import _responses
+from ._assets import assets_blueprint
+from ._assets import BLUEPRINT_NAME
 from ._config import check_overrides
 from ._config import CORS_KWARGS
 from ._config import merge_overrides
@@ -61,6 +63,7 @@ from .brokers import Broker
 from .brokers import create_broker
 from .brokers import MemoryBroker
 from .brokers import Subscription
+from .brokers._multi import subscribe_many
 from .exceptions import BrokerUnavailable
 from .exceptions import ChannelError
 from .exceptions import ConfigError
@@ -166,6 +169,8 @@ class SSECors:
             _warn_memory_broker(f"WEB_CONCURRENCY={workers}")
         app.extensions[_request.EXTENSION_KEY] = state
         self._states.add(state)
+        if settings.helper_url_prefix is not None and BLUEPRINT_NAME not in app.blueprints:
+            app.register_blueprint(assets_blueprint(settings.helper_url_prefix))
 
         def police() -> Response | None:
             return self._before_request(state)
@@ -368,22 +373,34 @@ class SSECors:
             "cannot tell which app's broker to use: publish under `with app.app_context():`."
         )
 
-    def subscribe(self, channel: str, last_event_id: str | None = None) -> Subscription:
-        """Subscribe the current stream to ``channel``.
+    def subscribe(self, *channels: str, last_event_id: str | None = None) -> Subscription:
+        """Subscribe the current stream to one channel, or to several on one stream.
 
         Replays what was published after ``last_event_id`` (by default the request's validated
         ``Last-Event-ID``), then delivers live events.
 
+        With several channels (at most 8), one stream carries them all: an event's type becomes
+        ``<channel>/<type>`` (``<channel>/message`` when it had none), its data is untouched,
+        and its id holds the stream's position in every channel, so a reconnect resumes each
+        channel exactly where it was (see :ref:`streams-several-channels`).
+
         :raises flask_ssecors.exceptions.TokenRefused: when the request's stream token does not
-            grant ``channel`` (the extension answers ``403``).
+            grant a channel (the extension answers ``403``).
+        :raises flask_ssecors.exceptions.ChannelError: for a name no broker can store, or too
+            many channels (the extension answers ``400``).
         """
+        if not channels:
+            raise TypeError("subscribe() needs at least one channel")
         state = _request.app_state()
-        _request.check_channel(channel)
+        for channel in channels:
+            _request.check_channel(channel)
         if last_event_id is None:
             last_event_id = _request.last_event_id()
         view = state.view_for(_request.endpoint())
         limit = (view.settings if view is not None else state.settings).stream.queue_size
-        return state.broker.subscribe(channel, last_event_id, limit=limit)
+        if len(channels) == 1:
+            return state.broker.subscribe(channels[0], last_event_id, limit=limit)
+        return subscribe_many(state.broker, channels, last_event_id, limit=limit)
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions on ``channel`` (or all channels) in the current app's broker."""

@@ -11,13 +11,21 @@ one ``name: value`` line per field and an empty line to end the event.
 
 from __future__ import annotations
 
+import collections.abc as cabc
 import dataclasses
 import json
 import re
 
 from .exceptions import EventFieldError
 
-__all__ = ["RESET_EVENT", "Event", "add_id", "encode_comment", "without_id"]
+__all__ = [
+    "RESET_EVENT",
+    "Event",
+    "add_id",
+    "encode_comment",
+    "relabel",
+    "without_id",
+]
 
 #: The ``event`` name a broker sends when a client's ``Last-Event-ID`` is unknown or older than
 #: the backlog it keeps: events may have been missed, so the client should reload its state.
@@ -266,3 +274,46 @@ def without_id(event: Event) -> Event:
     .. versionadded:: 0.1
     """
     return event if event.id is None else dataclasses.replace(event, id=None)
+
+
+def relabel(
+    encoded: bytes, *, id: cabc.Callable[[str | None], str], event_prefix: str
+) -> tuple[str | None, bytes]:
+    """An encoded event with its ``id`` replaced and its type prefixed; and the old ``id``.
+
+    Multi-channel streams use it: the event keeps its data, its type becomes
+    ``<event_prefix><type>`` (``message`` when it had none), and its id the stream's own. The
+    fields are found where :meth:`Event.encode` writes them (comments, ``id``, ``event``, then
+    the rest), so ``encoded`` must come from :meth:`Event.encode` (or :func:`add_id`).
+
+    :param encoded: an encoded event.
+    :param id: gives the new id from the old one (None when it had none); CR, LF and NUL are
+        refused as in :class:`Event`.
+    :param event_prefix: put before the type; CR, LF and NUL are refused.
+    :raises EventFieldError: if the id or the new type cannot be sent.
+
+    .. versionadded:: 0.1
+    """
+    lines = encoded.split(b"\n")
+    index = 0
+    while index < len(lines) and lines[index].startswith(b":"):
+        index += 1
+    comments = lines[:index]
+    old_id: str | None = None
+    if index < len(lines) and (lines[index].startswith(b"id: ") or lines[index] == b"id:"):
+        old_id = lines[index][4:].decode("utf-8")
+        index += 1
+    old_type = "message"
+    if index < len(lines) and lines[index].startswith(b"event: "):
+        old_type = lines[index][7:].decode("utf-8")
+        index += 1
+    new_type = event_prefix + old_type
+    new_id = id(old_id)
+    _check_line_value("id", new_id)
+    _check_line_value("event", new_type)
+    head = [
+        *comments,
+        _field_line(b"id", _utf8("id", new_id))[:-1],
+        _field_line(b"event", _utf8("event", new_type))[:-1],
+    ]
+    return old_id, b"\n".join([*head, *lines[index:]])

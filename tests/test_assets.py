@@ -100,8 +100,8 @@ def test_served_beside_the_extension_in_testing_mode() -> None:
     app.config.update(
         SSECORS_ALLOWED_ORIGINS=["http://localhost:5001"], SSECORS_ALLOW_CREDENTIALS=True
     )
-    SSECors(app)
-    app.register_blueprint(assets_blueprint())
+    SSECors(app)  # registers the blueprint (SSECORS_HELPER_URL_PREFIX)
+    assert "ssecors_assets" in app.blueprints
     client = app.test_client()
     headers = {"Origin": "http://localhost:5001"}
     response = client.get(f"/_ssecors/{assets_version()}/{HELPER}", headers=headers)
@@ -111,3 +111,17 @@ def test_served_beside_the_extension_in_testing_mode() -> None:
         f"/_ssecors/{assets_version()}/{HELPER}", headers={"Origin": "https://evil.example"}
     )
     assert refused.status_code == 200, "public files: any page may load them"
+
+
+def test_the_extension_serves_the_helper_unless_told_not_to() -> None:
+    def make(**config: object) -> Flask:
+        app = Flask(__name__)
+        app.config.update(SSECORS_ALLOWED_ORIGINS=["http://localhost:5001"], **config)
+        SSECors(app)
+        return app
+
+    moved = make(SSECORS_HELPER_URL_PREFIX="/static/sse")
+    assert moved.test_client().get(f"/static/sse/{assets_version()}/{HELPER}").status_code == 200
+    off = make(SSECORS_HELPER_URL_PREFIX=None)
+    assert "ssecors_assets" not in off.blueprints
+    assert off.test_client().get(f"/_ssecors/{assets_version()}/{HELPER}").status_code == 404

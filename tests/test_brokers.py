@@ -21,6 +21,7 @@ monkey-patching: greenlets publish and read concurrently.
 from __future__ import annotations
 
 import collections.abc as cabc
+import json
 import random
 import re
 import time
@@ -31,11 +32,13 @@ import gevent.event
 import pytest
 from flask import Flask
 
+from flask_ssecors._parser import EventStreamParser
 from flask_ssecors._parser import parse_events
 from flask_ssecors.brokers import Broker
 from flask_ssecors.brokers import MemoryBroker
 from flask_ssecors.brokers import Subscription
 from flask_ssecors.brokers import SubscriptionClosed
+from flask_ssecors.brokers._multi import subscribe_many
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import ChannelError
@@ -588,6 +591,108 @@ class BrokerContract:
         again = broker.subscribe("empty", reset.id)
         assert [e.id for e in take(again, 3)] == published
         assert_nothing_more(again)
+
+    # -- several channels on one stream ---------------------------------------------------
+
+    def read_multi(
+        self, subscription: Subscription, count: int, parser: EventStreamParser
+    ) -> list[Event]:
+        """The next ``count`` dispatched events, read as a browser reads the stream."""
+        events: list[Event] = []
+        deadline = time.monotonic() + 5
+        while len(events) < count:
+            item = subscription.get(max(deadline - time.monotonic(), 0.01))
+            if item is None:
+                raise AssertionError(f"got {len(events)} of {count}: {events}")
+            events.extend(parser.feed(item))
+        return events
+
+    def test_several_channels_deliver_on_one_stream_told_apart_by_type(
+        self, broker: Broker
+    ) -> None:
+        parser = EventStreamParser()
+        stream = subscribe_many(broker, ["a", "b", "c"], None, limit=100)
+        opening = stream.get(1)
+        assert opening is not None and parser.feed(opening) == []  # nothing dispatched
+        assert parser.last_event_id.count("~") == 2  # but the browser holds a position
+        broker.publish("a", Event("to a"))
+        broker.publish("b", Event({"n": 1}, event="tick"))
+        broker.publish("c", Event("to c"))
+        events = self.read_multi(stream, 3, parser)
+        assert [(e.event, e.data) for e in events] == [
+            ("a/message", "to a"),
+            ("b/tick", '{"n":1}'),
+            ("c/message", "to c"),
+        ]
+        assert all(e.id and e.id.count("~") == 2 for e in events)
+        assert_nothing_more(stream)
+        stream.close()
+        assert broker.subscriber_count() == 0
+
+    def test_several_channels_resume_each_channel_exactly_once_in_order(
+        self, broker: Broker
+    ) -> None:
+        parser = EventStreamParser()
+        stream = subscribe_many(broker, ["a", "b", "c"], None, limit=100)
+        for n in range(3):
+            for channel in ("a", "b", "c"):
+                broker.publish(channel, Event({"n": n, "c": channel}))
+        self.read_multi(stream, 9, parser)
+        held = parser.last_event_id
+        stream.close()
+        missed = {
+            c: [broker.publish(c, Event({"n": n, "c": c})) for n in range(3, 6)] for c in "ab"
+        }
+        missed["c"] = []
+        again = subscribe_many(broker, ["a", "b", "c"], held, limit=100)
+        replayed = self.read_multi(again, 6, EventStreamParser())
+        by_channel: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+        for event in replayed:
+            body = json.loads(str(event.data))
+            assert event.event == f"{body['c']}/message"
+            by_channel[body["c"]].append(body["n"])
+        assert by_channel == {"a": [3, 4, 5], "b": [3, 4, 5], "c": []}
+        assert_nothing_more(again)
+        live = broker.publish("c", Event({"n": 9, "c": "c"}))
+        (event,) = self.read_multi(again, 1, EventStreamParser())
+        assert event.event == "c/message" and event.id is not None
+        assert event.id.split("~")[2] == live
+        again.close()
+
+    def test_one_expired_channel_resets_while_the_others_resume(
+        self, make_broker: MakeBroker
+    ) -> None:
+        broker = make_broker(backlog=2)
+        parser = EventStreamParser()
+        stream = subscribe_many(broker, ["a", "b"], None, limit=100)
+        broker.publish("a", Event("a0"))
+        broker.publish("b", Event("b0"))
+        self.read_multi(stream, 2, parser)
+        held = parser.last_event_id
+        stream.close()
+        a_missed = broker.publish("a", Event("a1"))
+        for n in range(10):  # far more than b's backlog keeps
+            broker.publish("b", Event(f"b{n + 1}"))
+        again = subscribe_many(broker, ["a", "b"], held, limit=100)
+        events = self.read_multi(again, 2, EventStreamParser())
+        assert sorted(e.event or "" for e in events) == ["a/message", "b/ssecors-reset"]
+        (resumed,) = [e for e in events if e.event == "a/message"]
+        assert resumed.data == "a1"
+        assert resumed.id is not None and resumed.id.split("~")[0] == a_missed
+        assert_nothing_more(again)
+        again.close()
+
+    def test_a_stream_of_another_channel_list_resets_every_channel(self, broker: Broker) -> None:
+        broker.publish("a", Event("x"))
+        stream = subscribe_many(broker, ["a", "b"], "abcdef.1", limit=100)
+        events = self.read_multi(stream, 2, EventStreamParser())
+        assert sorted(e.event or "" for e in events) == ["a/ssecors-reset", "b/ssecors-reset"]
+        stream.close()
+
+    def test_too_many_channels_on_one_stream_are_refused(self, broker: Broker) -> None:
+        with pytest.raises(ChannelError, match="at most 8"):
+            subscribe_many(broker, [f"c{n}" for n in range(9)], None, limit=10)
+        assert broker.subscriber_count() == 0
 
 
 class TestMemoryBroker(BrokerContract):

@@ -41,6 +41,7 @@ def test_top_level_names_are_the_contract() -> None:
         "Publisher",
         "SSECors",
         "__version__",
+        "assets_blueprint",
         "end_all_streams",
         "last_event_id",
     ]

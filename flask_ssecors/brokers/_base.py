@@ -181,6 +181,7 @@ class Subscription:
         "_queued",
         "_release",
         "_replayed",
+        "_sink",
         "_timed_out",
         "_timer",
         "_timer_interval",
@@ -205,6 +206,8 @@ class Subscription:
         #: How many replayed events are still at the front of ``_items`` (not counted in limit).
         self._replayed = 0
         self._release = on_close
+        #: Where delivered events go instead of the queue (see :meth:`forward`).
+        self._sink: t.Callable[[Subscription, bytes | None], None] | None = None
         self._hub = gevent.get_hub()
         self._waker = _waker_for(self._hub)
         self._waiter: t.Any = None
@@ -245,6 +248,9 @@ class Subscription:
         """
         if self.drop_reason is not None:
             return False
+        if self._sink is not None:
+            self._sink(self, item)
+            return True
         if len(self._items) - self._replayed >= self.limit:
             self.drop(EndReason.OVERFLOW)
             return False
@@ -330,6 +336,22 @@ class Subscription:
         release, self._release = self._release, None
         if release is not None:
             release(self)
+        if self._sink is not None:
+            self._sink(self, None)
+
+    def forward(self, sink: t.Callable[[Subscription, bytes | None], None]) -> None:
+        """Hand every event to ``sink(self, event)`` from now on, those queued first, instead
+        of queueing them; ``sink(self, None)`` says the subscription was dropped. A stream of
+        several channels reads its channels' subscriptions this way.
+
+        .. versionadded:: 0.1
+        """
+        self._sink = sink
+        queued = list(self._items)
+        self._items.clear()
+        self._replayed = 0
+        for item in queued:
+            sink(self, item)
 
     def close(self) -> None:
         """Release the subscription (idempotent)."""
@@ -360,6 +382,14 @@ class Broker(t.Protocol):
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions on ``channel``, or on all channels."""
+        ...
+
+    def head(self, channel: str) -> str:
+        """An id of ``channel``'s current position: resuming from it replays what is published
+        afterwards (a stream of several channels starts each channel there).
+
+        .. versionadded:: 0.1
+        """
         ...
 
     def channel_count(self) -> int:

@@ -128,6 +128,15 @@ class MemoryBroker:
             self._idle.pop(channel, None)
         return subscription
 
+    def head(self, channel: str) -> str:
+        """The id of ``channel``'s last event (``000000.0`` when it holds none)."""
+        check_channel(channel)
+        with self._lock:
+            state = self._channels.get(channel)
+            if state is None or state.head == 0:
+                return f"{EMPTY_GENERATION}.0"
+            return f"{state.generation}.{state.head}"
+
     def _replay(self, state: _Channel, last_event_id: str) -> list[bytes]:
         parts = split_id(last_event_id)
         if parts is None or not _is_number(parts[1]):

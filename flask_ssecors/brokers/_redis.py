@@ -355,6 +355,20 @@ class RedisBroker:
             subscription.preload([*replay, *frames])
         return subscription
 
+    def head(self, channel: str) -> str:
+        """The id of ``channel``'s last entry (``000000.0-0`` when it holds none), read in the
+        next snapshot batch.
+
+        :raises BrokerUnavailable: when Redis cannot be reached within the timeout.
+        """
+        self._check_pid()
+        check_channel(channel)
+        self._start()
+        snapshot = self._snapshot(channel, None)
+        if snapshot.generation is None:
+            return f"{EMPTY_GENERATION}.0-0"
+        return f"{snapshot.generation}.{format_stream_id(snapshot.tail)}"
+
     def _snapshot(self, channel: str, parsed: tuple[str, StreamId] | None) -> _Snapshot:
         """Queue a snapshot of ``channel`` for the next batch and wait for it."""
         if parsed is None:
