@@ -21,7 +21,6 @@ import shutil
 import sys
 import time
 import typing as t
-import urllib.parse
 
 import click
 from flask import current_app
@@ -33,6 +32,7 @@ from ._check import parse_header
 from ._request import EXTENSION_KEY
 from ._state import spec_of
 from .brokers import MemoryBroker
+from .brokers._urls import redact
 from .events import Event
 from .exceptions import BrokerUnavailable
 from .exceptions import EventFieldError
@@ -187,15 +187,6 @@ def _state() -> t.Any:
     return state
 
 
-def _redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
-
-
 def _describe(rule: t.Any, kind: str, view: ViewPolicy) -> dict[str, t.Any]:
     cors, stream = view.settings.cors, view.settings.stream
     info: dict[str, t.Any] = {
@@ -217,7 +208,7 @@ def _describe(rule: t.Any, kind: str, view: ViewPolicy) -> dict[str, t.Any]:
             retry=stream.retry,
             queue_size=stream.queue_size,
             send_timeout=stream.send_timeout,
-            broker=_redact(view.settings.broker_url),
+            broker=redact(view.settings.broker_url),
         )
     return info
 
@@ -327,3 +318,37 @@ def publish_command(channel: str, data: str, event_name: str | None, as_json: bo
     except BrokerUnavailable as error:
         raise click.ClickException(f"could not publish: {error}") from None
     click.echo(event_id)
+
+
+# -- check-broker ----------------------------------------------------------------------------
+
+
+@ssecors.command("check-broker")
+@click.option("--channel", metavar="NAME", help="Also say which keys, slot and node serve it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def check_broker_command(channel: str | None, as_json: bool) -> None:
+    """Inspect the Redis behind the app's broker: topology, round-trip time, and the settings
+    that can lose events (persistence, maxmemory-policy, replicas for
+    SSECORS_BROKER_MIN_REPLICAS). Exit status 1 when something can lose events or a node is
+    unreachable."""
+    from ._broker_check import check_broker
+    from ._broker_check import to_text
+
+    state = _state()
+    settings = state.settings
+    if settings.broker_url.partition("://")[0].lower() == "memory":
+        raise click.ClickException(
+            "the app uses the in-memory broker (SSECORS_BROKER_URL = memory://): there is no "
+            "Redis to check."
+        )
+    report = check_broker(
+        settings.broker_url,
+        channel=channel,
+        min_replicas=settings.broker_min_replicas,
+        prefix=getattr(state.broker, "prefix", "ssecors:"),
+        timeout=settings.broker_timeout,
+    )
+    click.echo(json.dumps(report, indent=2) if as_json else to_text(report))
+    if not report["ok"]:
+        sys.exit(1)

@@ -27,6 +27,9 @@ from ._origins import OriginError
 from ._origins import OriginPattern
 from ._origins import parse_pattern
 from ._policy import CORS_HEADER_PREFIX
+from .brokers._urls import parse_url
+from .brokers._urls import redact
+from .brokers._urls import SCHEMES as REDIS_SCHEMES
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 
@@ -66,7 +69,7 @@ FORBIDDEN_EXPOSE_HEADERS: t.Final = frozenset(
 )
 FORBIDDEN_METHODS: t.Final = frozenset({"CONNECT", "TRACE", "TRACK"})
 _TOKEN_CHARS: t.Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
-BROKER_SCHEMES: t.Final = ("memory", "redis", "rediss", "unix")
+BROKER_SCHEMES: t.Final = ("memory", *REDIS_SCHEMES)
 MAX_AGE_LIMIT: t.Final = 86400
 
 
@@ -110,6 +113,7 @@ class Settings:
     broker_url: str
     backlog: int
     broker_timeout: float
+    broker_min_replicas: int
     channel_ttl: float | None
     max_event_size: int | None
     max_streams: int | None
@@ -374,6 +378,11 @@ def _broker_url(value: object) -> tuple[object, list[Problem]]:
     scheme = value.partition("://")[0].lower()
     if scheme not in BROKER_SCHEMES:
         return _refuse(value, f"unknown scheme {scheme!r}; use one of {', '.join(BROKER_SCHEMES)}.")
+    if scheme != "memory":
+        try:
+            parse_url(value)
+        except ValueError as error:
+            return _refuse(redact(value), f"{error}.")
     return _accept(value)
 
 
@@ -512,6 +521,15 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
         "app",
         "",
         "2.0",
+    ),
+    Option(
+        "SSECORS_BROKER_MIN_REPLICAS",
+        "broker_min_replicas",
+        0,
+        _integer(0, 16),
+        "app",
+        "",
+        "0",
     ),
     Option(
         "SSECORS_CHANNEL_TTL",

@@ -146,6 +146,7 @@ class SSECors:
                 timeout=settings.broker_timeout,
                 channel_ttl=settings.channel_ttl,
                 max_event_size=settings.max_event_size,
+                min_replicas=settings.broker_min_replicas,
             ),
             streams=StreamTracker(app, settings, counters),
             tokens=_token_codec(app, settings),

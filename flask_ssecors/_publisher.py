@@ -40,8 +40,10 @@ class Publisher:
     to share between threads. The in-memory broker cannot be published to from another
     process: ``memory://`` is refused.
 
-    :param url: the app's ``SSECORS_BROKER_URL``: ``redis://``, ``rediss://`` or ``unix://``.
-    :param options: ``backlog``, ``channel_ttl``, ``max_event_size``, ``timeout``, ``prefix``.
+    :param url: the app's ``SSECORS_BROKER_URL``: ``redis://``, ``rediss://``, ``unix://``,
+        ``redis+sentinel://`` or ``redis+cluster://``.
+    :param options: ``backlog``, ``channel_ttl``, ``max_event_size``, ``timeout``,
+        ``min_replicas`` (``SSECORS_BROKER_MIN_REPLICAS``), ``prefix``.
     :raises ConfigError: for a URL or an option the app would refuse.
 
     .. versionadded:: 0.1
@@ -69,8 +71,9 @@ class Publisher:
             )
         try:
             import redis
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
+
+            from .brokers._redis_conn import client_for
+            from .brokers._redis_conn import publish_acknowledged
         except ImportError:
             raise ConfigError(
                 [ConfigIssue("url", url, "install flask-ssecors[redis] to publish to Redis.")],
@@ -88,14 +91,16 @@ class Publisher:
         self._keys = Keys(prefix)
         self._args = publish_args
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self._client: t.Any = redis.Redis.from_url(
+        self.min_replicas = t.cast(int, values.get("broker_min_replicas", 0))
+        self._client: t.Any = client_for(
             url,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),
-            client_name=f"ssecors-publisher-{os.getpid()}",
+            timeout=self.timeout,
+            max_connections=64,
+            name=f"ssecors-publisher-{os.getpid()}",
+            cooperative=False,
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
+        self._acknowledged = publish_acknowledged
 
     def publish(self, channel: str, event: Event) -> str:
         """Publish ``event`` on ``channel``; return the id the app's clients will see.
@@ -114,8 +119,18 @@ class Publisher:
             ttl=self.channel_ttl,
             generation=new_generation(),
         )
+        keys = self._keys.publish_keys(channel)
         try:
-            generation, stream_id = self._script(keys=self._keys.publish_keys(channel), args=args)
+            if self.min_replicas:
+                generation, stream_id = self._acknowledged(
+                    self._client,
+                    keys=keys,
+                    args=args,
+                    replicas=self.min_replicas,
+                    timeout=self.timeout,
+                )
+            else:
+                generation, stream_id = self._script(keys=keys, args=args)
         except self._errors as error:
             raise BrokerUnavailable(f"publish: {error}") from error
         return f"{generation.decode()}.{stream_id.decode()}"
@@ -137,7 +152,14 @@ class Publisher:
 
 
 #: Publisher keywords spelt differently from the settings they stand for.
-_KWARGS: t.Final = {"timeout": "broker_timeout"}
+_KWARGS: t.Final = {"timeout": "broker_timeout", "min_replicas": "broker_min_replicas"}
 _OPTIONS: t.Final = frozenset(
-    {"broker_url", "backlog", "channel_ttl", "max_event_size", "broker_timeout"}
+    {
+        "broker_url",
+        "backlog",
+        "channel_ttl",
+        "max_event_size",
+        "broker_timeout",
+        "broker_min_replicas",
+    }
 )

@@ -45,14 +45,17 @@ def create_broker(
     timeout: float = 2.0,
     channel_ttl: float | None = 86400.0,
     max_event_size: int | None = 65536,
+    min_replicas: int = 0,
 ) -> Broker:
     """Create the broker a validated ``SSECORS_BROKER_URL`` names.
 
-    :param url: ``memory://`` or a Redis URL (``redis://``, ``rediss://``, ``unix://``).
+    :param url: ``memory://`` or a Redis URL (``redis://``, ``rediss://``, ``unix://``,
+        ``redis+sentinel://``, ``redis+cluster://``).
     :param backlog: events kept per channel for replay (``SSECORS_BACKLOG``).
     :param timeout: bound on each broker operation, in seconds (``SSECORS_BROKER_TIMEOUT``).
     :param channel_ttl: seconds an unused channel is kept (``SSECORS_CHANNEL_TTL``).
     :param max_event_size: largest encoded event, in bytes (``SSECORS_MAX_EVENT_SIZE``).
+    :param min_replicas: replicas that acknowledge each publish (``SSECORS_BROKER_MIN_REPLICAS``).
     :raises ConfigError: when the URL names Redis and the ``redis`` package is missing.
     """
     scheme = url.partition("://")[0].lower()
@@ -71,4 +74,5 @@ def create_broker(
         timeout=timeout,
         channel_ttl=channel_ttl,
         max_event_size=max_event_size,
+        min_replicas=min_replicas,
     )

@@ -29,6 +29,7 @@ the broker timeout rather than dropping or hanging.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -54,7 +55,9 @@ from ._base import split_id
 from ._base import Subscription
 from ._base import thread_ident
 from ._redis_conn import client_for
+from ._redis_conn import publish_acknowledged
 from ._redis_conn import redis as redis
+from ._redis_conn import RedisCluster
 from ._redis_layout import EMPTY_GENERATION
 from ._redis_layout import format_stream_id
 from ._redis_layout import Keys
@@ -67,6 +70,7 @@ from ._redis_layout import SHARDS
 from ._redis_layout import SNAPSHOT_SCRIPT
 from ._redis_layout import StreamId
 from ._redis_layout import ZERO
+from ._urls import parse_url
 
 logger = get_logger(__name__)
 
@@ -167,7 +171,9 @@ class _Channel:
 class RedisBroker:
     """Redis Streams behind the broker protocol.
 
-    :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL.
+    :param url: a ``redis://``, ``rediss://`` or ``unix://`` URL; ``redis+sentinel://`` for a
+        primary that Sentinels watch; ``redis+cluster://`` for a Redis Cluster (see
+        :mod:`flask_ssecors.brokers._urls`).
     :param backlog: events kept per channel for replay (``MAXLEN ~``, so a little more may stay
         in Redis; replay never goes further back than this many events).
     :param timeout: bound in seconds on each publish or snapshot (``SSECORS_BROKER_TIMEOUT``).
@@ -176,6 +182,8 @@ class RedisBroker:
     :param max_event_size: largest encoded event accepted, in bytes; None for no limit.
     :param prefix: key prefix in Redis.
     :param pool_size: command connections per process, for publishing.
+    :param min_replicas: replicas that must acknowledge each publish (Redis ``WAIT``) before
+        :meth:`publish` returns (``SSECORS_BROKER_MIN_REPLICAS``).
     """
 
     def __init__(
@@ -188,8 +196,18 @@ class RedisBroker:
         max_event_size: int | None = 65536,
         prefix: str = "ssecors:",
         pool_size: int = 8,
+        min_replicas: int = 0,
     ) -> None:
         self.url = url
+        self.address = parse_url(url)
+        self.min_replicas = min_replicas
+        #: Shards read together by one listening connection: all of them, except in a cluster,
+        #: where a read names keys of one slot only, so each shard has its own.
+        self._groups: tuple[tuple[int, ...], ...] = (
+            tuple((shard,) for shard in range(SHARDS))
+            if self.address.kind == "cluster"
+            else (tuple(range(SHARDS)),)
+        )
         self.backlog = backlog
         self.timeout = timeout
         self.channel_ttl = channel_ttl
@@ -228,7 +246,9 @@ class RedisBroker:
         self._wanted = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._listener: gevent.Greenlet | None = None
-        self._listener_client: redis.Redis[bytes] | None = None
+        self._listener_client: t.Any = None
+        #: The listening groups that have read where their shards are (or caught up).
+        self._prepared: set[tuple[int, ...]] = set()
         self._closed = False
         #: Whether the listener is connected (for statistics and health checks).
         self.connected = False
@@ -248,14 +268,19 @@ class RedisBroker:
         """
         timer = gevent.Timeout(self.timeout)
         timer.start()
+        client = self._commands
         try:
             if thread_ident() != self._home:
-                return call(self._thread_client())
+                client = self._thread_client()
+                return call(client)
             with self._slots:
-                return call(self._commands)
+                return call(client)
         except gevent.Timeout as expired:
             if expired is not timer:
                 raise
+            # Cut off mid-command, a connection may still owe an answer that the next command
+            # would read as its own: drop the connections rather than reuse them.
+            _disconnect(client)
             raise BrokerUnavailable(
                 f"{what}: no answer from Redis within {self.timeout:g} s"
             ) from None
@@ -296,9 +321,21 @@ class RedisBroker:
             ttl=self.channel_ttl,
             generation=new_generation(),
         )
-        generation, stream_id = self._run(
-            "publish", lambda client: self._publish_script(keys=keys, args=args, client=client)
-        )
+        if self.min_replicas:
+            generation, stream_id = self._run(
+                "publish",
+                functools.partial(
+                    publish_acknowledged,
+                    keys=keys,
+                    args=args,
+                    replicas=self.min_replicas,
+                    timeout=self.timeout,
+                ),
+            )
+        else:
+            generation, stream_id = self._run(
+                "publish", lambda client: self._publish_script(keys=keys, args=args, client=client)
+            )
         return f"{generation.decode()}.{stream_id.decode()}"
 
     # -- subscribing -------------------------------------------------------------------------
@@ -400,12 +437,39 @@ class RedisBroker:
                     self._snapshot_batch(batch)
 
     def _snapshot_batch(self, batch: list[_SnapshotRequest]) -> None:
+        if self.address.kind == "cluster":
+            # A cluster pipeline sends no scripts: one pipeline per node, side by side.
+            by_node: dict[str, tuple[t.Any, list[_SnapshotRequest]]] = {}
+            for request in batch:
+                try:
+                    node = self._snapshots.get_node_from_key(self.keys.channel(request.channel))
+                    if node is None:
+                        raise redis.exceptions.ClusterDownError("no node serves the slot")
+                except (redis.RedisError, OSError) as error:
+                    request.error = BrokerUnavailable(f"subscribe: {error}")
+                    request.done.set()
+                    continue
+                by_node.setdefault(node.name, (node, []))[1].append(request)
+            jobs = [
+                gevent.spawn(
+                    self._snapshot_pipeline, self._snapshots.get_redis_connection(node), requests
+                )
+                for node, requests in by_node.values()
+            ]
+            gevent.joinall(jobs)
+            if any(request.error is not None for request in batch):
+                with contextlib.suppress(redis.RedisError, OSError):
+                    self._snapshots.nodes_manager.initialize()  # a failover: the new topology
+            return
+        self._snapshot_pipeline(self._snapshots, batch)
+
+    def _snapshot_pipeline(self, client: t.Any, batch: list[_SnapshotRequest]) -> None:
         count = self.backlog + 2
         timer = gevent.Timeout(self.timeout)
         timer.start()
         try:
             for attempt in (1, 2):
-                pipe = self._snapshots.pipeline(transaction=False)
+                pipe = client.pipeline(transaction=False)
                 for request in batch:
                     pipe.evalsha(
                         self._snapshot_sha,
@@ -416,10 +480,9 @@ class RedisBroker:
                         count,
                     )
                 replies = pipe.execute(raise_on_error=False)
-                if attempt == 1 and any(
-                    isinstance(r, redis.exceptions.NoScriptError) for r in replies
-                ):
-                    self._snapshots.execute_command("SCRIPT", "LOAD", SNAPSHOT_SCRIPT)
+                missing = any(isinstance(r, redis.exceptions.NoScriptError) for r in replies)
+                if attempt == 1 and missing:
+                    client.execute_command("SCRIPT", "LOAD", SNAPSHOT_SCRIPT)
                     continue
                 break
             for request, reply in zip(batch, replies, strict=True):
@@ -431,6 +494,8 @@ class RedisBroker:
         except (gevent.Timeout, redis.RedisError, OSError) as error:
             if isinstance(error, gevent.Timeout) and error is not timer:
                 raise
+            if error is timer:
+                _disconnect(client)  # a connection may still owe an answer: never reuse it
             detail = "no answer within the timeout" if error is timer else str(error)
             for request in batch:
                 if not request.done.is_set():
@@ -536,8 +601,9 @@ class RedisBroker:
                 self._background.start()
 
     def _spawn_background(self) -> list[gevent.Greenlet]:
-        self._listener = gevent.spawn(self._listen)
-        self._greenlets = [self._listener, gevent.spawn(self._take_snapshots)]
+        listeners = [gevent.spawn(self._listen, group) for group in self._groups]
+        self._listener = listeners[0]
+        self._greenlets = [*listeners, gevent.spawn(self._take_snapshots)]
         if self.channel_ttl is not None:
             self._greenlets.append(gevent.spawn(self._refresh_ttls))
         return self._greenlets
@@ -545,25 +611,32 @@ class RedisBroker:
     def _run_background(self) -> None:
         gevent.joinall(self._spawn_background())
 
-    def _listen(self) -> None:
+    def _listening_client(self) -> t.Any:
+        if self._listener_client is None:
+            self._listener_client = client_for(
+                self.url,
+                timeout=BLOCK_MS / 1000 + self.timeout + 1,
+                max_connections=len(self._groups),
+                name=f"ssecors-listen-{self._pid}",
+            )
+        return self._listener_client
+
+    def _listen(self, group: tuple[int, ...]) -> None:
+        """Read the shards of ``group`` and dispatch their entries, for as long as the broker
+        is open: reconnect with backoff, and catch up after every fault."""
         backoff = 0.05
         while not self._closed:
             try:
-                client = self._listener_client
-                if client is None:
-                    client = self._listener_client = client_for(
-                        self.url,
-                        timeout=BLOCK_MS / 1000 + self.timeout + 1,
-                        max_connections=1,
-                        name=f"ssecors-listen-{self._pid}",
-                    )
-                if not self._ready.is_set():
-                    self._prepare(client)
-                    self._ready.set()
-                    if not self.connected:
-                        logger.info("Redis listener connected")
-                    self.connected = True
-                streams = {self.keys.live(shard): self._cursors[shard] for shard in range(SHARDS)}
+                client = self._listening_client()
+                if group not in self._prepared:
+                    self._prepare(client, group)
+                    self._prepared.add(group)
+                    if len(self._prepared) == len(self._groups):
+                        self._ready.set()
+                        if not self.connected:
+                            logger.info("Redis listener connected")
+                        self.connected = True
+                streams = {self.keys.live(shard): self._cursors[shard] for shard in group}
                 reply = client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
                 backoff = 0.05
                 gaps = self._dispatch(reply)
@@ -572,31 +645,42 @@ class RedisBroker:
             except (redis.RedisError, OSError) as error:
                 if self.connected:
                     logger.warning("Redis listener lost its connection: %s", error)
-                self.connected = False
-                self._ready.clear()
+                self._lost(group)
                 gevent.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except Exception:
                 # A bug, not a fault of Redis: say so, and keep serving the other channels.
                 logger.exception("Redis listener failed; reading again")
-                self._ready.clear()
+                self._lost(group)
                 gevent.sleep(MAX_BACKOFF)
 
-    def _prepare(self, client: redis.Redis[bytes]) -> None:
+    def _lost(self, group: tuple[int, ...]) -> None:
+        """A group's connection failed: subscribers wait until it has caught up again."""
+        self.connected = False
+        self._prepared.discard(group)
+        self._ready.clear()
+        client = self._listener_client
+        if isinstance(client, RedisCluster):
+            with contextlib.suppress(redis.RedisError, OSError):
+                client.nodes_manager.initialize()  # after a failover: the new topology
+
+    def _prepare(self, client: t.Any, group: tuple[int, ...]) -> None:
         """After (re)connecting: on the first start, read where each shard is; after a fault,
-        catch up every followed channel from its own stream."""
-        if not self._cursors:
+        catch up every followed channel of the group's shards from its own stream."""
+        fresh = [shard for shard in group if shard not in self._cursors]
+        if fresh:
             pipe = client.pipeline(transaction=False)
-            for shard in range(SHARDS):
+            for shard in fresh:
                 pipe.xrevrange(self.keys.live(shard), count=1)
                 pipe.get(self.keys.counter(shard))
             replies = pipe.execute()
-            for shard in range(SHARDS):
-                last, count = replies[2 * shard], replies[2 * shard + 1]
+            for index, shard in enumerate(fresh):
+                last, count = replies[2 * index], replies[2 * index + 1]
                 self._cursors[shard] = last[0][0] if last else b"0-0"
                 self._counts[shard] = int(count) if count is not None else 0
-            return
-        self._catch_up(client, set(range(SHARDS)))
+        known = set(group) - set(fresh)
+        if known:
+            self._catch_up(client, known)
 
     def _dispatch(self, reply: t.Any) -> set[int]:
         """Hand each entry to its channel's local subscribers; return the shards where
@@ -662,7 +746,7 @@ class RedisBroker:
         state.generation = None if generation == EMPTY_GENERATION else generation
         state.last = None
 
-    def _catch_up(self, client: redis.Redis[bytes], shards: set[int]) -> None:
+    def _catch_up(self, client: t.Any, shards: set[int]) -> None:
         """Deliver, from the channels' own streams, what the listener may have missed on
         ``shards``; reset channels whose generation changed."""
         followed = [s for s in self._channels.values() if s.shard in shards]
@@ -733,10 +817,17 @@ class RedisBroker:
             for subscription in (*state.subscribers, *state.joining):
                 subscription.drop(EndReason.BROKER_CLOSED)
         self._channels.clear()
-        self._commands.connection_pool.disconnect()
-        self._snapshots.connection_pool.disconnect()
-        if self._listener_client is not None:
-            self._listener_client.connection_pool.disconnect()
+        for client in (self._commands, self._snapshots, self._listener_client):
+            if client is not None:
+                _disconnect(client)
+
+
+def _disconnect(client: t.Any) -> None:
+    """Close every connection of a client (of one server, or of a cluster)."""
+    if isinstance(client, RedisCluster):
+        client.close()
+    else:
+        client.connection_pool.disconnect()
 
 
 def _parse_event_id(value: str) -> tuple[str, StreamId] | None:

@@ -23,7 +23,6 @@ from gevent import sleep
 
 from flask_ssecors import Event
 from flask_ssecors import SSECors
-from flask_ssecors._assets import assets_blueprint
 
 #: An origin no test page is served from: the ``/refused`` stream allows only this one.
 ELSEWHERE = "https://elsewhere.example"
@@ -40,8 +39,7 @@ def create_api() -> Flask:
         SSECORS_RETRY=300,
     )
     resume_delay = float(env.get("RESUME_DELAY", "0"))
-    sse = SSECors(app)
-    app.register_blueprint(assets_blueprint())
+    sse = SSECors(app)  # serves the helper too (SSECORS_HELPER_URL_PREFIX)
     #: Every stream request, in order: which channel, from which id, with a cookie or not.
     streams: list[dict[str, t.Any]] = []
     #: Events published so far, per channel.
