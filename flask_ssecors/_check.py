@@ -289,11 +289,10 @@ class _Auditor:
         self.stream, self.observation, self.retry = head, obs, reader.parser.retry
         assert exchange.head_after is not None
         if obs.arrivals:
-            items += [
-                rules.first_bytes(exchange.head_after, obs),
-                rules.heartbeat(obs),
-                rules.parse(obs, reader.coding),
-            ]
+            items.append(rules.first_bytes(exchange.head_after, obs))
+            if not obs.error:  # the read stopped early: silence afterwards proves nothing
+                items.append(rules.heartbeat(obs))
+            items.append(rules.parse(obs, reader.coding))
         elif obs.error:
             items.append(rules.parse(obs, reader.coding))
         else:
