@@ -64,6 +64,8 @@ class Seen:
     error: str = ""
     #: Whether the error is that no connection (or TLS session) could be made at all.
     unreachable: bool = False
+    #: Whether the TLS handshake did not choose HTTP/2 when it was asked for.
+    not_http2: bool = False
 
     @classmethod
     def of(cls, exchange: Exchange) -> Seen:

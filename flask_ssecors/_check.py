@@ -6,14 +6,19 @@ seen) and what to fix. It checks the preflight, the CORS headers of the stream, 
 derived from the allowed one by the usual tricks are refused, the SSE headers, that the first
 bytes arrive at once and more keep coming, that the body parses (with
 :class:`~flask_ssecors._parser.EventStreamParser`), and that a reconnect with ``Last-Event-ID``
-is served and resumes after it.
+is served and resumes after it. With ``browser``, a real Chromium then does the same from a
+page on the origin (:mod:`flask_ssecors._browser_audit`), and reports what it saw.
 
 It needs no Flask app and works against any server: ``ssecors-check URL --origin ORIGIN`` on
-the command line (see :mod:`flask_ssecors._cli`). Requests go over raw sockets (HTTP/1.1, with
-TLS for ``https://``), one connection each, so the timing and the headers are the server's,
-not a client library's. They carry what a browser's ``EventSource`` sends: ``Accept:
-text/event-stream``, ``Accept-Encoding: gzip, deflate, br``, ``Cache-Control: no-cache``, and
-``Connection: close``, so that an application-set ``Connection: keep-alive`` stands out.
+the command line (see :mod:`flask_ssecors._cli`). Requests go over their own connections,
+HTTP/1.1 framed by ``h11`` (:mod:`flask_ssecors._http`) or HTTP/2 framed by ``h2``
+(:mod:`flask_ssecors._h2`), so the timing and the headers are the server's. They carry what a
+browser's ``EventSource`` sends: ``Accept: text/event-stream``, ``Accept-Encoding: gzip, deflate,
+br``, ``Cache-Control: no-cache``, and over HTTP/1.1 ``Connection: close``, so that an
+application-set ``Connection: keep-alive`` stands out.
+
+Whatever the server sends, the check ends with a report: an answer it cannot read is a failed
+item quoting what was read, and memory stays within the bounds of :mod:`flask_ssecors._reading`.
 
 Pure module: no Flask, no gevent.
 
@@ -23,21 +28,19 @@ Pure module: no Flask, no gevent.
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
-import json
 import ssl
-import textwrap
 import time
 import typing as t
-import zlib
 
 from . import _audit
 from . import _stream_audit as rules
 from ._audit import Item as Item
 from ._audit import Seen
-from ._http import BodyDecoder
+from ._h2 import H2Exchange
+from ._h2 import NotHttp2
 from ._http import check_header
-from ._http import Exchange
+from ._http import H11Exchange
+from ._http import is_sendable
 from ._http import parse_header as parse_header
 from ._http import parse_url
 from ._http import preflight_headers
@@ -46,11 +49,11 @@ from ._http import stream_headers
 from ._http import Target
 from ._http import WaitTimeout
 from ._origins import is_serialized_origin
-from ._parser import EventStreamParser
+from ._reading import BodyReader
+from ._report import Report as Report
 
 if t.TYPE_CHECKING:
-    import collections.abc as cabc
-
+    from ._http import Exchange
     from .events import Event
 
 __all__ = ["DEFAULT_TIMEOUT", "Item", "Report", "check_stream", "parse_header"]
@@ -59,70 +62,10 @@ __all__ = ["DEFAULT_TIMEOUT", "Item", "Report", "check_stream", "parse_header"]
 DEFAULT_TIMEOUT: t.Final = 20.0
 #: Once more bytes followed the first ones, the stream is watched at least this long.
 _MIN_WATCH: t.Final = 2.0
-_MAX_BODY: t.Final = 1 << 20
 _TICK: t.Final = 0.5
-_WIDTH: t.Final = 100
 
 #: ``progress(phase, detail)``: what the check waits for now, for a progress line.
 Progress = t.Callable[[str, str], None]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Report:
-    """The result of :func:`check_stream`.
-
-    :param url: the URL checked.
-    :param origin: the page origin the check played.
-    :param items: the checklist, in a stable order.
-    """
-
-    url: str
-    origin: str
-    items: tuple[Item, ...]
-
-    @property
-    def ok(self) -> bool:
-        """Whether no item failed (warnings do not fail the check)."""
-        return all(item.status != "fail" for item in self.items)
-
-    def to_dict(self) -> dict[str, object]:
-        """``{"url", "origin", "ok", "items": [{"id", "status", "detail", "fix"}]}``."""
-        return {
-            "url": self.url,
-            "origin": self.origin,
-            "ok": self.ok,
-            "items": [item.to_dict() for item in self.items],
-        }
-
-    def to_json(self) -> str:
-        """:meth:`to_dict` as indented JSON."""
-        return json.dumps(self.to_dict(), indent=2)
-
-    def to_text(self, style: cabc.Callable[[str, Item], str] | None = None) -> str:
-        """The human-readable checklist, wrapped at 100 columns.
-
-        :param style: called as ``style(label, item)`` to decorate the status label (colour).
-        """
-        lines = [f"ssecors-check {self.url}", f"  origin {self.origin}", ""]
-        for item in self.items:
-            label = {"pass": "pass", "warn": "WARN", "fail": "FAIL"}[item.status]
-            if style is not None:
-                label = style(label, item)
-            text = f"{item.id}: {item.detail}"
-            body = textwrap.wrap(text, _WIDTH - 8, break_on_hyphens=False)
-            lines.append(f"  {label}  {body[0]}")
-            lines.extend(f"        {line}" for line in body[1:])
-            if item.fix:
-                fix = textwrap.wrap(f"fix: {item.fix}", _WIDTH - 8, break_on_hyphens=False)
-                lines.extend(f"        {line}" for line in fix)
-        counts = {s: sum(i.status == s for i in self.items) for s in ("pass", "warn", "fail")}
-        verdict = "OK" if self.ok else "FAILED"
-        lines += [
-            "",
-            f"{counts['pass']} passed, {counts['warn']} warning{'' if counts['warn'] == 1 else 's'}"
-            f", {counts['fail']} failed: {verdict}",
-        ]
-        return "\n".join(lines)
 
 
 def check_stream(
@@ -133,13 +76,14 @@ def check_stream(
     headers: t.Sequence[tuple[str, str]] = (),
     timeout: float = DEFAULT_TIMEOUT,
     verify: bool = True,
+    http2: bool = False,
     progress: Progress | None = None,
 ) -> Report:
     """Audit the stream at ``url`` as a page on ``origin`` would use it.
 
     Each wait for bytes is bounded by ``timeout``, so the whole check takes at most about
     seven times that (a server that answers every request as late as it may); against a
-    healthy stream it takes two or three seconds.
+    healthy stream it takes two or three seconds (plus about ten with ``browser``).
 
     :param url: the stream's ``http://`` or ``https://`` URL.
     :param origin: the page's origin, exactly as the browser sends it
@@ -150,8 +94,14 @@ def check_stream(
     :param timeout: seconds to wait for each response and each next bytes; choose it above
         the server's heartbeat interval.
     :param verify: verify TLS certificates (``https://``).
+    :param http2: speak HTTP/2: negotiated with ALPN for ``https://``, with prior knowledge
+        (h2c) for ``http://``.
+    :param browser: also run the audit in a real Chromium (see
+        :class:`~flask_ssecors._browser_audit.BrowserOptions`); its items start with
+        ``browser-``.
     :param progress: called with ``(phase, detail)`` while the check waits.
-    :raises ValueError: for an invalid URL, origin, header or timeout.
+    :raises ValueError: for an invalid URL, origin, header or timeout (never for anything the
+        server sends: that is a failed item).
     """
     target = parse_url(url)
     if not is_serialized_origin(origin):
@@ -162,8 +112,30 @@ def check_stream(
     if not timeout > 0:
         raise ValueError("the timeout must be a positive number of seconds")
     checked = tuple(check_header(name, value) for name, value in headers)
-    auditor = _Auditor(target, origin, credentials, checked, timeout, verify, progress)
-    return Report(url, origin, tuple(auditor.run()))
+    auditor = _Auditor(target, origin, credentials, checked, timeout, verify, http2, progress)
+    try:
+        auditor.run()
+    except Exception as error:  # a report, whatever happened: never a traceback
+        auditor.items.append(
+            Item(
+                "check-error",
+                "fail",
+                f"the check stopped early on an unexpected error: {type(error).__name__}: {error}.",
+                "Report this to flask-ssecors, with the server's response if you can.",
+            )
+        )
+    return Report(url, origin, tuple(auditor.items))
+
+
+class Wire(t.NamedTuple):
+    """What the wire audit saw, for the browser's items to quote as evidence."""
+
+    preflight: Seen
+    preflight_last_event_id: Seen | None
+    stream: Seen
+    observation: rules.Observation
+    retry: int | None
+    http2: bool
 
 
 class _Auditor:
@@ -175,6 +147,7 @@ class _Auditor:
         headers: tuple[tuple[str, str], ...],
         timeout: float,
         verify: bool,
+        http2: bool,
         progress: Progress | None,
     ) -> None:
         self.target = target
@@ -183,8 +156,27 @@ class _Auditor:
         self.extra = headers
         self.timeout = timeout
         self.verify = verify
+        self.http2 = http2
+        self.exchange_class: type[Exchange] = H2Exchange if http2 else H11Exchange
         self.progress = progress or (lambda phase, detail: None)
         self.names = _audit.request_header_names(headers)
+        self.items: list[Item] = []
+        self.preflight = Seen()
+        self.preflight_with_id: Seen | None = None
+        self.stream: Seen | None = None
+        self.observation: rules.Observation | None = None
+        self.retry: int | None = None
+
+    def wire(self) -> Wire:
+        assert self.stream is not None and self.observation is not None
+        return Wire(
+            self.preflight,
+            self.preflight_with_id,
+            self.stream,
+            self.observation,
+            self.retry,
+            self.http2,
+        )
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -195,10 +187,14 @@ class _Auditor:
         deadline = time.monotonic() + self.timeout
         where = f"{self.target.host}:{self.target.port}"
         try:
-            exchange = Exchange(self.target, method, headers, deadline=deadline, verify=self.verify)
+            exchange = self.exchange_class(
+                self.target, method, headers, deadline=deadline, verify=self.verify
+            )
         except WaitTimeout:
             error = f"cannot connect to {where} within {self.timeout:g} s"
             return None, Seen(error=error, unreachable=True)
+        except NotHttp2 as failure:
+            return None, Seen(error=str(failure), unreachable=True, not_http2=True)
         except ssl.SSLCertVerificationError as failure:
             reason = failure.verify_message or str(failure)
             error = f"the TLS certificate of {where} is not valid: {reason}"
@@ -224,14 +220,25 @@ class _Auditor:
 
     # -- the run -----------------------------------------------------------------------------
 
-    def run(self) -> list[Item]:
+    def run(self) -> None:
         self.progress("sending a preflight", f"OPTIONS from {self.origin}")
         first = self._probe("OPTIONS", preflight_headers(self.origin, self.names))
+        self.preflight = first
+        if first.not_http2:
+            self.items.append(rules.http2("", None, first.error))
+            return
         if first.unreachable:
-            return [Item("connect", "fail", f"{first.error}.", "Check the URL and the server.")]
-        items = [
-            _audit.preflight(first, self.origin, self.credentials, self.names, "preflight"),
-        ]
+            self.items.append(
+                Item("connect", "fail", f"{first.error}.", "Check the URL and the server.")
+            )
+            return
+        if self.http2:
+            chosen = "h2" if self.target.scheme == "https" else None
+            self.items.append(rules.http2("HTTP/2", chosen))
+        items = self.items
+        items.append(
+            _audit.preflight(first, self.origin, self.credentials, self.names, "preflight")
+        )
         hostiles = _audit.hostile_origins(self.origin)
         self.progress("probing hostile origins", f"{len(hostiles)} origins, GET and OPTIONS each")
         with_id = sorted({*self.names, "last-event-id"})
@@ -243,7 +250,8 @@ class _Auditor:
             jobs.append(("OPTIONS", preflight_headers(hostile.origin, self.names)))
         with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
             seen = list(pool.map(lambda job: self._probe(*job), jobs))
-        if items[0].status == "pass":  # else the same failure again: say it once
+        self.preflight_with_id = seen[0]
+        if items[-1].status == "pass":  # else the same failure again: say it once
             items.append(
                 _audit.preflight_last_event_id(seen[0], self.origin, self.credentials, with_id)
             )
@@ -258,7 +266,7 @@ class _Auditor:
             # Refusing hostile origins means nothing while the allowed one is refused too.
             if exchange is not None:
                 exchange.close()
-            return items
+            return
         try:
             items += [
                 _audit.allow_origin(head, self.origin, self.credentials),
@@ -268,82 +276,80 @@ class _Auditor:
                 rules.content_type(head),
                 rules.cache_control(head),
                 rules.accel_buffering(head),
-                rules.hop_by_hop(head),
+                rules.http2_connection_headers(head, first)
+                if self.http2
+                else rules.hop_by_hop(head),
                 rules.content_encoding(head),
                 rules.content_length(head),
             ]
-            coding = ", ".join(head.values("Content-Encoding"))
-            obs = self._watch(exchange, coding)
+            reader = BodyReader(exchange, keep_body=True)
+            obs = self._watch(exchange, reader)
         finally:
             exchange.close()
+        self.stream, self.observation, self.retry = head, obs, reader.parser.retry
         assert exchange.head_after is not None
         if obs.arrivals:
-            items += [
-                rules.first_bytes(exchange.head_after, obs),
-                rules.heartbeat(obs),
-                rules.parse(obs, coding),
-            ]
+            items.append(rules.first_bytes(exchange.head_after, obs))
+            if not obs.error:  # the read stopped early: silence afterwards proves nothing
+                items.append(rules.heartbeat(obs))
+            items.append(rules.parse(obs, reader.coding))
         elif obs.error:
-            items.append(rules.parse(obs, coding))
+            items.append(rules.parse(obs, reader.coding))
         else:
             items.append(rules.first_bytes(exchange.head_after, obs))
-        return items + self._reconnect(obs, head)
+        items += self._reconnect(reader, head)
 
-    def _watch(self, exchange: Exchange, coding: str) -> rules.Observation:
+    def _watch(self, exchange: Exchange, reader: BodyReader) -> rules.Observation:
         obs = rules.Observation(self.timeout)
-        decoder = BodyDecoder(coding)
-        if not decoder.supported:
-            obs.undecodable = coding
-        parser = EventStreamParser(include_comments=True)
+        if not reader.decoder.supported:
+            obs.undecodable = reader.coding
         start = time.monotonic()
         deadline = start + self.timeout
-        while len(obs.body) < _MAX_BODY:
+        while not reader.stopped:
             now = time.monotonic()
-            arrivals = obs.arrivals
-            if len(arrivals) > 1 and arrivals[-1] - arrivals[0] >= _MIN_WATCH:
+            if obs.arrivals > 1 and t.cast(float, obs.last) - t.cast(float, obs.first) >= (
+                _MIN_WATCH
+            ):
                 break
-            if arrivals:
-                counts = f"events: {len(obs.events)}, comments: {obs.comments}"
+            if obs.arrivals:
+                counts = f"events: {reader.events}, comments: {reader.comments}"
                 self.progress("reading the stream", f"{counts}, {now - start:.0f} s")
             else:
                 self.progress("waiting for the first bytes", f"{now - start:.0f} s")
+            seen = exchange.last_arrival
             try:
-                data = exchange.read(min(deadline, now + _TICK))
+                reader.read(min(deadline, now + _TICK))
             except WaitTimeout:
                 if time.monotonic() >= deadline:
                     break
                 continue
-            except (ProtocolError, OSError) as error:
-                obs.error = f"the stream broke off: {error}"
-                break
-            if not data:
-                obs.ended_after = time.monotonic() - exchange.sent_at
-                break
-            arrivals.append(exchange.arrivals[-1][0])
-            deadline = time.monotonic() + self.timeout
-            try:
-                decoded = decoder.feed(data)
-            except zlib.error as error:
-                obs.error = f"the body is not valid {coding}: {error}"
-                break
-            obs.body += decoded
-            for event in parser.feed(decoded):
-                if event.data is None:
-                    obs.comments += 1
-                else:
-                    obs.events.append(event)
+            if exchange.last_arrival is not None and exchange.last_arrival != seen:
+                obs.arrived(exchange.last_arrival)
+                deadline = time.monotonic() + self.timeout
+        if reader.ended:
+            obs.ended_after = time.monotonic() - exchange.sent_at
+        obs.events, obs.comments, obs.names = reader.events, reader.comments, reader.names
+        obs.body, obs.error, obs.limit = bytes(reader.body), reader.error, reader.limit
         return obs
 
-    def _reconnect(self, obs: rules.Observation, first_head: Seen) -> list[Item]:
-        ids: list[str] = []
-        for event in obs.events:
-            if event.id is not None and event.id not in ids:
-                ids.append(event.id)
+    def _reconnect(self, reader: BodyReader, first_head: Seen) -> list[Item]:
+        ids = reader.ids
+        recent = list(ids.recent)
         expected: str | None = None
-        if len(ids) >= 3:
-            sent, expected = ids[-2], ids[-1]
+        if ids.count >= 3:
+            sent, expected = recent[-2], recent[-1]
         else:
-            sent = ids[-1] if ids else "0"
+            sent = recent[-1] if recent else "0"
+        if not is_sendable(sent):
+            return [
+                Item(
+                    "reconnect",
+                    "warn",
+                    f"the last event id, {sent!r}, contains control characters: it cannot go "
+                    "in a Last-Event-ID header, so the reconnect was not tried.",
+                    "Use ids of printable characters (a counter, a timestamp, a UUID).",
+                )
+            ]
         self.progress("reconnecting", f"Last-Event-ID: {sent}")
         exchange, head = self._open("GET", self._stream(self.origin, sent))
         items = [rules.reconnect(head, first_head, sent)]
@@ -352,33 +358,26 @@ class _Auditor:
                 exchange.close()
             return items
         try:
-            first = self._first_event(exchange, head) if ids else None
+            first, trouble = self._first_event(exchange) if ids else (None, "")
         finally:
             exchange.close()
-        items.append(rules.resume(ids, sent, expected, first, self.timeout))
+        items.append(rules.resume(ids, sent, expected, first, self.timeout, trouble))
         return items
 
-    def _first_event(self, exchange: Exchange, head: Seen) -> Event | None:
-        decoder = BodyDecoder(", ".join(head.values("Content-Encoding")))
-        parser = EventStreamParser()
+    def _first_event(self, exchange: Exchange) -> tuple[Event | None, str]:
+        reader = BodyReader(exchange)
         start = time.monotonic()
         deadline = start + self.timeout
-        while True:
+        while not reader.stopped:
             now = time.monotonic()
             self.progress("waiting for the next event", f"{now - start:.0f} s")
             try:
-                data = exchange.read(min(deadline, now + _TICK))
+                events = reader.read(min(deadline, now + _TICK))
             except WaitTimeout:
                 if time.monotonic() >= deadline:
-                    return None
+                    break
                 continue
-            except (ProtocolError, OSError):
-                return None
-            if not data:
-                return None
-            try:
-                events = parser.feed(decoder.feed(data))
-            except zlib.error:
-                return None
-            if events:
-                return events[0]
+            for event in events:
+                if event.data is not None:
+                    return event, ""
+        return None, reader.error or reader.limit

@@ -1,9 +1,14 @@
-"""A small HTTP/1.1 client over raw sockets, for :mod:`flask_ssecors._check`.
+"""HTTP/1.1 for :mod:`flask_ssecors._check`: requests on their own connections, framed by ``h11``.
 
 :mod:`http.client` buffers the body and hides framing, which is exactly what the auditor must
-see: when each byte arrived, which headers the server put on the wire (in order, duplicates
-included), and whether the body was chunked. This client sends one request per connection, reads
-the head as sent, and hands back body bytes (chunked framing removed) with their arrival time.
+see: when each byte arrived, which header lines the server put on the wire (in order, with their
+own spelling, duplicates included), and how the body was framed. ``h11`` (the sans-I/O HTTP/1.1
+sibling of ``h2``, see :mod:`flask_ssecors._h2`) does the framing; this module owns the sockets,
+the deadlines, the byte budget and the arrival times, in a shape both protocols share:
+:class:`Exchange` is one request on its own connection, and its response read incrementally.
+
+Everything a server sends is bounded here: a response head larger than :data:`HEAD_LIMIT`, or
+more than :data:`RAW_LIMIT` bytes on one connection, is a :class:`ProtocolError`, never memory.
 
 Pure module: no Flask, no gevent (under gevent's monkey-patching it still works, cooperatively).
 """
@@ -11,9 +16,9 @@ Pure module: no Flask, no gevent (under gevent's monkey-patching it still works,
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib.metadata
+import re
 import socket
 import ssl
 import time
@@ -21,22 +26,30 @@ import typing as t
 import urllib.parse
 import zlib
 
-_MAX_HEAD: t.Final = 65536
-_MAX_CHUNK_LINE: t.Final = 4096
+import h11
+
+#: Largest response head read (status line and header lines).
+HEAD_LIMIT: t.Final = 65536
+#: Most bytes read from one connection, framing included; past it the exchange stops.
+RAW_LIMIT: t.Final = 16 << 20
 _RECV: t.Final = 65536
 _TOKEN: t.Final = frozenset("!#$%&'*+-.^_`|~")
+_BYTEARRAY: t.Final = re.compile(r"bytearray\((b'[^']*'|b\"[^\"]*\")\)")
 
 
 class ProtocolError(Exception):
-    """The server's answer is not valid HTTP/1.x (or not what this client can read)."""
+    """The server's answer is not valid HTTP (or not what this client can read)."""
+
+
+class LimitReached(ProtocolError):
+    """The server sent more than this client reads from one connection."""
 
 
 class WaitTimeout(Exception):
     """Nothing arrived before the deadline."""
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Target:
+class Target(t.NamedTuple):
     """Where a request goes: parsed from an ``http://`` or ``https://`` URL."""
 
     scheme: str
@@ -73,15 +86,17 @@ def parse_url(url: str) -> Target:
     path = parts.path or "/"
     if parts.query:
         path = f"{path}?{parts.query}"
-    if any(char in path for char in "\r\n \t"):
-        raise ValueError("the URL path contains whitespace or line breaks; percent-encode them")
+    if not path.isascii() or any(ord(char) <= 0x20 or char == "\x7f" for char in path):
+        raise ValueError(
+            "the URL path contains whitespace, control or non-ASCII characters; percent-encode them"
+        )
     return Target(scheme, host, port, path)
 
 
 def parse_header(text: str) -> tuple[str, str]:
     """Read a ``Name: value`` (or ``Name:value``) request header given on the command line.
 
-    :raises ValueError: for a missing colon, an invalid name, or a line break in the value.
+    :raises ValueError: for a missing colon, an invalid name, or a control character in the value.
     """
     name, colon, value = text.partition(":")
     if not colon or not name.strip():
@@ -92,21 +107,26 @@ def parse_header(text: str) -> tuple[str, str]:
 def check_header(name: str, value: str) -> tuple[str, str]:
     """Return ``(name, value)`` if it can be sent as a request header.
 
-    :raises ValueError: for an invalid name, or a line break or NUL in the value (which would
-        smuggle in other headers).
+    :raises ValueError: for an invalid name, or a control character in the value (a line
+        break would smuggle in other headers).
     """
     if not name or not name.isascii() or not all(c.isalnum() or c in _TOKEN for c in name):
         raise ValueError(f"{name!r} is not a valid header name")
-    if any(char in value for char in "\r\n\x00"):
-        raise ValueError(f"the value of {name} contains a line break or NUL")
+    if not is_sendable(value):
+        raise ValueError(f"the value of {name} contains a line break or control character")
     return name, value
+
+
+def is_sendable(value: str) -> bool:
+    """Whether ``value`` can go in a header field (no control character but tab)."""
+    return not any((ord(char) < 0x20 and char != "\t") or char == "\x7f" for char in value)
 
 
 def stream_headers(
     origin: str, extra: t.Sequence[tuple[str, str]], last_event_id: str | None = None
 ) -> list[tuple[str, str]]:
     """The headers of an ``EventSource`` request, as browsers send them, plus ``extra`` (which
-    replace defaults of the same name) and ``Connection: close``."""
+    replace defaults of the same name) and ``Connection: close`` (which HTTP/2 leaves out)."""
     own = {name.lower() for name, _ in extra}
     defaults = [
         ("Accept", "text/event-stream"),
@@ -144,17 +164,67 @@ def _user_agent() -> str:
     return f"ssecors-check/{version}"
 
 
+def connect(
+    target: Target, deadline: float, *, verify: bool, alpn: t.Sequence[str]
+) -> socket.socket:
+    """Open a TCP connection (and a TLS session offering ``alpn`` for ``https``).
+
+    :raises OSError: when the connection or TLS handshake fails.
+    :raises WaitTimeout: when the deadline passes first.
+    """
+    try:
+        sock = socket.create_connection((target.host, target.port), timeout=remaining(deadline))
+    except TimeoutError:
+        raise WaitTimeout from None
+    if target.scheme != "https":
+        return sock
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(list(alpn))
+    try:
+        sock.settimeout(remaining(deadline))
+        return context.wrap_socket(sock, server_hostname=target.host)
+    except TimeoutError:
+        sock.close()
+        raise WaitTimeout from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left until ``deadline``.
+
+    :raises WaitTimeout: when none are left.
+    """
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise WaitTimeout
+    return left
+
+
 class Exchange:
     """One request on its own connection, and its response read incrementally.
 
+    Subclasses frame the protocol; this class owns the socket, the deadlines, the byte budget
+    and the timing. After :meth:`read_head`, the response is in :attr:`status`,
+    :attr:`lines` (``"Name: value"`` as received) and :attr:`headers`.
+
     :param target: where to send it.
     :param method: the request method.
-    :param headers: request headers, sent in order after ``Host``.
+    :param headers: request headers, sent in order (after ``Host``, or the pseudo-headers).
     :param deadline: ``time.monotonic()`` value by which the connection must be up.
     :param verify: verify the server's TLS certificate (https only).
     :raises OSError: when the connection or TLS handshake fails.
     :raises WaitTimeout: when connecting takes past ``deadline``.
+    :raises ValueError: when a header cannot be sent in this protocol.
     """
+
+    #: The protocol, as reported (``HTTP/1.1``, ``HTTP/2``).
+    protocol = ""
+    alpn: t.ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -170,176 +240,86 @@ class Exchange:
         self.status = 0
         self.reason = ""
         self.version = ""
-        #: Response header lines exactly as received (latin-1), in order.
+        #: Response header lines as received (bytes as latin-1), in order.
         self.lines: list[str] = []
         self.headers: list[tuple[str, str]] = []
-        #: Seconds from sending the request to the head, and to each body arrival.
+        #: Seconds from sending the request to the head, and to the latest body bytes.
         self.head_after: float | None = None
-        self.arrivals: list[tuple[float, int]] = []
+        self.last_arrival: float | None = None
         self.ended = False
-        self._buffer = b""
-        self._chunk_left = 0
-        self._chunked = False
-        self._length: int | None = None
-        self._sock = self._connect(deadline, verify)
-        lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.host_header}"]
-        lines += [f"{name}: {value}" for name, value in headers]
-        self._sock.settimeout(_remaining(deadline))
-        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        self.received = 0
+        self.sent_at = time.monotonic()
+        self._sock = connect(target, deadline, verify=verify, alpn=self.alpn)
+        try:
+            self._sock.settimeout(remaining(deadline))
+            self._start(headers)
+        except BaseException:
+            self.close()
+            raise
         self.sent_at = time.monotonic()
 
-    def _connect(self, deadline: float, verify: bool) -> socket.socket:
-        target = self.target
-        sock = socket.create_connection((target.host, target.port), timeout=_remaining(deadline))
-        if target.scheme != "https":
-            return sock
-        context = ssl.create_default_context()
-        if not verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        context.set_alpn_protocols(["http/1.1"])
-        try:
-            return context.wrap_socket(sock, server_hostname=target.host)
-        except BaseException:
-            sock.close()
-            raise
+    # -- for subclasses ------------------------------------------------------------------------
 
-    # -- head --------------------------------------------------------------------------------
+    def _start(self, headers: t.Sequence[tuple[str, str]]) -> None:
+        raise NotImplementedError
+
+    def _recv(self, deadline: float) -> bytes:
+        """The next bytes from the socket (``b""`` when the server closed it)."""
+        self._sock.settimeout(remaining(deadline))
+        try:
+            data = self._sock.recv(_RECV)
+        except TimeoutError:
+            raise WaitTimeout from None
+        except ConnectionResetError:
+            return b""
+        self.received += len(data)
+        if self.received > RAW_LIMIT:
+            raise LimitReached(f"more than {RAW_LIMIT >> 20} MiB on one connection")
+        return data
+
+    def _send(self, data: bytes) -> None:
+        if data:
+            self._sock.sendall(data)
+
+    def _got_head(self, status: int, version: str, reason: str, raw: list[tuple[str, str]]) -> None:
+        self.status, self.version, self.reason = status, version, reason
+        self.headers = raw
+        self.lines = [f"{name}: {value}" for name, value in raw]
+        self.head_after = time.monotonic() - self.sent_at
+
+    def _arrived(self, data: bytes) -> bytes:
+        if data:
+            self.last_arrival = time.monotonic() - self.sent_at
+        return data
+
+    # -- the response ------------------------------------------------------------------------
 
     def read_head(self, deadline: float) -> None:
-        """Read the status line and headers (skipping ``1xx`` interim responses).
+        """Read the status and headers (skipping ``1xx`` interim responses).
 
         :raises WaitTimeout: when the head is not complete by ``deadline``.
-        :raises ProtocolError: when it is not HTTP/1.x or too large.
+        :raises ProtocolError: when it is not valid HTTP or too large.
         """
-        while True:
-            while b"\r\n\r\n" not in self._buffer:
-                if len(self._buffer) > _MAX_HEAD:
-                    raise ProtocolError("response head larger than 64 KiB")
-                data = self._recv(deadline)
-                if not data:
-                    raise ProtocolError("connection closed before a complete response head")
-                self._buffer += data
-            head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
-            text = head.decode("latin-1").split("\r\n")
-            version, _, rest = text[0].partition(" ")
-            code, _, reason = rest.partition(" ")
-            if not version.startswith("HTTP/1.") or not (code.isdigit() and len(code) == 3):
-                raise ProtocolError(f"not an HTTP/1.x status line: {text[0][:80]!r}")
-            if code.startswith("1") and code != "101":
-                continue
-            break
-        self.version, self.status, self.reason = version, int(code), reason
-        self.lines = [line for line in text[1:] if line]
-        self.headers = [
-            (name.strip(), value.strip(" \t"))
-            for name, _, value in (line.partition(":") for line in self.lines)
-        ]
-        self.head_after = time.monotonic() - self.sent_at
-        codings = [v.lower() for v in self.values("Transfer-Encoding")]
-        self._chunked = bool(codings) and codings[-1].rsplit(",", 1)[-1].strip() == "chunked"
-        lengths = self.values("Content-Length")
-        if not self._chunked and lengths and lengths[0].isdigit():
-            self._length = int(lengths[0])
-        no_body = self.method == "HEAD" or self.status in (204, 304)
-        if no_body or self._length == 0:
-            self.ended = True
-
-    def values(self, name: str) -> list[str]:
-        """Every value of header ``name`` (case-insensitive), one per header line."""
-        lowered = name.lower()
-        return [value for key, value in self.headers if key.lower() == lowered]
-
-    def lines_named(self, name: str) -> list[str]:
-        """The raw header lines of ``name``, as evidence for a report."""
-        lowered = name.lower()
-        return [line for line in self.lines if line.partition(":")[0].strip().lower() == lowered]
-
-    @property
-    def status_line(self) -> str:
-        """``HTTP/1.1 200 OK``, as received."""
-        return f"{self.version} {self.status} {self.reason}".rstrip()
-
-    # -- body --------------------------------------------------------------------------------
+        raise NotImplementedError
 
     def read(self, deadline: float) -> bytes:
         """The next body bytes (framing removed), as soon as any arrive.
 
         :return: ``b""`` at the end of the body.
         :raises WaitTimeout: when nothing arrives by ``deadline``.
-        :raises ProtocolError: on broken chunked framing.
+        :raises ProtocolError: on broken framing, or past :data:`RAW_LIMIT`.
         """
-        while True:
-            data = self._decoded()
-            if data:
-                self.arrivals.append((time.monotonic() - self.sent_at, len(data)))
-                return data
-            if self.ended:
-                return b""
-            more = self._recv(deadline)
-            if not more:
-                self.ended = True
-                if self._chunked or self._length:
-                    raise ProtocolError("connection closed in the middle of the body")
-                return b""
-            self._buffer += more
+        raise NotImplementedError
 
-    def _decoded(self) -> bytes:
-        """Take what the buffer holds of the body; b"" when more bytes are needed."""
-        if self.ended:
-            return b""
-        if not self._chunked:
-            data, self._buffer = self._buffer, b""
-            if self._length is not None:
-                data = data[: self._length]
-                self._length -= len(data)
-                if self._length == 0:
-                    self.ended = True
-            return data
-        out = bytearray()
-        while self._buffer:
-            if self._chunk_left < 0:  # the CRLF after a chunk's data
-                if len(self._buffer) < 2:
-                    break
-                if self._buffer[:2] != b"\r\n":
-                    raise ProtocolError("chunk data not followed by CRLF")
-                self._buffer = self._buffer[2:]
-                self._chunk_left = 0
-                continue
-            if self._chunk_left > 0:
-                piece = self._buffer[: self._chunk_left]
-                self._buffer = self._buffer[len(piece) :]
-                self._chunk_left -= len(piece)
-                out += piece
-                if self._chunk_left:
-                    break
-                self._chunk_left = -1
-                continue
-            line, crlf, rest = self._buffer.partition(b"\r\n")
-            if not crlf:
-                if len(self._buffer) > _MAX_CHUNK_LINE:
-                    raise ProtocolError("chunk size line too long")
-                break
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolError(f"invalid chunk size {line[:40]!r}") from None
-            self._buffer = rest
-            if size == 0:
-                self.ended = True
-                break
-            self._chunk_left = size
-        return bytes(out)
+    def values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive), one per header line."""
+        lowered = name.lower()
+        return [value for key, value in self.headers if key.lower() == lowered]
 
-    def _recv(self, deadline: float) -> bytes:
-        self._sock.settimeout(_remaining(deadline))
-        try:
-            return self._sock.recv(_RECV)
-        except TimeoutError:
-            raise WaitTimeout from None
-        except ConnectionResetError:
-            return b""
+    @property
+    def status_line(self) -> str:
+        """``HTTP/1.1 200 OK``, as received (``HTTP/2 200`` for HTTP/2)."""
+        return f"{self.version} {self.status} {self.reason}".rstrip()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -347,15 +327,89 @@ class Exchange:
             self._sock.close()
 
 
-def _remaining(deadline: float) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise WaitTimeout
-    return left
+class H11Exchange(Exchange):
+    """An HTTP/1.1 exchange, framed by ``h11``.
+
+    The request goes out as given (``h11`` checks each header), the head is read within
+    :data:`HEAD_LIMIT`, and the body is handed back chunk by chunk as ``h11`` unframes it.
+    """
+
+    protocol = "HTTP/1.1"
+    alpn = ("http/1.1",)
+
+    def _start(self, headers: t.Sequence[tuple[str, str]]) -> None:
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
+        fields = [("Host", self.target.host_header), *headers]
+        try:
+            request = h11.Request(
+                method=self.method,
+                target=self.target.path,
+                headers=[(name.encode("ascii"), value.encode()) for name, value in fields],
+            )
+            data = self._h11.send(request)
+            data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as error:
+            raise ValueError(f"cannot send this request: {error}") from None
+        self._send(data)
+
+    def _next(self, deadline: float) -> h11.Event | type[h11.PAUSED]:
+        """The next h11 event, reading from the socket as needed."""
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as error:
+                raise ProtocolError(f"not valid HTTP/1.1 ({_h11_reason(error)})") from None
+            if event is not h11.NEED_DATA:
+                return t.cast("h11.Event | type[h11.PAUSED]", event)
+            self._h11.receive_data(self._recv(deadline))
+
+    def read_head(self, deadline: float) -> None:
+        while True:
+            event = self._next(deadline)
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                raise ProtocolError("connection closed before a complete response head")
+            raise ProtocolError(f"unexpected {type(event).__name__} before the response head")
+        raw = [
+            (name.decode("latin-1"), value.decode("latin-1"))
+            for name, value in event.headers.raw_items()
+        ]
+        version = f"HTTP/{event.http_version.decode('ascii')}"
+        self._got_head(event.status_code, version, event.reason.decode("latin-1"), raw)
+        if self.method == "HEAD" or self._h11.their_state is not h11.SEND_BODY:
+            self.ended = True
+
+    def read(self, deadline: float) -> bytes:
+        while not self.ended:
+            event = self._next(deadline)
+            if isinstance(event, h11.Data):
+                if event.data:
+                    return self._arrived(bytes(event.data))
+                continue
+            if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                self.ended = True
+                break
+            if event is h11.PAUSED:
+                self.ended = True
+                break
+        return b""
+
+
+def _h11_reason(error: h11.RemoteProtocolError) -> str:
+    text = _BYTEARRAY.sub(r"\1", str(error))
+    if "incomplete chunked read" in text:
+        return "the connection closed in the middle of a chunk"
+    if "peer closed connection without sending complete message body" in text:
+        return "the connection closed before the end of the body (" + text.rpartition(": ")[2] + ")"
+    return text
 
 
 class BodyDecoder:
-    """Undo a ``Content-Encoding`` incrementally, as a browser does before parsing.
+    """Undo a ``Content-Encoding`` incrementally, as a browser does before parsing, never
+    producing more than asked for (so a decompression bomb costs no memory).
 
     :param coding: the response's ``Content-Encoding`` (``""`` for none).
     :ivar supported: False for codings the standard library cannot decode (``br``, ``zstd``);
@@ -371,17 +425,31 @@ class BodyDecoder:
         elif self.coding == "deflate":
             self._zlib = zlib.decompressobj()
         self._first = True
+        self._tail = b""
 
-    def feed(self, data: bytes) -> bytes:
-        """Decode the next body bytes.
+    @property
+    def pending(self) -> bool:
+        """Whether compressed bytes given before are still to be decoded (call :meth:`feed`
+        with ``b""`` to get more of them)."""
+        return bool(self._tail)
+
+    def feed(self, data: bytes, limit: int) -> bytes:
+        """Decode the next body bytes: at most ``limit`` bytes come out; the rest waits.
 
         :raises zlib.error: when the body is not in the announced coding.
         """
         if not self.supported:
             return b""
         if self._zlib is None:
-            return data
+            data, self._tail = self._tail + data, b""
+            out, self._tail = data[:limit], data[limit:]
+            return out
         if self._first and self.coding == "deflate" and data and data[0] & 0x0F != 8:
             self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some servers send
         self._first = False
-        return bytes(self._zlib.decompress(data))
+        if limit <= 0:
+            self._tail += data
+            return b""
+        out = self._zlib.decompress(self._tail + data, limit)
+        self._tail = self._zlib.unconsumed_tail
+        return bytes(out)

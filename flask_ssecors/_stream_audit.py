@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
-import itertools
 import re
 import typing as t
 
@@ -19,6 +18,7 @@ from ._audit import Seen
 from .events import RESET_EVENT
 
 if t.TYPE_CHECKING:
+    from ._reading import IdLog
     from .events import Event
 
 #: First body bytes later than this (seconds) are late, even within the timeout.
@@ -30,17 +30,36 @@ _HOP_BY_HOP: t.Final = ("Keep-Alive", "Proxy-Connection", "Upgrade", "TE", "Trai
 
 @dataclasses.dataclass
 class Observation:
-    """What reading the stream showed (times in seconds since the request was sent)."""
+    """What reading the stream showed (times in seconds since the request was sent).
+
+    Summaries only (counts, first and last arrival, the longest silence), so that watching a
+    stream costs the same memory however much the server sends.
+    """
 
     timeout: float
-    arrivals: list[float] = dataclasses.field(default_factory=list)
-    events: list[Event] = dataclasses.field(default_factory=list)
+    arrivals: int = 0
+    first: float | None = None
+    last: float | None = None
+    longest_gap: float = 0.0
+    events: int = 0
     comments: int = 0
-    body: bytearray = dataclasses.field(default_factory=bytearray)
+    names: set[str] = dataclasses.field(default_factory=set)
+    body: bytes = b""
     ended_after: float | None = None
-    #: Framing or decoding trouble, in words; empty when none.
+    #: Framing, decoding or line-length trouble, in words; empty when none.
     error: str = ""
     undecodable: str = ""
+    #: Which bound stopped the read, in words; empty when none did.
+    limit: str = ""
+
+    def arrived(self, at: float) -> None:
+        """Count bytes that arrived ``at`` seconds after the request."""
+        if self.last is not None:
+            self.longest_gap = max(self.longest_gap, at - self.last)
+        if self.first is None:
+            self.first = at
+        self.last = at
+        self.arrivals += 1
 
 
 def status(seen: Seen) -> Item:
@@ -135,8 +154,11 @@ def accel_buffering(seen: Seen) -> Item:
     )
 
 
-def hop_by_hop(seen: Seen) -> Item:
-    """No application-set hop-by-hop header (the request said ``Connection: close``)."""
+def hop_by_hop(seen: Seen, *, http2: bool = False) -> Item:
+    """No application-set hop-by-hop header (the request said ``Connection: close``); over
+    HTTP/2, no connection-specific header at all (see :func:`http2_connection_headers`)."""
+    if http2:
+        return http2_connection_headers(seen)
     problems = [f'"{line}"' for name in _HOP_BY_HOP for line in _lines(seen, name)]
     connection = _lines(seen, "Connection")
     if len(connection) > 1:
@@ -156,6 +178,56 @@ def hop_by_hop(seen: Seen) -> Item:
             "response; the server frames the connection itself.",
         )
     return Item("hop-by-hop", "pass", f"none from the application ({seen.evidence('Connection')}).")
+
+
+def http2_connection_headers(seen: Seen, preflight: Seen | None = None) -> Item:
+    """Over HTTP/2, a response must carry no connection-specific header (RFC 9113, 8.2.2):
+    ``Connection``, ``Keep-Alive``, ``Proxy-Connection``, ``Transfer-Encoding``, ``Upgrade``,
+    or ``TE`` other than ``trailers``. Browsers treat one as a protocol error."""
+    found: list[str] = []
+    for what, response in (("stream", seen), ("preflight", preflight)):
+        if response is None:
+            continue
+        lines = [
+            f'"{line}"'
+            for line in response.lines
+            if _is_connection_specific(*line.partition(":")[::2])
+        ]
+        if lines:
+            found.append(f"{what}: {'; '.join(lines)}")
+    if found:
+        return Item(
+            "hop-by-hop",
+            "fail",
+            f"{'; '.join(found)}: connection-specific headers are a protocol error in HTTP/2; "
+            "Chromium refuses the whole response (net::ERR_HTTP2_PROTOCOL_ERROR) and the "
+            "EventSource fails.",
+            "Remove Connection, Keep-Alive, Transfer-Encoding and Upgrade from the response; a "
+            "proxy that speaks HTTP/2 to browsers must not forward them from its upstream.",
+        )
+    return Item("hop-by-hop", "pass", "no connection-specific header, as HTTP/2 requires.")
+
+
+def _is_connection_specific(name: str, value: str) -> bool:
+    name = name.strip().lower()
+    if name == "te":
+        return value.strip().lower() != "trailers"
+    return name in ("connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade")
+
+
+def http2(protocol: str, chosen: str | None, error: str = "") -> Item:
+    """The server must speak HTTP/2 when asked to (``--http2``)."""
+    if error:
+        return Item(
+            "http2",
+            "fail",
+            f"{error}: the server (or the proxy or CDN in front of it) does not offer HTTP/2 "
+            "here, so browsers use HTTP/1.1 and each stream takes one of their six connections "
+            "per host.",
+            "Turn HTTP/2 on where TLS ends (nginx: listen 443 ssl http2, or http2 on).",
+        )
+    how = f"ALPN chose {chosen}" if chosen else "cleartext with prior knowledge (h2c)"
+    return Item("http2", "pass", f"{protocol}: {how}.")
 
 
 def _count(number: int, noun: str) -> str:
@@ -203,7 +275,7 @@ def first_bytes(head_after: float, seen: Observation) -> Item:
         "Write something at once (a ': ok' comment, or retry:), and make sure nothing buffers "
         "the response: compression, a proxy (X-Accel-Buffering: no), or a WSGI middleware."
     )
-    if not seen.arrivals:
+    if seen.first is None:
         why = f"no body bytes within {seen.timeout:g} s"
         if seen.ended_after is not None:
             why = f"the body ended after {seen.ended_after:.2f} s without a byte"
@@ -214,7 +286,7 @@ def first_bytes(head_after: float, seen: Observation) -> Item:
             "or waits for the first event.",
             fix,
         )
-    first = seen.arrivals[0]
+    first = seen.first
     if first > PROMPT:
         return Item(
             "first-bytes",
@@ -231,15 +303,14 @@ def first_bytes(head_after: float, seen: Observation) -> Item:
 
 def heartbeat(obs: Observation) -> Item:
     """After the first bytes, events or heartbeat comments must keep arriving."""
-    arrivals = obs.arrivals
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    span = f"{len(arrivals)} arrivals over {arrivals[-1] - arrivals[0]:.1f} s"
-    if len(arrivals) > 1 and obs.ended_after is None:
+    assert obs.first is not None and obs.last is not None
+    span = f"{_count(obs.arrivals, 'arrival')} over {obs.last - obs.first:.1f} s"
+    if obs.arrivals > 1 and obs.ended_after is None:
         return Item(
             "heartbeat",
             "pass",
-            f"{span}, longest silence {max(gaps):.1f} s "
-            f"({_count(len(obs.events), 'event')}, {_count(obs.comments, 'comment')}).",
+            f"{span}, longest silence {obs.longest_gap:.1f} s "
+            f"({_count(obs.events, 'event')}, {_count(obs.comments, 'comment')}).",
         )
     if obs.ended_after is not None:
         return Item(
@@ -289,11 +360,12 @@ def parse(obs: Observation, content_coding: str) -> Item:
             if line and not line.startswith(":") and line.partition(":")[0] not in _FIELDS
         }
     )
-    names = sorted({event.event or "message" for event in obs.events})
+    names = sorted(obs.names)
     summary = (
-        f"{_count(len(obs.events), 'event')} ({', '.join(names) or 'none'}) and "
+        f"{_count(obs.events, 'event')} ({', '.join(names) or 'none'}) and "
         f"{_count(obs.comments, 'comment')}"
         f"{' from the ' + content_coding + '-decoded body' if content_coding else ''}"
+        f"{' (' + obs.limit + ')' if obs.limit else ''}"
     )
     if unknown:
         shown = ", ".join(repr(name) for name in unknown[:3])
@@ -334,10 +406,27 @@ _RECONNECT_FIX: t.Final = (
 
 
 def resume(
-    ids: t.Sequence[str], sent: str, expected: str | None, first: Event | None, timeout: float
+    ids: IdLog,
+    sent: str,
+    expected: str | None,
+    first: Event | None,
+    timeout: float,
+    trouble: str = "",
 ) -> Item:
-    """After a reconnect, the stream must continue strictly after the id sent."""
+    """After a reconnect, the stream must continue strictly after the id sent.
+
+    :param trouble: why reading the resumed stream stopped early (broken framing or coding, a
+        line without end), in words.
+    """
     fix = "Replay the events published strictly after Last-Event-ID, then go live."
+    if trouble and first is None:
+        return Item(
+            "resume",
+            "fail",
+            f"after resuming from {sent}, {trouble}.",
+            "Serve a reconnect like a first connection: well-formed events, "
+            "strictly after Last-Event-ID.",
+        )
     if not ids:
         return Item(
             "resume",
@@ -377,7 +466,8 @@ def resume(
             "Replay the events published strictly after Last-Event-ID (never the one with that "
             "id), then go live.",
         )
-    if got is not None and got in ids and ids.index(got) < ids.index(sent):
+    before, after = ids.position(sent), ids.position(got) if got is not None else None
+    if after is not None and (before is None or after < before):
         # A stateless generator that numbers its events restarts from the beginning.
         return Item(
             "resume",

@@ -55,7 +55,19 @@ MODES: dict[str, str] = {
     "refuse-all": "403 for every origin",
     "hang": "accepts connections, reads the request, never answers",
     "trickle": "nothing wrong, but sends the body one byte at a time",
+    # Hostile servers: the auditor must end with a report, in bounded memory.
+    "endless-line": "a body that never breaks its line",
+    "gzip-bomb": "Content-Encoding: gzip, an endless gzip stream of zeros",
+    "endless-line-resume": "good, but answers the reconnect with a line that never ends",
+    "gzip-bomb-resume": "good, but answers the reconnect with an endless gzip stream of zeros",
+    "odd-status": "a status line whose code has a non-ASCII digit: HTTP/1.1 \u00b200 OK",
+    "unicode-ids": "event ids outside latin-1 (\u00fc\u20ac1, \u00fc\u20ac2...), resumed",
+    "escape-headers": "terminal escape sequences in header values",
+    "escape-events": "terminal escape sequences in event names and ids",
 }
+#: Modes whose reconnect (a request with Last-Event-ID) gets an endless body.
+ENDLESS_RESUME = {"endless-line-resume": "endless-line", "gzip-bomb-resume": "gzip-bomb"}
+UNICODE_ID = "\u00fc\u20ac"
 
 
 class Request(t.NamedTuple):
@@ -180,8 +192,39 @@ class _Body:
             self.sock.sendall(b"0\r\n\r\n")
 
 
+def _endless(sock: socket.socket, request: Request, mode: str) -> None:
+    """Headers of a good stream, then a body that never ends a line: plain, or gzip of zeros."""
+    origin = request.headers.get("origin", "")
+    headers = [
+        ("Content-Type", "text/event-stream; charset=utf-8"),
+        ("Cache-Control", "no-cache, no-store, no-transform"),
+        ("X-Accel-Buffering", "no"),
+        *_vary(request),
+        *_cors(request, origin),
+        ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
+    ]
+    if mode == "gzip-bomb":
+        headers.append(("Content-Encoding", "gzip"))
+        packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+        piece = packer.compress(b"\0" * (1 << 20)) + packer.flush(zlib.Z_SYNC_FLUSH)
+        start = b""
+    else:
+        start, piece = b"data: ", b"x" * 65536
+    sock.sendall(_head("200 OK", headers))
+    deadline = time.monotonic() + LIFETIME
+    data = start + piece
+    while time.monotonic() < deadline:
+        sock.sendall(f"{len(data):X}\r\n".encode() + data + b"\r\n")
+        data = piece
+
+
 def _stream(sock: socket.socket, request: Request) -> None:
     mode, origin = request.mode, request.headers.get("origin")
+    if mode == "odd-status":
+        sock.sendall("HTTP/1.1 \u00b200 OK\r\nContent-Length: 0\r\n\r\n".encode())
+        return
+
     if mode == "redirect":
         location = [("Location", "/good/events"), ("Content-Length", "0")]
         sock.sendall(_head("302 Found", [*location, ("Connection", "close")]))
@@ -190,6 +233,12 @@ def _stream(sock: socket.socket, request: Request) -> None:
         _refuse(sock, request)
         return
     last_id = request.headers.get("last-event-id")
+    if mode in ("endless-line", "gzip-bomb"):
+        _endless(sock, request, mode)
+        return
+    if mode in ENDLESS_RESUME and last_id is not None:
+        _endless(sock, request, ENDLESS_RESUME[mode])
+        return
     if last_id is not None and mode == "lastid-refused":
         _refuse(sock, request, "400 Bad Request")
         return
@@ -197,7 +246,9 @@ def _stream(sock: socket.socket, request: Request) -> None:
     headers = [("Content-Type", f"{content_type}; charset=utf-8")]
     if mode != "no-cache-control":
         headers.append(("Cache-Control", "no-cache, no-store, no-transform"))
-    if mode != "no-accel":
+    if mode == "escape-headers":
+        headers += [("X-Accel-Buffering", "no\x1b[2J"), ("X-Title", "\x1b]0;pwned\x07")]
+    elif mode != "no-accel":
         headers.append(("X-Accel-Buffering", "no"))
     headers += _vary(request)
     if origin is not None:
@@ -219,6 +270,8 @@ def _stream(sock: socket.socket, request: Request) -> None:
         time.sleep(LIFETIME)
         return
     start = 1
+    if last_id is not None and mode == "unicode-ids":
+        last_id = last_id.encode("latin-1").decode("utf-8").removeprefix(UNICODE_ID)
     if last_id is not None and last_id.isdigit() and mode != "restart":
         start = int(last_id) + (0 if mode == "replay-inclusive" else 1)
     deadline = time.monotonic() + LIFETIME
@@ -227,7 +280,12 @@ def _stream(sock: socket.socket, request: Request) -> None:
         data = f'{{"n":{number}}}'.encode()
         if mode == "bad-utf8":
             data = b'{"n":"\xff"}'
-        body.write(b"id: %d\nevent: tick\ndata: %s\n\n" % (number, data))
+        name, prefix = b"tick", b""
+        if mode == "unicode-ids":
+            prefix = UNICODE_ID.encode()
+        elif mode == "escape-events":
+            name, prefix = b"\x1b[2Jtick", b"\x1b]0;pwned\x07"
+        body.write(b"id: %s%d\nevent: %s\ndata: %s\n\n" % (prefix, number, name, data))
         if mode == "ends":
             break
         number += 1
