@@ -53,6 +53,7 @@ from ._reading import BodyReader
 from ._report import Report as Report
 
 if t.TYPE_CHECKING:
+    from ._browser_audit import BrowserOptions
     from ._http import Exchange
     from .events import Event
 
@@ -77,6 +78,7 @@ def check_stream(
     timeout: float = DEFAULT_TIMEOUT,
     verify: bool = True,
     http2: bool = False,
+    browser: BrowserOptions | None = None,
     progress: Progress | None = None,
 ) -> Report:
     """Audit the stream at ``url`` as a page on ``origin`` would use it.
@@ -115,6 +117,13 @@ def check_stream(
     auditor = _Auditor(target, origin, credentials, checked, timeout, verify, http2, progress)
     try:
         auditor.run()
+        if browser is not None and auditor.stream is not None:
+            from ._browser_audit import audit_in_browser
+
+            auditor.progress("starting Chromium", browser.chromium)
+            auditor.items += audit_in_browser(
+                url, origin, credentials, checked, auditor.wire(), browser, auditor.progress
+            )
     except Exception as error:  # a report, whatever happened: never a traceback
         auditor.items.append(
             Item(
@@ -168,12 +177,12 @@ class _Auditor:
         self.retry: int | None = None
 
     def wire(self) -> Wire:
-        assert self.stream is not None and self.observation is not None
+        assert self.stream is not None
         return Wire(
             self.preflight,
             self.preflight_with_id,
             self.stream,
-            self.observation,
+            self.observation or rules.Observation(self.timeout),
             self.retry,
             self.http2,
         )
@@ -261,6 +270,7 @@ class _Auditor:
         ]
         self.progress("opening the stream", f"GET {self.target.path}")
         exchange, head = self._open("GET", self._stream(self.origin))
+        self.stream = head
         items.append(rules.status(head))
         if exchange is None or head.status != 200:
             # Refusing hostile origins means nothing while the allowed one is refused too.
@@ -286,7 +296,7 @@ class _Auditor:
             obs = self._watch(exchange, reader)
         finally:
             exchange.close()
-        self.stream, self.observation, self.retry = head, obs, reader.parser.retry
+        self.observation, self.retry = obs, reader.parser.retry
         assert exchange.head_after is not None
         if obs.arrivals:
             items.append(rules.first_bytes(exchange.head_after, obs))

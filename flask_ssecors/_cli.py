@@ -21,14 +21,18 @@ import shutil
 import sys
 import time
 import typing as t
+import urllib.parse
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from ._browser_audit import BrowserOptions
+from ._browser_audit import DEFAULT_CHROMIUM
 from ._check import check_stream
 from ._check import DEFAULT_TIMEOUT
 from ._check import parse_header
+from ._report import printable
 from ._request import EXTENSION_KEY
 from ._state import spec_of
 from .brokers import MemoryBroker
@@ -72,7 +76,8 @@ class _ProgressLine:
             if phase == self.phase and now - self.written < 0.2:
                 return
             width = shutil.get_terminal_size().columns - 1
-            self.stream.write(f"\r\x1b[Kssecors-check: {phase}… {detail}"[: width + 4])
+            line = printable(f"ssecors-check: {phase}… {detail}")[:width]
+            self.stream.write(f"\r\x1b[K{line}")
             self.stream.flush()
             self.written = now
         elif phase != self.phase:
@@ -115,6 +120,28 @@ def _style(label: str, item: Item) -> str:
     metavar="SECONDS",
     help="Bound on each wait for bytes; set it above the server's heartbeat interval.",
 )
+@click.option(
+    "--http2",
+    is_flag=True,
+    help="Speak HTTP/2, negotiated with ALPN (https:// URLs; see --h2c for http://).",
+)
+@click.option(
+    "--h2c",
+    is_flag=True,
+    help="Speak HTTP/2 over cleartext with prior knowledge (http:// URLs), as proxies do.",
+)
+@click.option(
+    "--browser",
+    is_flag=True,
+    help="Also run the audit in a real headless Chromium (needs the 'browser' extra).",
+)
+@click.option(
+    "--chromium",
+    default=DEFAULT_CHROMIUM,
+    show_default=True,
+    metavar="PATH",
+    help="The Chromium executable for --browser.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for CI.")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr.")
@@ -126,6 +153,10 @@ def check_command(
     credentials: bool,
     headers: tuple[str, ...],
     timeout: float,
+    http2: bool,
+    h2c: bool,
+    browser: bool,
+    chromium: str,
     as_json: bool,
     insecure: bool,
     quiet: bool,
@@ -140,6 +171,20 @@ def check_command(
         parsed = [parse_header(header) for header in headers]
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="'--header'") from None
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if http2 and scheme == "http" and not h2c:
+        raise click.UsageError(
+            "--http2 negotiates HTTP/2 over TLS (https://); for cleartext HTTP/2 with prior "
+            "knowledge, add --h2c (browsers never use it; proxies do)",
+            ctx,
+        )
+    if h2c and scheme == "https":
+        raise click.UsageError("--h2c is for http:// URLs; use --http2 for https://", ctx)
+    options = None
+    if browser:
+        options = BrowserOptions(chromium=chromium, insecure=insecure)
+        if problem := options.missing():
+            raise click.UsageError(problem, ctx)
     progress = _ProgressLine(sys.stderr)
     try:
         report = check_stream(
@@ -149,6 +194,8 @@ def check_command(
             headers=parsed,
             timeout=timeout,
             verify=not insecure,
+            http2=http2 or h2c,
+            browser=options,
             progress=None if quiet else progress,
         )
     except ValueError as error:

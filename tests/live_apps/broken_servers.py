@@ -29,6 +29,7 @@ MODES: dict[str, str] = {
     "good": "nothing: the reference behaviour",
     "reflect-any": "echoes any Origin, with credentials",
     "star-credentials": "Access-Control-Allow-Origin: * with credentials",
+    "no-acac": "no Access-Control-Allow-Credentials on the stream (the preflight has it)",
     "acao-list": "a list of origins in Access-Control-Allow-Origin",
     "no-vary": "no Vary: Origin",
     "gzip": "gzip-compressed stream (flushed per event)",
@@ -122,6 +123,8 @@ def _cors(request: Request, origin: str) -> list[tuple[str, str]]:
     if mode == "hostile-streamed" and origin != request.allowed:
         return []
     acao = f"{origin}, https://other.example" if mode == "acao-list" else origin
+    if mode == "no-acac" and request.method == "GET":
+        return [("Access-Control-Allow-Origin", acao)]
     return [("Access-Control-Allow-Origin", acao), ("Access-Control-Allow-Credentials", "true")]
 
 
