@@ -292,6 +292,8 @@ class _Auditor:
                 rules.content_encoding(head),
                 rules.content_length(head),
             ]
+            if not self.http2:
+                items.append(rules.connections())
             reader = BodyReader(exchange, keep_body=True)
             obs = self._watch(exchange, reader)
         finally:

@@ -399,3 +399,20 @@ def check_broker_command(channel: str | None, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else to_text(report))
     if not report["ok"]:
         sys.exit(1)
+
+
+# -- race-server ------------------------------------------------------------------------------
+
+
+@ssecors.command("race-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
+@click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+def race_server_command(host: str, port: int) -> None:
+    """Serve the race harness: a stream whose timing, framing and CORS answers are chosen per
+    request (/race?count=&delay=&split=&merge=1&cors=exact|star|missing&credentials=1&
+    preflight=refuse&reset=&retry=), to see with `ssecors-check --browser` what a browser does
+    with each. Runs until interrupted."""
+    from ._race import serve
+
+    click.echo(f"race harness on http://{host}:{port}/race (Ctrl-C to stop)", err=True)
+    serve(host, port)

@@ -230,6 +230,19 @@ def http2(protocol: str, chosen: str | None, error: str = "") -> Item:
     return Item("http2", "pass", f"{protocol}: {how}.")
 
 
+def connections() -> Item:
+    """Informational, over HTTP/1.1: the six-connection limit browsers apply per host."""
+    return Item(
+        "connections",
+        "pass",
+        "read over HTTP/1.1 (add --http2 to see whether HTTP/2 is offered): browsers open at "
+        "most six HTTP/1.1 connections per host, for every tab together, and each open "
+        "EventSource holds one; a page with two streams fills them in three tabs, and then "
+        "even its fetch() requests wait. See the docs' 'Many tabs' page: one multi-channel "
+        "stream per page, the tab-shared helper, or HTTP/2 at the proxy.",
+    )
+
+
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 

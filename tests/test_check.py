@@ -178,7 +178,9 @@ def test_reference_server_passes_every_item(broken: BrokenServer, mode: str) -> 
     split across reads must still decode and parse."""
     report = check_stream(f"{broken.url}/{mode}/events", ORIGIN, credentials=True, timeout=TIMEOUT)
     assert [(i.id, i.status, i.detail) for i in report.items if i.status != "pass"] == []
-    assert len(report.items) == 23
+    assert len(report.items) == 24
+    (connections,) = [i for i in report.items if i.id == "connections"]
+    assert "six HTTP/1.1 connections per host" in connections.detail  # informational, over 1.1
 
 
 @pytest.mark.live

@@ -66,7 +66,7 @@ def test_console_script_passes_a_good_stream(broken: LiveServer) -> None:
     assert result.returncode == 0, result.stdout
     lines = result.stdout.splitlines()
     assert lines[:2] == [f"ssecors-check {url}", f"  origin {ORIGIN}"]
-    assert lines[-1] == "23 passed, 0 warnings, 0 failed: OK"
+    assert lines[-1] == "24 passed, 0 warnings, 0 failed: OK"
     assert '  pass  allow-origin: "Access-Control-Allow-Origin: https://app.example.com".' in lines
     # Not a terminal: one progress line per phase, on stderr only.
     assert "ssecors-check: waiting for the first bytes…" in result.stderr.splitlines()
