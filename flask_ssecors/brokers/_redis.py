@@ -55,6 +55,7 @@ from ._base import split_id
 from ._base import Subscription
 from ._base import thread_ident
 from ._redis_conn import client_for
+from ._redis_conn import node_address
 from ._redis_conn import publish_acknowledged
 from ._redis_conn import redis as redis
 from ._redis_conn import RedisCluster
@@ -70,6 +71,7 @@ from ._redis_layout import SHARDS
 from ._redis_layout import SNAPSHOT_SCRIPT
 from ._redis_layout import StreamId
 from ._redis_layout import ZERO
+from ._urls import Address
 from ._urls import parse_url
 
 logger = get_logger(__name__)
@@ -246,7 +248,7 @@ class RedisBroker:
         self._wanted = gevent.event.Event()
         self._greenlets: list[gevent.Greenlet] = []
         self._listener: gevent.Greenlet | None = None
-        self._listener_client: t.Any = None
+        self._listener_clients: dict[tuple[int, ...], t.Any] = {}
         #: The listening groups that have read where their shards are (or caught up).
         self._prepared: set[tuple[int, ...]] = set()
         self._closed = False
@@ -611,15 +613,25 @@ class RedisBroker:
     def _run_background(self) -> None:
         gevent.joinall(self._spawn_background())
 
-    def _listening_client(self) -> t.Any:
-        if self._listener_client is None:
-            self._listener_client = client_for(
-                self.url,
+    def _listening_client(self, group: tuple[int, ...]) -> t.Any:
+        """The connection ``group`` reads with: one for every shard on one server; in a
+        cluster, one per shard, to the node that serves the shard's slot (its catch-up reads
+        keys of that slot only), so a worker holds exactly one listening connection per shard."""
+        client = self._listener_clients.get(group)
+        if client is None:
+            url: str | Address = self.url
+            if self.address.kind == "cluster":
+                node = self._commands.get_node_from_key(self.keys.live(group[0]))
+                if node is None:
+                    raise redis.exceptions.ClusterDownError("no node serves the shard's slot")
+                url = node_address(self.address, node.host, node.port)
+            client = self._listener_clients[group] = client_for(
+                url,
                 timeout=BLOCK_MS / 1000 + self.timeout + 1,
-                max_connections=len(self._groups),
+                max_connections=1,
                 name=f"ssecors-listen-{self._pid}",
             )
-        return self._listener_client
+        return client
 
     def _listen(self, group: tuple[int, ...]) -> None:
         """Read the shards of ``group`` and dispatch their entries, for as long as the broker
@@ -627,7 +639,7 @@ class RedisBroker:
         backoff = 0.05
         while not self._closed:
             try:
-                client = self._listening_client()
+                client = self._listening_client(group)
                 if group not in self._prepared:
                     self._prepare(client, group)
                     self._prepared.add(group)
@@ -659,10 +671,13 @@ class RedisBroker:
         self.connected = False
         self._prepared.discard(group)
         self._ready.clear()
-        client = self._listener_client
-        if isinstance(client, RedisCluster):
+        client = self._listener_clients.pop(group, None)
+        if client is not None:
             with contextlib.suppress(redis.RedisError, OSError):
-                client.nodes_manager.initialize()  # after a failover: the new topology
+                _disconnect(client)
+        if isinstance(self._commands, RedisCluster):
+            with contextlib.suppress(redis.RedisError, OSError):
+                self._commands.nodes_manager.initialize()  # after a failover: the new topology
 
     def _prepare(self, client: t.Any, group: tuple[int, ...]) -> None:
         """After (re)connecting: on the first start, read where each shard is; after a fault,
@@ -817,9 +832,8 @@ class RedisBroker:
             for subscription in (*state.subscribers, *state.joining):
                 subscription.drop(EndReason.BROKER_CLOSED)
         self._channels.clear()
-        for client in (self._commands, self._snapshots, self._listener_client):
-            if client is not None:
-                _disconnect(client)
+        for client in (self._commands, self._snapshots, *self._listener_clients.values()):
+            _disconnect(client)
 
 
 def _disconnect(client: t.Any) -> None:

@@ -8,6 +8,7 @@ gevent`` does).
 from __future__ import annotations
 
 import typing as t
+import urllib.parse
 
 import gevent.socket
 
@@ -57,6 +58,19 @@ class GeventUnixConnection(redis.UnixDomainSocketConnection):
 
 class GeventSentinelConnection(GeventConnection, SentinelManagedConnection):
     """A connection to the primary a Sentinel names, on a gevent socket."""
+
+
+def node_address(address: Address, host: str, port: int) -> Address:
+    """One node of the cluster ``address`` names, as an address of its own (same credentials
+    and TLS): for a connection that stays on that node."""
+    scheme = "rediss" if address.tls else "redis"
+    userinfo = ""
+    if address.username or address.password:
+        user = urllib.parse.quote(address.username or "", safe="")
+        secret = urllib.parse.quote(address.password or "", safe="")
+        userinfo = f"{user}:{secret}@"
+    bracketed = f"[{host}]" if ":" in host else host
+    return Address("single", f"{scheme}://{userinfo}{bracketed}:{port}/0", tls=address.tls)
 
 
 def client_for(

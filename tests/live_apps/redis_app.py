@@ -1,7 +1,7 @@
 """The app the Redis live tests serve under gunicorn -k gevent (settings from the environment).
 
 Serve it as ``tests.live_apps.redis_app:create_app()``. Environment: ``BROKER_URL`` (required),
-``HEARTBEAT``, ``BACKLOG``, ``BROKER_TIMEOUT``, ``QUEUE_SIZE``.
+``HEARTBEAT``, ``BACKLOG``, ``BROKER_TIMEOUT``, ``QUEUE_SIZE``, ``MIN_REPLICAS``.
 
 ``POST /publish/<channel>`` publishes ``count`` events whose data is ``{"n": ..., **body}``; when
 the broker is unavailable it answers ``503`` with the exception's name and how long the failed
@@ -34,6 +34,7 @@ def create_app() -> Flask:
         SSECORS_BACKLOG=int(os.environ.get("BACKLOG", "1000")),
         SSECORS_BROKER_TIMEOUT=float(os.environ.get("BROKER_TIMEOUT", "2.0")),
         SSECORS_QUEUE_SIZE=int(os.environ.get("QUEUE_SIZE", "1000")),
+        SSECORS_BROKER_MIN_REPLICAS=int(os.environ.get("MIN_REPLICAS", "0")),
     )
     sse = SSECors(app)
 
