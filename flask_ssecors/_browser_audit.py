@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import threading
 import time
 import typing as t
 import urllib.parse
@@ -170,9 +171,30 @@ def audit_in_browser(
     options: BrowserOptions,
     progress: Progress,
 ) -> list[Item]:
-    """Run the browser audit of ``url`` in a Chromium of its own; return its items."""
-    with BrowserSession(url, options) as session:
-        return session.audit(url, origin, credentials, headers, wire, progress)
+    """Run the browser audit of ``url`` in a Chromium of its own; return its items.
+
+    The audit runs in a thread of its own: Playwright's synchronous API refuses to start in a
+    thread whose asyncio loop is running, which is the case when the caller is itself inside an
+    event loop (a notebook, an async test runner) or already drives another Playwright session
+    (a test suite's own browser). A fresh thread has no loop, wherever it is called from. The
+    audit's own failures are raised here, in the caller's thread.
+    """
+    found: list[list[Item]] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with BrowserSession(url, options) as session:
+                found.append(session.audit(url, origin, credentials, headers, wire, progress))
+        except BaseException as exc:  # handed to the caller's thread below
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="ssecors-browser-audit", daemon=True)
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return found[0]
 
 
 class BrowserSession:

@@ -200,6 +200,33 @@ def test_a_cross_site_stream_gets_no_cookie(broken: LiveServer, chromium: Browse
     assert "Chromium's reasons: ssecors_check (" in cookie.detail
 
 
+def test_the_audit_runs_beside_a_running_playwright_and_inside_an_event_loop(
+    broken: LiveServer, chromium: BrowserOptions, browser: t.Any
+) -> None:
+    """Playwright's synchronous API refuses a thread whose asyncio loop runs: the suite's own
+    session browser (``browser``) holds one in this thread, and so does any caller inside an
+    event loop. The audit still runs and reports."""
+    import asyncio
+
+    assert browser.is_connected()
+    url = f"http://localhost:{broken.port}/good/events?allow={PAGE}"
+    report = check_stream(url, PAGE, credentials=True, timeout=2.0, browser=chromium)
+    assert items(report)["browser-open"].status == "pass", items(report)["browser-open"].detail
+
+    async def inside_a_loop() -> Report:
+        return check_stream(url, PAGE, credentials=True, timeout=2.0, browser=chromium)
+
+    # the suite's Playwright already runs a loop in this thread; asyncio.run needs a fresh one
+    import threading
+
+    found: list[Report] = []
+    worker = threading.Thread(target=lambda: found.append(asyncio.run(inside_a_loop())))
+    worker.start()
+    worker.join(timeout=120)
+    assert found, "the audit inside an event loop did not return"
+    assert items(found[0])["browser-open"].status == "pass", items(found[0])["browser-open"].detail
+
+
 def test_missing_chromium_is_a_usage_error() -> None:
     result = CliRunner().invoke(
         check_command,
