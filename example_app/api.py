@@ -32,6 +32,8 @@ from flask_ssecors import last_event_id
 from .extensions import sse
 from .state import demo_state
 from .state import Room
+from .streams import TICKER_CHANNEL
+from .streams import TickerFeed
 
 api = Blueprint("api", __name__)
 
@@ -62,7 +64,12 @@ def describe() -> dict[str, t.Any]:
     return {
         "service": "flask-ssecors example API",
         "page": f"{config['EXAMPLE_PAGE_ORIGIN']}/",
-        "streams": ["/ticks", "/feed", *(f"/rooms/{r}/events" for r in demo_state().rooms)],
+        "streams": [
+            "/page-events",
+            "/ticks",
+            "/feed",
+            *(f"/rooms/{r}/events" for r in demo_state().rooms),
+        ],
     }
 
 
@@ -77,6 +84,35 @@ def ticks() -> t.Any:
     resume = last_event_id()
     state.observer.view("ticks", last_event_id=resume)
     return state.streams.ticks(state.ticker, resume)
+
+
+@api.get("/page-events")
+@sse.stream()
+def page_events() -> t.Any:
+    """One stream per page: the ticker and a room's chat, as ``ticker/tick``,
+    ``room:<room>/message``... (several channels on one stream). The page reads it through the
+    tab-shared helper, so every tab of an origin shares this one connection.
+
+    Reading the lobby needs no session (posting does): the stream may open before ``/me``.
+    """
+    state = demo_state()
+    found = _room(request.args.get("room", "lobby"))
+    user = _user()
+    t.cast(TickerFeed, state.feed).start(current_app._get_current_object())  # type: ignore[attr-defined]
+    state.observer.view(
+        "page_events",
+        room=found.name,
+        user=user["name"] if user else None,
+        last_event_id=last_event_id(),
+    )
+    return state.streams.track(sse.subscribe(TICKER_CHANNEL, f"room:{found.name}"))
+
+
+@api.get("/ticks/recent")
+@sse.cors()
+def recent_ticks() -> t.Any:
+    """The last ticks, for a page's chart when it opens (live ones follow on its stream)."""
+    return {"ticks": demo_state().ticker.recent()}
 
 
 @api.get("/feed")

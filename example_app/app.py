@@ -64,6 +64,8 @@ def create_app(config: cabc.Mapping[str, t.Any] | None = None) -> Flask:
         SSECORS_ALLOWED_HEADERS=["last-event-id", "cache-control", "content-type", "authorization"],
         # Reconnect one second after a stream ends, instead of the browsers' three.
         SSECORS_RETRY=1000,
+        # No request body larger than an event may be.
+        MAX_CONTENT_LENGTH=64 * 1024,
     )
     app.config.update(ssecors_environment(environ))
     app.config.update(config or {})
@@ -115,8 +117,8 @@ def _keep_origins_apart() -> t.Any:
 
     ``/`` on the API port describes the API instead of serving the page.
     """
-    if request.endpoint is None:
-        return None
+    if request.endpoint is None or request.blueprint == "ssecors_assets":
+        return None  # the tab-shared helper: the page loads it from its own origin
     on_page_port = request.environ.get("SERVER_PORT") == str(
         current_app.config["EXAMPLE_PAGE_PORT"]
     )

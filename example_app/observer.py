@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import itertools
 import typing as t
+from urllib.parse import parse_qs
 
 from werkzeug.http import parse_cookie
 
@@ -74,6 +75,10 @@ class Observer:
             "origin": environ.get("HTTP_ORIGIN"),
             "cookie": self.cookie_name in cookies,
             "last_event_id": environ.get("HTTP_LAST_EVENT_ID"),
+            # The tab-shared helper resumes a stream it reopens with this query parameter.
+            "last_event_id_param": parse_qs(environ.get("QUERY_STRING", "")).get(
+                "last_event_id", [None]
+            )[0],
             "authorization": "HTTP_AUTHORIZATION" in environ,
             "request_headers": environ.get("HTTP_ACCESS_CONTROL_REQUEST_HEADERS"),
         }

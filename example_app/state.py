@@ -10,6 +10,7 @@ from flask import current_app
 
 from .observer import Observer
 from .streams import OpenStreams
+from .streams import TickerFeed
 from .ticker import Ticker
 
 #: Chat messages a newly opened page is shown.
@@ -41,6 +42,11 @@ class DemoState:
     observer: Observer
     rooms: dict[str, Room]
     streams: OpenStreams = dataclasses.field(default_factory=OpenStreams)
+    feed: TickerFeed | None = None
+
+    def __post_init__(self) -> None:
+        if self.feed is None:
+            self.feed = TickerFeed(self.ticker)
 
 
 def demo_state() -> DemoState:

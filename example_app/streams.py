@@ -1,4 +1,7 @@
-"""Bookkeeping of the example's open streams, so that they can be ended from outside.
+"""The ticker's publisher, and bookkeeping of the example's open streams.
+
+:class:`TickerFeed` publishes the ticker on a channel, so that a page reads it and a room's chat
+on one stream (``GET /page-events``).
 
 The library releases a stream's resources when its client leaves; this registry only exists so
 that the test-only ``POST /_test/drop`` can end every open stream on purpose, the way a deploy or
@@ -8,9 +11,12 @@ a proxy timeout does, and the browser tests can watch the page reconnect and res
 from __future__ import annotations
 
 import collections.abc as cabc
+import os
 import typing as t
 
 import gevent.event
+
+from flask_ssecors.exceptions import BrokerUnavailable
 
 if t.TYPE_CHECKING:
     from flask_ssecors import Event
@@ -20,6 +26,48 @@ if t.TYPE_CHECKING:
 
 #: The drop reason given to subscriptions ended through :meth:`OpenStreams.drop`.
 DROP_REASON = "dropped-by-server"
+
+
+#: The channel the ticker's ticks are published on.
+TICKER_CHANNEL = "ticker"
+
+
+class TickerFeed:
+    """Publishes every tick on :data:`TICKER_CHANNEL`, from one greenlet per worker process,
+    so that the ticker can share one multi-channel stream with the chat (``GET
+    /page-events``). Ticks are numbered by time (see :mod:`example_app.ticker`), so every
+    worker publishes the same ticks; the page shows each number once."""
+
+    def __init__(self, ticker: Ticker) -> None:
+        self.ticker = ticker
+        self._greenlet: gevent.Greenlet | None = None
+        self._pid = 0
+
+    def start(self, app: t.Any) -> None:
+        """Start publishing in this process, if not already (call it in a request)."""
+        if self._greenlet is not None and not self._greenlet.dead and self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._greenlet = gevent.spawn(self._publish, app)
+
+    def _publish(self, app: t.Any) -> None:
+        from .extensions import sse
+
+        ticker = self.ticker
+        n = ticker.current()
+        while True:
+            with app.app_context():
+                latest = ticker.current()
+                try:
+                    while n <= latest:
+                        sse.publish(TICKER_CHANNEL, ticker.event(n))
+                        n += 1
+                except BrokerUnavailable:
+                    # The broker is down: those ticks are skipped (a page's chart jumps over
+                    # them); publishing goes on with the next tick.
+                    app.logger.warning("ticker: broker unavailable, ticks up to %d skipped", latest)
+                    n = latest + 1
+            gevent.sleep(max(0.0, n * ticker.interval - ticker.clock()))
 
 
 class OpenStreams:

@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import math
 import time
+import typing as t
 
 from flask_ssecors import Event
 
@@ -49,6 +50,14 @@ class Ticker:
             event=TICK_EVENT,
             id=str(n),
         )
+
+    def recent(self) -> list[dict[str, object]]:
+        """The last ``history`` ticks, oldest first, as their events' data."""
+        now = self.current()
+        return [
+            t.cast("dict[str, object]", self.event(n).data)
+            for n in range(now - self.history + 1, now + 1)
+        ]
 
     def first(self, last_event_id: str | None) -> int:
         """The first tick to send to a client that last saw ``last_event_id`` (or nothing)."""

@@ -109,10 +109,13 @@ def test_page_assets_are_served_on_the_page_port_only(page: SSETestClient, name:
 def test_api_root_describes_the_api(api: SSETestClient) -> None:
     body = api.get("/", base_url=API).get_json()
     assert body["page"] == f"{PAGE}/"
-    assert "/ticks" in body["streams"]
+    assert body["streams"][:3] == ["/page-events", "/ticks", "/feed"]
 
 
-@pytest.mark.parametrize("path", ["/me", "/ticks", "/rooms/lobby", "/rooms/lobby/events"])
+@pytest.mark.parametrize(
+    "path",
+    ["/me", "/page-events", "/ticks", "/ticks/recent", "/rooms/lobby", "/rooms/lobby/events"],
+)
 def test_api_routes_are_not_served_on_the_page_port(page: SSETestClient, path: str) -> None:
     assert page.get(path, base_url=PAGE).status_code == 404
 
@@ -143,6 +146,7 @@ def test_me_gives_a_session_cookie_to_the_allowed_origin(app: Flask, api: SSETes
     ("method", "path", "view"),
     [
         ("GET", "/me", "me"),
+        ("GET", "/page-events", "page_events"),
         ("GET", "/ticks", "ticks"),
         ("GET", "/feed", "feed"),
         ("GET", "/rooms/lobby", "room_state"),
@@ -293,6 +297,52 @@ def test_ticks_start_with_history_then_resume_after_last_event_id(api: SSETestCl
         "/ticks", base_url=API, headers={"Origin": PAGE, "Last-Event-ID": str(resume)}
     ) as stream:
         assert int(t.cast(str, stream.next_event().id)) == resume + 1
+
+
+def test_page_events_carry_the_ticker_and_the_room_on_one_stream(
+    app: Flask, api: SSETestClient
+) -> None:
+    """No session needed to read; events typed ``<channel>/<type>``, data untouched; the id
+    holds both channels' positions, and resuming from it replays what was missed."""
+    poster = t.cast(SSETestClient, app.test_client())
+    signed_in(poster)
+    headers = {"Origin": PAGE}
+    with api.open_stream("/page-events?room=lobby", base_url=API, headers=headers) as stream:
+        assert stream.response.headers["Access-Control-Allow-Origin"] == PAGE
+        tick = stream.next_event()
+        while tick.event != "ticker/tick":
+            tick = stream.next_event()
+        assert set(json.loads(t.cast(str, tick.data))) == {"n", "price", "t"}
+        posted = poster.post(
+            "/rooms/lobby/messages", base_url=API, headers=headers, json={"text": "hello"}
+        ).get_json()
+        message = stream.next_event()
+        while message.event != "room:lobby/message":
+            message = stream.next_event()
+        assert json.loads(t.cast(str, message.data))["text"] == "hello"
+        _, chat_id = t.cast(str, message.id).split("~")
+        assert chat_id == posted["id"]
+    poster.post("/rooms/lobby/messages", base_url=API, headers=headers, json={"text": "missed"})
+    resume = {**headers, "Last-Event-ID": t.cast(str, message.id)}
+    with api.open_stream("/page-events?room=lobby", base_url=API, headers=resume) as stream:
+        replayed = stream.next_event()
+        while replayed.event != "room:lobby/message":
+            assert replayed.event == "ticker/tick", replayed
+            replayed = stream.next_event()
+    assert json.loads(t.cast(str, replayed.data))["text"] == "missed"
+    assert t.cast(str, replayed.id).split("~")[1] != chat_id
+
+
+def test_page_events_refuse_an_unknown_room(api: SSETestClient) -> None:
+    response = api.get("/page-events?room=elsewhere", base_url=API, headers={"Origin": PAGE})
+    assert response.status_code == 404
+
+
+def test_recent_ticks_are_the_last_ninety_in_order(api: SSETestClient) -> None:
+    response = api.get("/ticks/recent", base_url=API, headers={"Origin": PAGE})
+    assert response.headers["Access-Control-Allow-Origin"] == PAGE
+    numbers = [tick["n"] for tick in response.get_json()["ticks"]]
+    assert numbers == list(range(numbers[0], numbers[0] + 90))
 
 
 def test_feed_needs_the_bearer_token(app: Flask, api: SSETestClient) -> None:

@@ -1,5 +1,6 @@
-// The flask-ssecors demo page: a credentialed EventSource to another origin, a chat posted
-// cross-origin with the session cookie, a fetch() stream reader with its own headers, and what
+// The flask-ssecors demo page: one credentialed stream to another origin carrying the ticker
+// and the chat, shared by every tab of the page's origin; a chat posted cross-origin with the
+// session cookie; a fetch() stream reader with its own headers, and what
 // the browser sees when the API refuses this page's origin.
 //
 // Plain JavaScript, no build step. `window.demo` exposes what the page received, for the tests.
@@ -16,7 +17,7 @@
     // Ids exactly as they arrived, before anything else looks at them.
     received: { ticks: [], chat: [] },
     // Every state each connection went through.
-    states: { ticker: [], chat: [], feed: [] },
+    states: { page: [], feed: [] },
     refusals: [],
     me: null,
     verdict: "pending",
@@ -59,61 +60,115 @@
   }
 
   const connections = {
-    ticker: new Connection("ticker"),
-    chat: new Connection("chat"),
+    page: new Connection("page"),
     feed: new Connection("feed"),
   };
 
-  // -- an EventSource with visible state -------------------------------------------------------
-
-  // Opens `new EventSource(url, {withCredentials: true})` and reports its state: connecting,
-  // open, reconnecting (with the Last-Event-ID the browser will send), refused or closed.
+  // -- one stream for the page, shared by every tab ---------------------------------------------
   //
-  // The browser reconnects by itself when a stream ends or the network fails. It gives up for
-  // good when the server answers with anything but 200 (a 403, a 401, a proxy's 502): then
-  // `onRefused` runs if the stream never opened, `onClosed(lastId)` if it had.
-  function openStream(connection, path, handlers, { onOpen, onRefused, onClosed } = {}) {
-    let opened = false;
-    let lastId = null;
-    connection.set("connecting", `GET ${API}${path}`);
-    const source = new EventSource(API + path, { withCredentials: true });
-    source.addEventListener("open", () => {
-      if (opened && lastId !== null) {
-        connection.set("open", `Resumed after Last-Event-ID ${lastId}.`, "open (resumed)");
-      } else {
-        connection.set("open", "Streaming; cookies go along (withCredentials).");
-      }
-      opened = true;
-      if (onOpen) onOpen();
-    });
-    source.addEventListener("error", () => {
-      if (source.readyState === EventSource.CONNECTING) {
-        const detail = lastId === null
-          ? "Connection lost; the browser retries."
-          : `Connection lost; the browser retries with Last-Event-ID ${lastId}.`;
-        connection.set("reconnecting", detail);
-      } else if (!opened) {
-        connection.set("refused", "The API refused the stream; the browser gives up for good.");
-        if (onRefused) onRefused();
-      } else {
-        connection.set("closed", "The API answered with an error status; browsers do not retry.");
-        if (onClosed) onClosed(lastId);
-      }
-    });
-    for (const [type, handle] of Object.entries(handlers)) {
-      source.addEventListener(type, (event) => {
-        if (event.lastEventId) lastId = event.lastEventId;
-        handle(JSON.parse(event.data), event);
-      });
-    }
-    return source;
+  // The ticker and the chat come on ONE stream, GET /page-events: a multi-channel subscription
+  // whose events are typed `<channel>/<type>` ("ticker/tick", "room:lobby/message") and whose id
+  // holds the position in both channels. The page reads it through SharedEventSource (served by
+  // flask-ssecors from this page's origin): every tab of this origin shares one connection, so
+  // ten tabs need one of the browser's six HTTP/1.1 connections to the API, not twenty.
+  //
+  // The shared connection reconnects by itself, resuming with its Last-Event-ID, and when the
+  // tab that holds it closes, another takes over and resumes. It gives up for good when the
+  // API answers anything but 200 (a 403 for a refused origin).
+  const TICKER = "ticker";
+  const CHAT = `room:${ROOM}`;
+  let shared = null;
+  let sharedOpened = false;
+  // What the tests read: this tab's part in the shared connection.
+  demo.shared = () => ({
+    role: shared && shared.role,
+    readyState: shared ? shared.readyState : null,
+    lastEventId: shared ? shared.lastEventId : "",
+  });
+
+  // The id of one channel inside the stream's id ("<ticker id>~<chat id>").
+  function channelId(event, index) {
+    const parts = (event.lastEventId || "").split("~");
+    return parts.length > index ? parts[index] : event.lastEventId;
   }
 
-  // Runs `start` again later, waiting longer after each failure (1 s, 2 s, 4 s... up to 30 s).
-  function retryLater(connection, attempt, start, why) {
-    const seconds = Math.min(30, 2 ** attempt);
-    connection.set("reconnecting", `${why} Trying again in ${seconds} s.`);
-    setTimeout(start, seconds * 1000);
+  function setPage(state, detail, label = state) {
+    connections.page.set(state, detail, label);
+  }
+
+  // Which tab holds the connection: this one ("worker" in a SharedWorker, or "leader"), or
+  // another ("follower").
+  function showRole() {
+    const role = shared && shared.role;
+    const text = {
+      worker: "Held by a SharedWorker: every tab of this origin reads this one connection.",
+      leader: "Held by this tab for every tab of this origin (Web Locks and BroadcastChannel).",
+      follower: "Held by another tab of this origin; this tab receives its events.",
+      direct: "This tab's own connection (the browser shares no state between tabs).",
+    }[role];
+    $("conn-page").querySelector(".conn-role").textContent = text || "";
+  }
+
+  function openShared() {
+    const path = `/page-events?room=${encodeURIComponent(ROOM)}`;
+    setPage("connecting", `GET ${API}${path}, one stream shared by this origin's tabs`);
+    // ?share=leader: share through a leader tab (Web Locks and BroadcastChannel) instead of a
+    // SharedWorker, as in browsers without SharedWorker.
+    const worker = new URLSearchParams(location.search).get("share") === "leader" ? false : undefined;
+    const source = new SharedEventSource(API + path, { withCredentials: true, worker });
+    shared = source;
+    source.addEventListener("statechange", showRole);
+    // Listeners first, in the same task: an event reaches the tabs that listen for its name.
+    source.addEventListener(`${TICKER}/tick`, (event) => onTick(JSON.parse(event.data), event));
+    source.addEventListener(`${TICKER}/${settings.resetEvent}`, () => loadTicks());
+    source.addEventListener(`${CHAT}/message`, (event) => onMessage(JSON.parse(event.data), event));
+    source.addEventListener(`${CHAT}/topic`, (event) => {
+      $("topic").textContent = JSON.parse(event.data).topic;
+    });
+    source.addEventListener(`${CHAT}/${settings.resetEvent}`, () => onReset());
+    let lastId = null;
+    source.addEventListener("open", () => {
+      if (sharedOpened && lastId !== null) {
+        setPage("open", `Resumed after Last-Event-ID ${lastId}.`, "open (resumed)");
+      } else {
+        setPage("open", `Streaming (${source.role || "shared"}); cookies go along.`);
+      }
+      const first = !sharedOpened;
+      sharedOpened = true;
+      setVerdict(
+        "allowed",
+        `Allowed: ${location.origin} may read the API's streams`,
+        `The API lists ${allowedList()}. Its stream and chat are credentialed: the session ` +
+          "cookie goes along with every request, and the API answers with exactly this origin.",
+      );
+      if (first) {
+        loadTicks();
+        startChat();
+      }
+    });
+    source.addEventListener("error", () => {
+      lastId = source.lastEventId || lastId;
+      if (source.readyState === SharedEventSource.CONNECTING) {
+        const detail = lastId
+          ? `Connection lost; it resumes with Last-Event-ID ${lastId}.`
+          : "Connection lost; the browser retries.";
+        setPage("reconnecting", detail);
+      } else if (!sharedOpened) {
+        setPage("refused", "The API refused the stream; the browser gives up for good.");
+        $("tick-meta").textContent = "No ticks: the API refused this page's origin.";
+        refused(
+          "EventSource GET /page-events",
+          "failed at once and will not retry: the API answers 403 to origins it does not allow.",
+        );
+        // The chat's requests are refused too: show what the browser says about them.
+        startChat();
+      } else {
+        setPage("closed", "The API answered with an error status; opening the stream again.");
+        source.close();
+        setTimeout(openShared, 1000);
+      }
+    });
+    return source;
   }
 
   // -- the verdict on this page's origin ----------------------------------------------------------
@@ -155,12 +210,42 @@
     maximumFractionDigits: 2,
   });
 
+  // Ticks are numbered by time: one shown twice (the chart's history and the stream overlap,
+  // or a stream resumed) is skipped; a much smaller number means the ticker started over.
   function onTick(tick, event) {
-    demo.received.ticks.push(event.lastEventId);
-    if (ticks.length && tick.n <= ticks[ticks.length - 1].n) ticks.length = 0;
+    const last = ticks[ticks.length - 1];
+    if (last && tick.n <= last.n) {
+      if (last.n - tick.n < 1000) return;
+      ticks.length = 0;
+    }
+    if (tickHistoryLoading) {
+      pendingTicks.push([tick, event]);
+      return;
+    }
+    demo.received.ticks.push(String(tick.n));
     ticks.push(tick);
     if (ticks.length > WINDOW) ticks.shift();
-    drawTicker(event.lastEventId);
+    drawTicker(event ? channelId(event, 0) : String(tick.n));
+  }
+
+  let tickHistoryLoading = false;
+  let pendingTicks = [];
+
+  // The chart's history (the last ticks), loaded once the stream is open, so that it overlaps
+  // what the stream brings: nothing is missing between the two, and nothing is shown twice.
+  async function loadTicks() {
+    tickHistoryLoading = true;
+    pendingTicks = [];
+    try {
+      const { ticks: history } = await api("/ticks/recent");
+      tickHistoryLoading = false;
+      for (const tick of history) onTick(tick, null);
+    } catch (error) {
+      tickHistoryLoading = false;
+    }
+    const waiting = pendingTicks;
+    pendingTicks = [];
+    for (const [tick, event] of waiting) onTick(tick, event);
   }
 
   function drawTicker(lastId) {
@@ -192,53 +277,11 @@
     );
   }
 
-  let tickerFailures = 0;
-
-  // A reopened stream is a new EventSource, which sends no Last-Event-ID header: it passes the
-  // last id it saw as the `last_event_id` query parameter instead, and misses nothing.
-  function startTicker(lastId = null) {
-    const path = lastId === null ? "/ticks" : `/ticks?last_event_id=${encodeURIComponent(lastId)}`;
-    const again = (id) => retryLater(
-      connections.ticker,
-      tickerFailures++,
-      () => startTicker(id),
-      "The stream failed with an error status.",
-    );
-    openStream(connections.ticker, path, { tick: onTick }, {
-      onOpen: () => {
-        tickerFailures = 0;
-        setVerdict(
-          "allowed",
-          `Allowed: ${location.origin} may read the API's streams`,
-          `The API lists ${allowedList()}. Its streams and chat are credentialed: the session ` +
-            "cookie goes along with every request, and the API answers with exactly this origin.",
-        );
-      },
-      onRefused: () => {
-        if (demo.verdict === "allowed") {
-          again(lastTickId());
-          return;
-        }
-        $("tick-meta").textContent = "No ticks: the API refused this page's origin.";
-        refused(
-          "EventSource GET /ticks",
-          "failed at once and will not retry: the API answers 403 to origins it does not allow.",
-        );
-      },
-      onClosed: again,
-    });
-  }
-
-  function lastTickId() {
-    const ids = demo.received.ticks;
-    return ids.length ? ids[ids.length - 1] : null;
-  }
-
-  // Resolves once the ticker knows whether the API can be reached and allows this origin.
+  // Resolves once the page knows whether the API can be reached and allows this origin.
   function tickerSettled() {
     return new Promise((resolve) => {
       const check = () => {
-        const state = connections.ticker.state;
+        const state = connections.page.state;
         if (state === "open" || state === "refused" || state === "reconnecting") resolve(state);
         else setTimeout(check, 100);
       };
@@ -249,7 +292,6 @@
   // -- the chat --------------------------------------------------------------------------------
 
   const messages = $("messages");
-  let resyncing = null;
 
   async function api(path, options = {}) {
     const response = await fetch(API + path, { credentials: "include", ...options });
@@ -296,31 +338,23 @@
   }
 
   function onMessage(message, event) {
-    demo.received.chat.push(event.lastEventId);
-    const full = { ...message, id: event.lastEventId };
-    if (resyncing) resyncing.push(full);
+    const id = channelId(event, 1);
+    demo.received.chat.push(id);
+    const full = { ...message, id };
     renderMessage(full);
   }
 
-  // The stream's history ran out or the server restarted: load the room again.
+  // The stream's history ran out or the server restarted: sign in again and load the room.
   async function onReset() {
-    resyncing = [];
-    try {
-      const snapshot = await api(`/rooms/${ROOM}`);
-      const known = new Set(snapshot.messages.map((message) => message.id));
-      const later = resyncing.filter((message) => !known.has(message.id));
-      showRoom(snapshot);
-      for (const message of later) renderMessage(message);
-    } finally {
-      resyncing = null;
-    }
+    if (!sharedOpened) return;
+    await startChat();
   }
 
   let chatFailures = 0;
 
-  // Signs in (GET /me), loads the room, then streams it from the room's cursor. Run again from
-  // the start when the stream fails for good: after a server restart, say, the session cookie
-  // is no longer valid (the stream answers 401) and a new one is needed.
+  // Signs in (GET /me) and loads the room, once the page's stream is open: messages published
+  // after that come on the stream (shown once, by id). Run again after a chat reset (the
+  // server restarted: the session cookie is no longer valid, so a new one is needed).
   async function startChat() {
     $("room-name").textContent = ROOM;
     let snapshot;
@@ -330,40 +364,32 @@
     } catch (error) {
       if (!error.status && (await tickerSettled()) === "refused") {
         const why = "was blocked by CORS: the API answers 403 to origins it does not allow.";
-        connections.chat.set("refused", `GET ${API}/me ${why}`);
         refused("fetch GET /me", why);
       } else {
         const why = error.status ? `HTTP ${error.status}.` : "The API cannot be reached.";
-        retryLater(connections.chat, chatFailures++, startChat, why);
+        chatError(`Not signed in: ${why} Trying again.`);
+        setTimeout(startChat, Math.min(30, 2 ** chatFailures++) * 1000);
       }
       return;
     }
+    chatFailures = 0;
     const me = $("me");
     me.hidden = false;
     me.textContent = `you are ${demo.me.name}`;
     me.style.setProperty("--hue", String(demo.me.hue));
+    const later = messages.querySelectorAll(".message");
+    const shown = [...later].map((node) => node.dataset.id);
     showRoom(snapshot);
-    const path = `/rooms/${ROOM}/events?last_event_id=${encodeURIComponent(snapshot.cursor)}`;
-    const source = openStream(connections.chat, path, {
-      message: onMessage,
-      topic: (data) => { $("topic").textContent = data.topic; },
-      [settings.resetEvent]: onReset,
-    }, {
-      onOpen: () => {
-        chatFailures = 0;
-        chatError("");
-        $("chat-input").disabled = false;
-        $("chat-send").disabled = false;
-      },
-      onRefused: () => failed("The chat stream was refused (is the session cookie blocked?)."),
-      onClosed: () => failed("The chat stream failed with an error status."),
-    });
-    function failed(why) {
-      source.close();
-      $("chat-input").disabled = true;
-      $("chat-send").disabled = true;
-      retryLater(connections.chat, chatFailures++, startChat, `${why} Signing in again.`);
+    // Messages the stream brought before the snapshot arrived (it may not have them yet).
+    for (const id of shown) {
+      if (!snapshot.messages.some((message) => message.id === id)) {
+        const kept = [...later].find((node) => node.dataset.id === id);
+        if (kept) messages.append(kept);
+      }
     }
+    chatError("");
+    $("chat-input").disabled = false;
+    $("chat-send").disabled = false;
   }
 
   function chatError(text) {
@@ -522,8 +548,7 @@
   $("allowed-link").href = `${settings.pageOrigin}/`;
   $("allowed-link").textContent = settings.pageOrigin;
 
-  startTicker();
-  startChat();
+  openShared();
   // The fetch() reader runs once the ticker has an id to resume from, or gives up waiting.
   const waitForTick = setInterval(() => {
     if (demo.received.ticks.length || demo.verdict === "refused") {

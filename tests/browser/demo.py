@@ -29,11 +29,18 @@ def open_page(context: BrowserContext, url: str, errors: list[str] | None = None
 
 
 def wait_for_state(page: Page, connection: str, state: str) -> None:
-    """Wait until a connection row (``ticker``, ``chat``, ``feed``) shows ``state``."""
+    """Wait until a connection row shows ``state``: ``page`` (the page's one stream, carrying
+    the ticker and the chat, shared by the origin's tabs) or ``feed`` (the ``fetch()`` reader)."""
     page.wait_for_function(
         "([key, state]) => document.querySelector(`#conn-${key} .badge`).dataset.state === state",
         arg=[connection, state],
     )
+
+
+def wait_for_chat(page: Page) -> None:
+    """Wait until the page's stream is open and its chat is ready (signed in, room loaded)."""
+    wait_for_state(page, "page", "open")
+    page.wait_for_function("() => !document.getElementById('chat-input').disabled")
 
 
 def states(page: Page, connection: str) -> list[str]:
@@ -70,6 +77,11 @@ def messages(page: Page) -> list[dict[str, t.Any]]:
             }))"""
         ),
     )
+
+
+def chat_part(stream_id: str) -> str:
+    """The chat channel's own id inside a ``/page-events`` id (``<ticker id>~<chat id>``)."""
+    return stream_id.split("~")[1]
 
 
 def consecutive(ids: list[str]) -> bool:

@@ -1,4 +1,5 @@
-"""The demo page on the allowed origin: ticks and chat arrive, with the session cookie."""
+"""The demo page on the allowed origin: ticks and chat arrive on one stream per browser, shared
+by its tabs; the chat's requests carry the session cookie."""
 
 from __future__ import annotations
 
@@ -37,13 +38,16 @@ def test_ticks_arrive_on_the_allowed_origin(
     errors: list[str] = []
     page = open_page(new_context(), f"{server.page_origin}/", errors)
     assert page.evaluate("demo.verdict") == "allowed"
-    wait_for_state(page, "ticker", "open")
+    wait_for_state(page, "page", "open")
     wait_for_count(page, "ticks", 95)  # 90 ticks of history, then live ones
     ticks = received(page, "ticks")
     assert consecutive(ticks)
     assert page.locator("#price").inner_text() != "—"
-    [stream] = [r for r in requests(server, "GET", "/ticks") if r["origin"]]
+    [stream] = requests(server, "GET", "/page-events")
     assert (stream["status"], stream["origin"]) == (200, server.page_origin)
+    [history] = requests(server, "GET", "/ticks/recent")
+    assert (history["status"], history["origin"]) == (200, server.page_origin)
+    assert requests(server, "GET", "/ticks") == [], "the ticker comes on the page's one stream"
     wait_for_state(page, "feed", "done")
     assert errors == [], "no script errors, no failed requests"
 
@@ -57,7 +61,8 @@ def test_chat_reaches_every_tab_with_the_cookie(
     bob_tab = open_page(new_context(), f"{server.page_origin}/")
     tabs = [*alice_tabs, bob_tab]
     for tab in tabs:
-        wait_for_state(tab, "chat", "open")
+        wait_for_state(tab, "page", "open")
+        tab.wait_for_function("() => !document.getElementById('chat-input').disabled")
     alice_name = alice_tabs[0].evaluate("demo.me.name")
     assert alice_tabs[1].evaluate("demo.me.name") == alice_name, "one cookie per context"
     bob_name = bob_tab.evaluate("demo.me.name")
@@ -80,21 +85,26 @@ def test_chat_reaches_every_tab_with_the_cookie(
         assert received(tab, "chat")[-1] == posted["id"]
     assert [m["mine"] for m in messages(alice_tabs[0])[-2:]] == [True, False]
 
-    # Server side: the cookie came with every stream request and every POST, and the view
-    # that ran saw the user it names.
-    streams = requests(server, "GET", "/rooms/lobby/events")
-    assert len(streams) == 3
-    assert all(r["status"] == 200 and r["cookie"] for r in streams)
+    # Server side: one stream per browser (alice's two tabs share hers), both from the page's
+    # origin; the cookie came with every POST, and the view that ran saw the user it names.
+    streams = requests(server, "GET", "/page-events")
+    assert len(streams) == 2, streams
+    assert all(r["status"] == 200 for r in streams)
     assert {r["origin"] for r in streams} == {server.page_origin}
+    assert {tab.evaluate("demo.shared().role") for tab in alice_tabs} <= {
+        "worker",
+        "leader",
+        "follower",
+    }
     posts = requests(server, "POST", "/rooms/lobby/messages")
     assert [(r["status"], r["cookie"]) for r in posts] == [(201, True), (201, True)]
     preflights = requests(server, "OPTIONS", "/rooms/lobby/messages")
     assert preflights, "a JSON POST from another origin is preflighted"
     assert all(r["status"] == 204 and not r["cookie"] for r in preflights)
     calls = server.stats()["calls"]
-    stream_users = sorted(c["user"] for c in calls if c["view"] == "room_events")
-    assert stream_users == sorted([alice_name, alice_name, bob_name])
+    assert len([c for c in calls if c["view"] == "page_events"]) == 2
     post_users = [c["user"] for c in calls if c["view"] == "post_message"]
     assert post_users == [alice_name, bob_name]
-    # The ticker is credentialed too: tabs opened after the session existed sent the cookie.
-    assert any(r["cookie"] for r in requests(server, "GET", "/ticks"))
+    # The chat's reads are credentialed: the room was loaded with each browser's cookie.
+    rooms = requests(server, "GET", "/rooms/lobby")
+    assert len(rooms) == 3 and all(r["cookie"] for r in rooms)

@@ -14,8 +14,8 @@ from .demo import consecutive
 from .demo import open_page
 from .demo import received
 from .demo import send
+from .demo import wait_for_chat
 from .demo import wait_for_count
-from .demo import wait_for_state
 
 if t.TYPE_CHECKING:
     from playwright.sync_api import BrowserContext
@@ -44,8 +44,7 @@ def test_chat_reaches_tabs_on_every_worker(
     assert server.log_text().count("Booting worker") == 2
     tabs = [open_page(new_context(), f"{server.page_origin}/") for _ in range(4)]
     for tab in tabs:
-        wait_for_state(tab, "chat", "open")
-        wait_for_state(tab, "ticker", "open")
+        wait_for_chat(tab)
     sent = [send(tab, f"from tab {n}")["id"] for n, tab in enumerate(tabs)]
     for tab in tabs:
         wait_for_count(tab, "chat", len(sent))

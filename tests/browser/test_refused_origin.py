@@ -28,15 +28,15 @@ def test_cross_site_origin_is_refused_before_any_view_runs(
     server.reset_stats()
     page = open_page(new_context(), f"{server.refused_origin}/")
     assert page.evaluate("demo.verdict") == "refused"
-    wait_for_state(page, "ticker", "refused")
+    wait_for_state(page, "page", "refused")
     wait_for_state(page, "feed", "refused")
     # The EventSource failed for good: it never opened, and the browser does not retry.
-    assert states(page, "ticker") == ["connecting", "refused"]
+    assert states(page, "page") == ["connecting", "refused"]
     assert page.evaluate("demo.received.ticks.length") == 0
     assert page.locator("#verdict-title").inner_text().startswith("Refused")
     shown = page.locator("#refusals li").all_inner_texts()
     assert sorted(" ".join(text.split(" ", 3)[:3]) for text in shown) == [
-        "EventSource GET /ticks",
+        "EventSource GET /page-events",
         "fetch GET /feed",
         "fetch GET /me",
     ]
@@ -49,11 +49,12 @@ def test_cross_site_origin_is_refused_before_any_view_runs(
     answered = sorted((r["method"], r["path"], r["status"]) for r in from_page)
     assert answered == [
         ("GET", "/me", 403),
-        ("GET", "/ticks", 403),
+        ("GET", "/page-events", 403),
         ("OPTIONS", "/feed", 403),
     ], "one attempt each, all refused"
     assert stats["views"] == {}, "no view ran"
     assert stats["subscribers"] == 0
     # gunicorn's access log says the same.
-    line = rf'"GET /ticks HTTP/1\.1" 403 \d+ origin={re.escape(server.refused_origin)} '
+    origin = re.escape(server.refused_origin)
+    line = rf'"GET /page-events\?room=lobby HTTP/1\.1" 403 \d+ origin={origin} '
     assert re.search(line, server.log_text())

@@ -16,6 +16,7 @@ from .conftest import start_server
 from .demo import messages
 from .demo import open_page
 from .demo import send
+from .demo import wait_for_chat
 from .demo import wait_for_count
 from .demo import wait_for_state
 
@@ -50,7 +51,7 @@ def test_screenshot_of_the_working_page(
     alice = open_page(new_context(), f"{server.page_origin}/")
     bob = open_page(new_context(), f"{server.page_origin}/")
     for tab in (alice, bob):
-        wait_for_state(tab, "chat", "open")
+        wait_for_chat(tab)
         wait_for_state(tab, "feed", "done")
     tabs = {"alice": alice, "bob": bob}
     for n, (who, text) in enumerate(CONVERSATION, 1):
