@@ -14,3 +14,4 @@ timeout = 60
 backlog = 4096
 accesslog = None
 loglevel = "warning"
+keepalive = 30  # a connection's first request is read under it too (docs/deployment.rst)

@@ -53,7 +53,9 @@ worker_connections = 10_000
 # browsers reconnect (to the next server) with Last-Event-ID. Ctrl-C (SIGINT) stops at once.
 graceful_timeout = 5
 timeout = 30
-keepalive = 5
+# gunicorn's gevent worker reads even a connection's first request under this timeout: a
+# worker admitting a reconnect storm needs longer than the default 2 s (docs/deployment.rst).
+keepalive = 30
 
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s origin=%({origin}i)s %(M)sms'

@@ -82,6 +82,10 @@ BLOCK_MS: t.Final = 5000
 READ_COUNT: t.Final = 1000
 #: Most snapshots sent in one round trip.
 SNAPSHOT_BATCH: t.Final = 256
+#: A snapshot waits for its turn at most this many broker timeouts (and at least
+#: :data:`QUEUE_TIMEOUT_MIN` seconds) before its subscribe raises ``BrokerUnavailable``.
+QUEUE_TIMEOUT_FACTOR: t.Final = 10
+QUEUE_TIMEOUT_MIN: t.Final = 30.0
 #: Channels caught up (or whose TTL is refreshed) per round trip.
 CHANNEL_BATCH: t.Final = 500
 #: Longest pause between two attempts of the listener to reconnect (seconds).
@@ -419,7 +423,11 @@ class RedisBroker:
         request = _SnapshotRequest(channel, start)
         self._pending.append(request)
         self._wanted.set()
-        if not request.done.wait(self.timeout):
+        # The round trip of the batch a snapshot goes out in is bounded by the timeout, and a
+        # batch that fails fails every queued snapshot with it (Redis is down for them too).
+        # Waiting for a turn is bounded more loosely: in a reconnect storm thousands queue,
+        # and the snapshot sender shares the worker's CPU with their requests.
+        if not request.done.wait(max(QUEUE_TIMEOUT_FACTOR * self.timeout, QUEUE_TIMEOUT_MIN)):
             request.wanted = False
             raise BrokerUnavailable(f"subscribe: no snapshot from Redis within {self.timeout:g} s")
         if request.error is not None:
@@ -467,13 +475,11 @@ class RedisBroker:
 
     def _snapshot_pipeline(self, client: t.Any, batch: list[_SnapshotRequest]) -> None:
         count = self.backlog + 2
-        timer = gevent.Timeout(self.timeout)
-        timer.start()
         try:
             for attempt in (1, 2):
-                pipe = client.pipeline(transaction=False)
-                for request in batch:
-                    pipe.evalsha(
+                commands = [
+                    (
+                        "EVALSHA",
                         self._snapshot_sha,
                         2,
                         self.keys.channel(request.channel),
@@ -481,10 +487,12 @@ class RedisBroker:
                         request.start,
                         count,
                     )
-                replies = pipe.execute(raise_on_error=False)
+                    for request in batch
+                ]
+                replies = self._round_trip(client, commands)
                 missing = any(isinstance(r, redis.exceptions.NoScriptError) for r in replies)
                 if attempt == 1 and missing:
-                    client.execute_command("SCRIPT", "LOAD", SNAPSHOT_SCRIPT)
+                    self._round_trip(client, [("SCRIPT", "LOAD", SNAPSHOT_SCRIPT)])
                     continue
                 break
             for request, reply in zip(batch, replies, strict=True):
@@ -493,18 +501,47 @@ class RedisBroker:
                 else:
                     request.result = _read_snapshot(reply)
                 request.done.set()
-        except (gevent.Timeout, redis.RedisError, OSError) as error:
-            if isinstance(error, gevent.Timeout) and error is not timer:
-                raise
-            if error is timer:
-                _disconnect(client)  # a connection may still owe an answer: never reuse it
-            detail = "no answer within the timeout" if error is timer else str(error)
-            for request in batch:
+        except (_NoAnswer, redis.RedisError, OSError) as error:
+            detail = "no answer within the timeout" if isinstance(error, _NoAnswer) else str(error)
+            # The snapshots still queued would meet the same Redis: they fail now, not one
+            # batch (one timeout) after another.
+            queued, self._pending[:] = list(self._pending), []
+            for request in [*batch, *queued]:
                 if not request.done.is_set():
                     request.error = BrokerUnavailable(f"subscribe: {detail}")
                     request.done.set()
+
+    def _round_trip(self, client: t.Any, commands: list[tuple[t.Any, ...]]) -> list[t.Any]:
+        """Send ``commands`` pipelined on one connection of ``client``; return the replies,
+        error replies as exceptions.
+
+        The timeout bounds how long Redis takes to answer, not how long this greenlet waits
+        for its turn: when the wait for the first reply runs out, the socket is looked at once
+        more, and an answer already there is read. In a reconnect storm a worker's greenlets
+        queue for the CPU for longer than the timeout while Redis answers in microseconds.
+
+        :raises _NoAnswer: when Redis sent nothing within the timeout; the connection is
+            closed then, since it may still owe an answer.
+        """
+        pool = client.connection_pool
+        connection = _pooled_connection(pool)
+        keep = False
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[t.Any] = []
+            for _ in commands:
+                if not connection.can_read(self.timeout) and not connection.can_read(0):
+                    raise _NoAnswer
+                try:
+                    replies.append(connection.read_response())
+                except redis.exceptions.ResponseError as error:
+                    replies.append(error)
+            keep = True
+            return replies
         finally:
-            timer.close()
+            if not keep:
+                connection.disconnect()
+            pool.release(connection)
 
     def _replay(self, snapshot: _Snapshot, parsed: tuple[str, StreamId] | None) -> list[bytes]:
         """The frames after the client's position, or the reset event.
@@ -834,6 +871,18 @@ class RedisBroker:
         self._channels.clear()
         for client in (self._commands, self._snapshots, *self._listener_clients.values()):
             _disconnect(client)
+
+
+class _NoAnswer(Exception):
+    """Redis sent no reply within the timeout."""
+
+
+def _pooled_connection(pool: t.Any) -> t.Any:
+    """A connection from a redis-py pool (redis-py 5 wants a command name, later ones do not)."""
+    try:
+        return pool.get_connection()
+    except TypeError:
+        return pool.get_connection("EVALSHA")
 
 
 def _disconnect(client: t.Any) -> None:
