@@ -44,8 +44,11 @@ class Received:
 class SwarmStream(asyncio.Protocol):
     """One stream: its response status and headers, and the events it received."""
 
-    def __init__(self, path: str, request: bytes, opened: asyncio.Future[None]) -> None:
+    def __init__(
+        self, path: str, request: bytes, opened: asyncio.Future[None], *, settle_on_send: bool
+    ) -> None:
         self.path = path
+        self._settle_on_send = settle_on_send
         self.request = request
         self.status: int | None = None
         self.headers: dict[str, str] = {}
@@ -75,6 +78,8 @@ class SwarmStream(asyncio.Protocol):
         self.connected_at = time.monotonic()
         self._transport = t.cast(asyncio.Transport, transport)
         self._transport.write(self.request)
+        if self._settle_on_send:
+            self._settle()
 
     def data_received(self, data: bytes) -> None:
         now = time.time()
@@ -154,18 +159,27 @@ class Swarm:
         origin: str = ORIGIN,
         parallel: int = 1000,
         timeout: float = 120.0,
+        headers_first: bool = True,
     ) -> list[SwarmStream]:
         """Open one stream per path, at most ``parallel`` connecting at once; return them once
-        each has its response headers (or failed)."""
+        each has its response headers (or failed), or with ``headers_first=False`` once each
+        request is sent (for servers that answer nothing before the first event)."""
         ids: list[str | None] = [None] * len(paths)
         if last_event_ids is not None:
             ids = list(last_event_ids)
-        opened: list[SwarmStream] = self._run(self._open(paths, ids, origin, parallel), timeout)
+        opened: list[SwarmStream] = self._run(
+            self._open(paths, ids, origin, parallel, not headers_first), timeout
+        )
         self.streams += opened
         return opened
 
     async def _open(
-        self, paths: cabc.Sequence[str], ids: list[str | None], origin: str, parallel: int
+        self,
+        paths: cabc.Sequence[str],
+        ids: list[str | None],
+        origin: str,
+        parallel: int,
+        settle_on_send: bool,
     ) -> list[SwarmStream]:
         gate = asyncio.Semaphore(parallel)
 
@@ -179,7 +193,8 @@ class Swarm:
                 headers.append(("Last-Event-ID", last_id))
             lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers), "", ""]
             opened: asyncio.Future[None] = self._loop.create_future()
-            stream = SwarmStream(path, "\r\n".join(lines).encode(), opened)
+            request = "\r\n".join(lines).encode()
+            stream = SwarmStream(path, request, opened, settle_on_send=settle_on_send)
             async with gate:
                 try:
                     await self._loop.create_connection(
