@@ -140,7 +140,8 @@ def test_ready_state_goes_connecting_open_closed_and_close_stops_the_stream(
 ) -> None:
     name = channel(request)
     n = track(tab, f"/events/{name}")
-    assert view(tab, n)["readyState"] == CONNECTING
+    # states[0] is the readyState read in the constructor's own task (tabs_harness.js): the
+    # stream may well be open by the time a second evaluate() could look.
     seen = wait(tab, "v.readyState === 1", n)
     assert (seen["states"], seen["opens"], seen["errors"]) == ([CONNECTING, OPEN], 1, [])
     servers.publish(name, 0)
