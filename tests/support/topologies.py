@@ -13,10 +13,28 @@ from pathlib import Path
 
 import redis
 
-from tests.support.servers import free_port
 from tests.support.servers import require_binary
 from tests.support.servers import stop
 from tests.support.servers import wait_for_port
+
+#: Ports for topology nodes, and their cluster bus ports (+10000): both below the kernel's
+#: ephemeral range (32768 and up here), so no outgoing connection takes one between the check
+#: and the node's start, as happened with ports from the ephemeral range.
+_PORTS = range(20000, 22768)
+_taken: set[int] = set()
+
+
+def quiet_port() -> int:
+    """A free port whose ``port + 10000`` is free too, outside the ephemeral range, not handed
+    out before by this process."""
+    import random
+
+    for _ in range(1000):
+        port = random.choice(_PORTS)
+        if port not in _taken and _free(port) and _free(port + 10000):
+            _taken.add(port)
+            return port
+    raise RuntimeError(f"no free port pair in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 class Node:
@@ -42,7 +60,13 @@ class Node:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        wait_for_port(self.port, self.process)
+        try:
+            wait_for_port(self.port, self.process)
+            if self.process.poll() is not None:  # something else answered on the port
+                raise RuntimeError(f"redis-server on {self.port} exited; see {log.name}")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def kill(self) -> None:
@@ -84,7 +108,7 @@ class SentinelSet:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        primary, replica = free_port(), free_port()
+        primary, replica = quiet_port(), quiet_port()
         self.primary = Node(root / "primary", primary, _server_args(primary))
         self.replica = Node(
             root / "replica",
@@ -93,7 +117,7 @@ class SentinelSet:
         )
         self.sentinels: list[Node] = []
         for number in range(3):
-            port = free_port()
+            port = quiet_port()
             directory = root / f"sentinel{number}"
             directory.mkdir(parents=True, exist_ok=True)
             (directory / "sentinel.conf").write_text(
@@ -110,12 +134,17 @@ class SentinelSet:
         return f"redis+sentinel://{hosts}/{self.SERVICE}"
 
     def start(self) -> SentinelSet:
-        self.primary.start()
-        self.replica.start()
-        _wait(self._replica_linked, 20, "the replica did not link")
-        for sentinel in self.sentinels:
-            sentinel.start()
-        _wait(self._sentinels_agree, 20, "the sentinels did not find the replica")
+        """Start every process; on any failure, stop those that started and raise."""
+        try:
+            self.primary.start()
+            self.replica.start()
+            _wait(self._replica_linked, 20, "the replica did not link")
+            for sentinel in self.sentinels:
+                sentinel.start()
+            _wait(self._sentinels_agree, 20, "the sentinels did not find the replica")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _replica_linked(self) -> bool:
@@ -181,10 +210,7 @@ class Cluster:
         self.root = root
         self.all: list[Node] = []
         while len(self.all) < 6:
-            port = free_port()
-            # A node's bus port is port + 10000, and must be free too.
-            if port > 55535 or not _free(port + 10000):
-                continue
+            port = quiet_port()  # its bus port, port + 10000, is free too
             args = _server_args(
                 port,
                 "--cluster-enabled",
@@ -201,24 +227,36 @@ class Cluster:
         return "redis+cluster://" + ",".join(node.address for node in self.all[:2])
 
     def start(self) -> Cluster:
-        for node in self.all:
-            node.start()
-        subprocess.run(
-            [
-                require_binary("redis-cli"),
-                "--cluster",
-                "create",
-                *(node.address for node in self.all),
-                "--cluster-replicas",
-                "1",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        _wait(self._ok, 30, "the cluster did not come up")
-        _wait(self._replicas_linked, 30, "the replicas did not link to their primaries")
+        """Start the six nodes and create the cluster; on any failure, stop every node that
+        started and raise (with ``redis-cli``'s output when it is what failed)."""
+        try:
+            for node in self.all:
+                node.start()
+            created = subprocess.run(
+                [
+                    require_binary("redis-cli"),
+                    "--cluster",
+                    "create",
+                    *(node.address for node in self.all),
+                    "--cluster-replicas",
+                    "1",
+                    "--cluster-yes",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if created.returncode != 0:
+                raise RuntimeError(
+                    f"redis-cli --cluster create failed: {created.stdout[-2000:]}"
+                    f"{created.stderr[-2000:]}"
+                )
+            _wait(self._ok, 30, "the cluster did not come up")
+            _wait(self._replicas_linked, 30, "the replicas did not link to their primaries")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _replicas_linked(self) -> bool:
