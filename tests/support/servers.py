@@ -214,7 +214,11 @@ class RedisServer:
         if self.directory is not None:
             args += ["--dir", str(self.directory)]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port, self.process)
+        try:
+            wait_for_port(self.port, self.process)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
