@@ -193,8 +193,6 @@ def run_one(
     from bench._common import children_of
     from bench._common import cpu_seconds
     from bench._common import percentile
-    from flask_ssecors import Event
-    from flask_ssecors import Publisher
     from tests.support.servers import LiveServer
     from tests.support.swarm import Swarm
 
@@ -257,7 +255,8 @@ def run_one(
             by_channel = {name: i for i, path in enumerate(paths) for name in path_channels(path)}
             poster = Poster(server.port)
             rng = random.Random(1)
-            targets = [rng.choice(list(by_channel)) for _ in range(opts.events)]
+            names = list(by_channel)
+            targets = [rng.choice(names) for _ in range(opts.events)]
             cpu_before = sum(cpu_seconds(pid) for pid in pids)
             started = time.monotonic()
             failures = 0
@@ -266,14 +265,14 @@ def run_one(
                 pause = started + (n + 1) / opts.rate - time.monotonic()
                 if pause > 0:
                     time.sleep(pause)
-            expected = {i: 0 for i in range(len(paths))}
+            expected = [0] * len(paths)
             for channel in targets:
                 expected[by_channel[channel]] += 1
 
             def delivered() -> int:
                 return sum(
                     min(len([e for e in s.events if e.type == "message" or "/" in e.type]), want)
-                    for s, want in zip(opened, expected.values(), strict=True)
+                    for s, want in zip(opened, expected, strict=True)
                 )
 
             with contextlib.suppress(AssertionError):  # what arrived is reported
@@ -295,7 +294,7 @@ def run_one(
             )
             result["deliveries_per_s"] = burst(server.port, swarm, opened, by_channel, opts)
             if channels == opts.storm and app == "flask-ssecors":
-                result["storm_s"] = storm(swarm, opened, app, redis_url, Publisher, Event)
+                result["storm_s"] = storm(swarm, opened, redis_url)
     finally:
         server.stop()
         if admin is not None:
@@ -347,22 +346,23 @@ def paths_channels(paths: list[str]) -> list[str]:
     return [name for path in paths for name in path_channels(path)]
 
 
-def storm(
-    swarm: t.Any, opened: list[t.Any], app: str, redis_url: str, publisher: t.Any, event: t.Any
-) -> float:
+def storm(swarm: t.Any, opened: list[t.Any], redis_url: str) -> float:
     """Cut every stream, publish one event per channel, reconnect all at once with their
     ``Last-Event-ID``; seconds until every client has the event it missed."""
+    from flask_ssecors import Event
+    from flask_ssecors import Publisher
+
     paths = [s.path for s in opened]
     names = paths_channels(paths)
-    with publisher(redis_url) as out:
+    with Publisher(redis_url) as out:
         # First one event everywhere: a client holds an id only once it received an event.
         for name in names:
-            out.publish(name, event({"t": time.time(), "c": name, "before": True}))
+            out.publish(name, Event({"t": time.time(), "c": name, "before": True}))
         swarm.wait_until(lambda: all(s.last_event_id for s in opened), 120)
         last_ids = [s.last_event_id for s in opened]
         swarm.drop(opened)
         for name in names:
-            out.publish(name, event({"t": time.time(), "c": name}))
+            out.publish(name, Event({"t": time.time(), "c": name}))
     began = time.monotonic()
     again = swarm.open(paths, last_event_ids=last_ids, parallel=len(paths))
     swarm.wait_until(

@@ -33,7 +33,6 @@ from .extensions import sse
 from .state import demo_state
 from .state import Room
 from .streams import TICKER_CHANNEL
-from .streams import TickerFeed
 
 api = Blueprint("api", __name__)
 
@@ -98,7 +97,7 @@ def page_events() -> t.Any:
     state = demo_state()
     found = _room(request.args.get("room", "lobby"))
     user = _user()
-    t.cast(TickerFeed, state.feed).start(current_app._get_current_object())  # type: ignore[attr-defined]
+    state.feed.start(current_app._get_current_object())  # type: ignore[attr-defined]
     state.observer.view(
         "page_events",
         room=found.name,

@@ -42,11 +42,10 @@ class DemoState:
     observer: Observer
     rooms: dict[str, Room]
     streams: OpenStreams = dataclasses.field(default_factory=OpenStreams)
-    feed: TickerFeed | None = None
+    feed: TickerFeed = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        if self.feed is None:
-            self.feed = TickerFeed(self.ticker)
+        self.feed = TickerFeed(self.ticker)
 
 
 def demo_state() -> DemoState:

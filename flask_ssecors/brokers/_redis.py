@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import inspect
 import os
 import random
 import typing as t
@@ -516,9 +517,9 @@ class RedisBroker:
         error replies as exceptions.
 
         The timeout bounds how long Redis takes to answer, not how long this greenlet waits
-        for its turn: when the wait for the first reply runs out, the socket is looked at once
-        more, and an answer already there is read. In a reconnect storm a worker's greenlets
-        queue for the CPU for longer than the timeout while Redis answers in microseconds.
+        for its turn: when the wait for a reply runs out, the socket is looked at once more,
+        and an answer already there is read. In a reconnect storm a worker's greenlets queue
+        for the CPU for longer than the timeout while Redis answers in microseconds.
 
         :raises _NoAnswer: when Redis sent nothing within the timeout; the connection is
             closed then, since it may still owe an answer.
@@ -877,12 +878,16 @@ class _NoAnswer(Exception):
     """Redis sent no reply within the timeout."""
 
 
+#: redis-py 5's ``ConnectionPool.get_connection`` requires a command name; later ones do not.
+_POOL_WANTS_COMMAND = (
+    inspect.signature(redis.ConnectionPool.get_connection).parameters["command_name"].default
+    is inspect.Parameter.empty
+)
+
+
 def _pooled_connection(pool: t.Any) -> t.Any:
-    """A connection from a redis-py pool (redis-py 5 wants a command name, later ones do not)."""
-    try:
-        return pool.get_connection()
-    except TypeError:
-        return pool.get_connection("EVALSHA")
+    """A connection from a redis-py pool."""
+    return pool.get_connection("EVALSHA") if _POOL_WANTS_COMMAND else pool.get_connection()
 
 
 def _disconnect(client: t.Any) -> None:

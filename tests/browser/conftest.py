@@ -92,6 +92,19 @@ def start_server(
 
 
 @pytest.fixture(scope="module")
+def demo_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> cabc.Iterator[ExampleServer]:
+    """The example app as ``make demo`` runs it: one gevent worker, one tick a second."""
+    name = request.module.__name__.rpartition(".")[2]
+    running = start_server(tmp_path_factory, name, env={"EXAMPLE_TICK_SECONDS": "1"})
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> cabc.Iterator[ExampleServer]:
     """The example app with its default settings."""
     running = start_server(tmp_path_factory, "example")

@@ -6,13 +6,11 @@ has its own server, so the chat shows only the conversation below.
 
 from __future__ import annotations
 
-import collections.abc as cabc
 import typing as t
 
 import pytest
 
 from .conftest import ARTIFACTS
-from .conftest import start_server
 from .demo import messages
 from .demo import open_page
 from .demo import send
@@ -36,13 +34,8 @@ CONVERSATION = [
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> cabc.Iterator[ExampleServer]:
-    """The example app with one tick a second, as ``make demo`` runs it."""
-    running = start_server(tmp_path_factory, "screenshot", env={"EXAMPLE_TICK_SECONDS": "1"})
-    try:
-        yield running
-    finally:
-        running.stop()
+def server(demo_server: ExampleServer) -> ExampleServer:
+    return demo_server
 
 
 def test_screenshot_of_the_working_page(

@@ -11,13 +11,11 @@ whose tab is then closed: another tab takes the connection over and resumes afte
 
 from __future__ import annotations
 
-import collections.abc as cabc
 import time
 import typing as t
 
 import pytest
 
-from .conftest import start_server
 from .demo import chat_part
 from .demo import consecutive
 from .demo import messages
@@ -40,13 +38,8 @@ DELIVERY_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> cabc.Iterator[ExampleServer]:
-    """The example app as ``make demo`` runs it: one gevent worker, one tick a second."""
-    running = start_server(tmp_path_factory, "ten-tabs", env={"EXAMPLE_TICK_SECONDS": "1"})
-    try:
-        yield running
-    finally:
-        running.stop()
+def server(demo_server: ExampleServer) -> ExampleServer:
+    return demo_server
 
 
 def open_tabs(context: BrowserContext, url: str) -> list[Page]:

@@ -56,9 +56,6 @@ class SwarmStream(asyncio.Protocol):
         self.body = b""  #: the body of a response that is not a stream (a 4xx's message)
         self.ended = False
         self.error: str | None = None
-        #: When the connection was made and when it ended (``time.monotonic()``).
-        self.connected_at: float | None = None
-        self.ended_at: float | None = None
         self._opened = opened
         self._h11 = h11.Connection(h11.CLIENT)
         self._parser = EventStreamParser()
@@ -75,7 +72,6 @@ class SwarmStream(asyncio.Protocol):
         return self._parser.last_event_id or None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connected_at = time.monotonic()
         self._transport = t.cast(asyncio.Transport, transport)
         self._transport.write(self.request)
         if self._settle_on_send:
@@ -114,7 +110,6 @@ class SwarmStream(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ended = True
-        self.ended_at = time.monotonic()
         if exc is not None and self.error is None:
             self.error = str(exc)
         self._settle()
