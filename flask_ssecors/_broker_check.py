@@ -49,6 +49,10 @@ def check_broker(
         "username": address.username,
         "password": address.password,
     }
+    if address.tls:
+        options["ssl"] = True
+    # Every node visited (the primary, its replicas, the Sentinels' primary and replicas,
+    # every cluster node) is asked with the configured credentials.
     clients: list[tuple[str, t.Any]] = []
     try:
         if address.kind == "single":

@@ -373,16 +373,18 @@ def _url_prefix(value: object) -> tuple[object, list[Problem]]:
 
 
 def _broker_url(value: object) -> tuple[object, list[Problem]]:
+    """Every message quotes the URL masked (:func:`~.brokers._urls.redact`): a password must
+    not reach a log or a terminal because of a typo in the scheme."""
     if not isinstance(value, str) or "://" not in value:
-        return _refuse(value, "must be a URL such as 'memory://' or 'redis://localhost:6379/0'.")
-    scheme = value.partition("://")[0].lower()
-    if scheme not in BROKER_SCHEMES:
-        return _refuse(value, f"unknown scheme {scheme!r}; use one of {', '.join(BROKER_SCHEMES)}.")
-    if scheme != "memory":
-        try:
-            parse_url(value)
-        except ValueError as error:
-            return _refuse(redact(value), f"{error}.")
+        shown = redact(value) if isinstance(value, str | bytes) else value
+        return _refuse(shown, "must be a URL such as 'memory://' or 'redis://localhost:6379/0'.")
+    if value.partition("://")[0].lower() == "memory" and "://" in value:
+        return _accept(value)
+    try:
+        parse_url(value)
+    except ValueError as error:
+        hint = "; memory:// is the in-memory broker" if "scheme" in str(error) else ""
+        return _refuse(redact(value), f"{error}{hint}.")
     return _accept(value)
 
 

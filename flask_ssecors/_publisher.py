@@ -10,6 +10,7 @@ from ._config import check_options
 from .brokers._base import check_channel
 from .brokers._base import check_event_size
 from .brokers._base import new_generation
+from .brokers._urls import redact
 from .events import without_id
 from .exceptions import BrokerUnavailable
 from .exceptions import ConfigError
@@ -61,7 +62,7 @@ class Publisher:
                 [
                     ConfigIssue(
                         "url",
-                        url,
+                        redact(url),
                         "the in-memory broker lives inside the app's worker process: publish "
                         "with sse.publish() there, or give the app and this publisher a Redis "
                         "URL.",
@@ -76,7 +77,11 @@ class Publisher:
             from .brokers._redis_conn import publish_acknowledged
         except ImportError:
             raise ConfigError(
-                [ConfigIssue("url", url, "install flask-ssecors[redis] to publish to Redis.")],
+                [
+                    ConfigIssue(
+                        "url", redact(url), "install flask-ssecors[redis] to publish to Redis."
+                    )
+                ],
                 where="flask_ssecors.Publisher",
             ) from None
         from .brokers._redis_layout import Keys

@@ -6,6 +6,7 @@ import collections
 import enum
 import typing as t
 
+from ._faults import FAULTS
 from ._log import get_logger
 from .stats import request_refused
 from .stats import StatsSnapshot
@@ -47,6 +48,11 @@ class EndReason(enum.StrEnum):
     SHUTDOWN = "shutdown"
     #: Turned away over capacity (the stream only carried a ``retry:`` hint).
     BUSY = "busy"
+    #: Serving this subscriber raised; the fault was contained (see ``faults`` in the stats).
+    ERROR = "error"
+    #: The broker could not be read for this subscriber (a page of its replay); it resumes
+    #: from its ``Last-Event-ID`` when it reconnects.
+    BROKER_UNAVAILABLE = "broker-unavailable"
 
 
 #: End reasons that mean a slow client was cut off.
@@ -102,6 +108,7 @@ class Counters:
             slow_clients_dropped=self.slow_clients_dropped,
             streams_refused_busy=self.streams_refused_busy,
             streams_ended={str(k): v for k, v in self.streams_ended.items()},
+            faults=FAULTS.snapshot(),
         )
 
 

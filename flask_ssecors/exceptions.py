@@ -91,8 +91,9 @@ class EventFieldError(SSECorsError, ValueError):
 
 
 class ChannelError(SSECorsError, ValueError):
-    """A channel name that no broker can store: empty, not a ``str``, with NUL or a lone
-    surrogate, or longer than :data:`flask_ssecors.brokers.MAX_CHANNEL_BYTES`.
+    """A channel name that no broker can store: empty, not a ``str``, with a control character
+    (C0, DEL, C1) or a lone surrogate, or longer than
+    :data:`flask_ssecors.brokers.MAX_CHANNEL_BYTES`.
 
     Raised by ``publish`` and ``subscribe`` before anything is stored, so nothing is left
     behind. A stream view that subscribes to such a channel gets ``400`` (the extension

@@ -20,7 +20,13 @@
     stream requests turned away because the worker was at ``SSECORS_MAX_STREAMS`` or shutting
     down;
 ``streams_ended``
-    streams the server ended, by reason (``max-age``, ``token-expired``, ``shutdown``).
+    streams the server ended, by reason (``max-age``, ``token-expired``, ``shutdown``);
+``faults``
+    faults contained where they happened, by stage (``dispatch``, ``deliver``, ``encode``,
+    ``relabel``, ``replay``): one event, channel or subscriber failed, was dropped or reset,
+    and every other one went on being served. Each stage's first fault is logged with its
+    traceback, later ones at most once a minute. Counted per process, for every app in it.
+    Anything but zero is worth a look.
 
 Counters are per app and per worker process: with several gunicorn workers, each has its own.
 Nothing is counted per event besides one integer per stream.
@@ -88,6 +94,7 @@ class StatsSnapshot(t.TypedDict):
     slow_clients_dropped: int
     streams_refused_busy: int
     streams_ended: dict[str, int]
+    faults: dict[str, int]
 
 
 class PrometheusCollector:
@@ -101,7 +108,7 @@ class PrometheusCollector:
     ``<prefix>_events_sent_total``, ``<prefix>_slow_clients_dropped_total``,
     ``<prefix>_streams_refused_busy_total``, and, labelled by ``reason``,
     ``<prefix>_refused_origins_total``, ``<prefix>_token_refusals_total`` and
-    ``<prefix>_streams_ended_total``.
+    ``<prefix>_streams_ended_total``; labelled by ``stage``, ``<prefix>_faults_total``.
 
     .. versionadded:: 0.1
     """
@@ -139,3 +146,7 @@ class PrometheusCollector:
             for reason, count in sorted(counts.items()):
                 family.add_metric([reason], count)
             yield family
+        faults = CounterMetricFamily(f"{p}_faults", "Faults contained.", labels=["stage"])
+        for stage, count in sorted(stats["faults"].items()):
+            faults.add_metric([stage], count)
+        yield faults

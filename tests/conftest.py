@@ -9,10 +9,18 @@ import pytest
 from flask import Flask
 
 from flask_ssecors import SSECors
+from flask_ssecors._faults import FAULTS
 from flask_ssecors.testing import SSETestClient
 
 ALLOWED = "https://app.example.com"
 HOSTILE = "https://evil.example.net"
+
+
+@pytest.fixture(autouse=True)
+def no_faults_carried_over() -> t.Iterator[None]:
+    """Contained faults are counted per process: each test starts from none."""
+    FAULTS.reset()
+    yield
 
 
 @pytest.fixture

@@ -63,7 +63,10 @@ ORIGINS = ["https://app.example.com"]
                 tls=True,
             ),
         ),
-        ("redis://localhost:6379/0", Address("single", "redis://localhost:6379/0")),
+        (
+            "redis://localhost:6379/0",
+            Address("single", "redis://localhost:6379/0", (("localhost", 6379),)),
+        ),
     ],
 )
 def test_broker_urls_are_read(url: str, expected: Address) -> None:

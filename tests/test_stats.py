@@ -58,6 +58,7 @@ def test_a_fresh_app_has_zero_everywhere(make_app: t.Callable[..., Flask]) -> No
             "slow_clients_dropped": 0,
             "streams_refused_busy": 0,
             "streams_ended": {},
+            "faults": {},
         }
 
 

@@ -66,8 +66,9 @@ def create_broker(
     except ImportError as error:
         from ..exceptions import ConfigError
         from ..exceptions import ConfigIssue
+        from ._urls import redact
 
-        raise ConfigError([ConfigIssue("SSECORS_BROKER_URL", url, str(error))]) from None
+        raise ConfigError([ConfigIssue("SSECORS_BROKER_URL", redact(url), str(error))]) from None
     return RedisBroker(
         url,
         backlog=backlog,

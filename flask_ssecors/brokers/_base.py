@@ -13,6 +13,8 @@ backlog when the client reconnects with its ``Last-Event-ID``.
 from __future__ import annotations
 
 import collections
+import contextlib
+import re
 import secrets
 import sys
 import typing as t
@@ -21,18 +23,34 @@ import weakref
 import gevent
 import gevent.monkey
 
+from .._faults import FAULTS
+from .._faults import Stage
+from .._log import get_logger
+from .._logsafe import escape
 from .._stats import EndReason
+from ..exceptions import BrokerUnavailable
 from ..exceptions import ChannelError
 from ..exceptions import EventFieldError
 
 if t.TYPE_CHECKING:
     from ..events import Event
 
+logger = get_logger(__name__)
+
 #: The OS thread's id, even under monkey-patching (which makes ``_thread.get_ident`` a greenlet's).
 thread_ident: t.Final[t.Callable[[], int]] = gevent.monkey.get_original("_thread", "get_ident")
 
+#: Most events in one page of a replay (see :class:`Replay`).
+PAGE_EVENTS: t.Final = 100
+#: A page of a replay ends once its events hold this many bytes (or at :data:`PAGE_EVENTS`).
+PAGE_BYTES: t.Final = 256 * 1024
+
 #: Longest channel name, in bytes of UTF-8.
 MAX_CHANNEL_BYTES: t.Final = 512
+#: Control characters (C0, DEL, C1): never part of a channel name. CR and LF would end an
+#: ``event:`` line on a stream of several channels, NUL is refused by browsers, and the rest
+#: only ever arrive from a decoded URL (``%0A`` in a path segment) or by mistake.
+_CONTROL: t.Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: Characters of a channel generation token (see :func:`new_generation`).
 GENERATION_LENGTH: t.Final = 6
 _BASE36: t.Final = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -45,8 +63,11 @@ def check_channel(channel: object) -> str:
     """Return ``channel`` if a broker can store it, else raise :class:`ChannelError`.
 
     A channel name is a non-empty ``str`` of at most :data:`MAX_CHANNEL_BYTES` bytes of UTF-8,
-    without NUL and without lone surrogates (which no UTF-8 encoder accepts). Every broker
-    checks names here, before anything is stored or sent, so a bad name leaves nothing behind.
+    without control characters (C0 ``U+0000``-``U+001F``, DEL ``U+007F``, C1
+    ``U+0080``-``U+009F``) and without lone surrogates (which no UTF-8 encoder accepts). This is
+    the one definition, for every broker and every kind of stream: every broker checks names
+    here, before anything is stored or sent, so a bad name leaves nothing behind, and a name
+    that passes can always be written on the wire (see :func:`~._multi.event_name`).
 
     .. versionadded:: 0.1
     """
@@ -54,8 +75,13 @@ def check_channel(channel: object) -> str:
         raise ChannelError(channel, f"must be a str, not {type(channel).__name__}")
     if not channel:
         raise ChannelError(channel, "must not be empty")
-    if "\x00" in channel:
-        raise ChannelError(channel, "must not contain NUL")
+    control = _CONTROL.search(channel)
+    if control is not None:
+        raise ChannelError(
+            channel,
+            f"must not contain control characters (found U+{ord(control.group()):04X} at "
+            f"{control.start()}); a URL converter passes decoded ones such as %0A through",
+        )
     try:
         size = len(channel.encode("utf-8"))
     except UnicodeEncodeError:
@@ -160,6 +186,30 @@ def _waker_for(hub: t.Any) -> _Waker:
     return waker
 
 
+class Replay(t.Protocol):
+    """The rest of a subscriber's replay, read a page at a time as the client reads.
+
+    A broker that has more to replay than one page hands the subscription one of these
+    (:meth:`Subscription.replay_from`): memory per resuming client then stays near one page,
+    whatever the backlog, and replayed events never count against the live queue's bound.
+
+    .. versionadded:: 0.1
+    """
+
+    def next_page(self) -> list[bytes]:
+        """The next encoded events, oldest first; ``[]`` once the replay is complete.
+
+        Called in the greenlet that reads the subscription; it may wait for the broker.
+        A replay that cannot go on (the events were trimmed meanwhile) ends with the reset
+        event.
+
+        :raises flask_ssecors.exceptions.BrokerUnavailable: when the broker cannot be read now
+            (the subscriber is dropped, and resumes from its ``Last-Event-ID`` when it
+            reconnects).
+        """
+        ...
+
+
 class Subscription:
     """One subscriber's view of one channel: replayed events first, then live ones.
 
@@ -170,17 +220,22 @@ class Subscription:
     delivered event: the waiting greenlet is switched to directly (see :class:`_Waker`), and
     its heartbeat timeout is one reusable loop timer.
 
+    Replayed events (:meth:`preload`, :meth:`replay_from`) and live ones (:meth:`deliver`) are
+    kept apart: replayed events come first and never count against :attr:`limit`, and a long
+    replay is read a page at a time, as the client reads.
+
     :param channel: the channel name.
-    :param limit: how many undelivered events may wait before the subscriber is dropped.
+    :param limit: how many undelivered live events may wait before the subscriber is dropped.
     :param on_close: called once when the subscription closes, to unregister it.
     """
 
     __slots__ = (
         "_hub",
         "_items",
+        "_page",
         "_queued",
         "_release",
-        "_replayed",
+        "_replay",
         "_sink",
         "_timed_out",
         "_timer",
@@ -202,9 +257,12 @@ class Subscription:
         self.limit = limit
         #: None while open; ``"closed"`` after :meth:`close`; another label when dropped.
         self.drop_reason: str | None = None
-        self._items: collections.deque[bytes] = collections.deque()
-        #: How many replayed events are still at the front of ``_items`` (not counted in limit).
-        self._replayed = 0
+        #: Live events, at most ``limit`` of them.
+        self._items: collections.deque[t.Any] = collections.deque()
+        #: Replayed events of the current page, sent before any live event.
+        self._page: collections.deque[bytes] = collections.deque()
+        #: Where further pages of the replay come from, until it is complete.
+        self._replay: Replay | None = None
         self._release = on_close
         #: Where delivered events go instead of the queue (see :meth:`forward`).
         self._sink: t.Callable[[Subscription, bytes | None], None] | None = None
@@ -221,8 +279,16 @@ class Subscription:
         """Whether the subscription delivers nothing more."""
         return self.drop_reason is not None
 
+    @property
+    def replaying(self) -> bool:
+        """Whether replayed events are still to be read before live ones.
+
+        .. versionadded:: 0.1
+        """
+        return bool(self._page) or self._replay is not None
+
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._page)
 
     def _notify(self) -> None:
         if self._waiter is not None and not self._queued:
@@ -232,17 +298,23 @@ class Subscription:
     def preload(self, items: t.Iterable[bytes]) -> None:
         """Queue replayed events; call it before the subscription receives live events.
 
-        Replayed events are not counted in :attr:`limit`: once they are taken, the subscriber
-        may again fall at most ``limit`` live events behind.
+        Replayed events come before every live event and are not counted in :attr:`limit`.
         """
-        before = len(self._items)
-        self._items.extend(items)
-        self._replayed += len(self._items) - before
-        if self._items:
+        self._page.extend(items)
+        if self._page:
             self._notify()
 
+    def replay_from(self, replay: Replay) -> None:
+        """Read the rest of the replay from ``replay``, a page at a time, after the events
+        already preloaded and before any live event.
+
+        .. versionadded:: 0.1
+        """
+        self._replay = replay
+        self._notify()
+
     def deliver(self, item: bytes) -> bool:
-        """Queue one encoded event; drop the subscriber if it is too far behind.
+        """Queue one encoded live event; drop the subscriber if it is too far behind.
 
         :return: False when the subscriber was dropped (now or earlier).
         """
@@ -251,7 +323,7 @@ class Subscription:
         if self._sink is not None:
             self._sink(self, item)
             return True
-        if len(self._items) - self._replayed >= self.limit:
+        if len(self._items) >= self.limit:
             self.drop(EndReason.OVERFLOW)
             return False
         self._items.append(item)
@@ -263,21 +335,58 @@ class Subscription:
     def get(self, timeout: float | None = None) -> bytes | None:
         """The next encoded event, or None when ``timeout`` seconds passed without one.
 
+        A replay read in pages reads its next page here, when the previous one was sent.
+
         :raises SubscriptionClosed: when the subscription was closed or dropped; events that
             were queued before a drop for overflow are not delivered (the client resumes from
             the backlog instead).
         """
         if self.drop_reason is not None:
             raise SubscriptionClosed(self.drop_reason)
+        if self._page or self._replay is not None:
+            replayed = self.next_replayed()
+            if replayed is not None:
+                return replayed
+            if self.drop_reason is not None:
+                raise SubscriptionClosed(self.drop_reason)
         if not self._items:
             self._wait(timeout)
             if self.drop_reason is not None:
                 raise SubscriptionClosed(self.drop_reason)
             if not self._items:
                 return None
-        if self._replayed:
-            self._replayed -= 1
-        return self._items.popleft()
+        return t.cast(bytes, self._items.popleft())
+
+    def next_replayed(self) -> bytes | None:
+        """The next replayed event, reading the replay's next page when needed; None once
+        the replay is complete (or the subscriber was dropped because it could not be read).
+
+        A stream of several channels reads its channels' replays this way.
+
+        .. versionadded:: 0.1
+        """
+        while True:
+            if self._page:
+                return self._page.popleft()
+            replay = self._replay
+            if replay is None or self.drop_reason is not None:
+                return None
+            try:
+                page = replay.next_page()
+            except BrokerUnavailable as error:
+                logger.info("replay on channel %s stopped: %s", escape(self.channel), error)
+                self.drop(EndReason.BROKER_UNAVAILABLE)
+                return None
+            except Exception:
+                FAULTS.record(Stage.REPLAY, "the subscriber was dropped", self.channel)
+                self.drop(EndReason.ERROR)
+                return None
+            if self._replay is not replay:  # dropped meanwhile
+                return None
+            if not page:
+                self._replay = None
+                return None
+            self._page.extend(page)
 
     def _wait(self, timeout: float | None) -> None:
         """Block this greenlet until an event, a drop, a wake-up, or the timeout."""
@@ -328,7 +437,8 @@ class Subscription:
             return
         self.drop_reason = reason
         self._items.clear()
-        self._replayed = 0
+        self._page.clear()
+        self._replay = None
         self._notify()
         if self._timer is not None and self._waiter is None:
             self._timer.close()
@@ -340,22 +450,35 @@ class Subscription:
             self._sink(self, None)
 
     def forward(self, sink: t.Callable[[Subscription, bytes | None], None]) -> None:
-        """Hand every event to ``sink(self, event)`` from now on, those queued first, instead
-        of queueing them; ``sink(self, None)`` says the subscription was dropped. A stream of
-        several channels reads its channels' subscriptions this way.
+        """Hand every live event to ``sink(self, event)`` from now on, those queued first,
+        instead of queueing them; ``sink(self, None)`` says the subscription was dropped.
+        Replayed events stay here, for :meth:`next_replayed`. A stream of several channels
+        reads its channels' subscriptions this way.
 
         .. versionadded:: 0.1
         """
         self._sink = sink
         queued = list(self._items)
         self._items.clear()
-        self._replayed = 0
         for item in queued:
             sink(self, item)
 
     def close(self) -> None:
         """Release the subscription (idempotent)."""
         self.drop(EndReason.CLOSED)
+
+
+def deliver_contained(subscription: Subscription, item: bytes) -> None:
+    """:meth:`Subscription.deliver`, for a loop that serves many: what this one subscriber's
+    delivery raises is counted and logged (:data:`~flask_ssecors._faults.FAULTS`), and the
+    subscriber is dropped (it resumes from the backlog when it reconnects); the loop goes on.
+    """
+    try:
+        subscription.deliver(item)
+    except Exception:
+        FAULTS.record(Stage.DELIVER, "the subscriber was dropped", subscription.channel)
+        with contextlib.suppress(Exception):
+            subscription.drop(EndReason.ERROR)
 
 
 class Broker(t.Protocol):

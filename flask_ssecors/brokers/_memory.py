@@ -18,6 +18,7 @@ publish through Redis (``redis://``) instead.
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 import typing as t
 
@@ -31,8 +32,11 @@ from ..events import RESET_EVENT
 from ..events import without_id
 from ._base import check_channel
 from ._base import check_event_size
+from ._base import deliver_contained
 from ._base import EMPTY_GENERATION
 from ._base import new_generation
+from ._base import PAGE_BYTES
+from ._base import PAGE_EVENTS
 from ._base import split_id
 from ._base import Subscription
 from ._base import thread_ident as _thread_ident
@@ -106,7 +110,7 @@ class MemoryBroker:
                 state.backlog.append((state.head, data))
             if state.subscribers:
                 for subscription in tuple(state.subscribers):
-                    subscription.deliver(data)
+                    deliver_contained(subscription, data)
             else:
                 self._became_idle(channel)
         return event_id
@@ -123,7 +127,11 @@ class MemoryBroker:
         with self._lock:
             state = self._channel(channel)
             if last_event_id is not None:
-                subscription.preload(self._replay(state, last_event_id))
+                replay = self._replay(state, last_event_id)
+                if isinstance(replay, bytes):
+                    subscription.preload([replay])
+                elif replay is not None:
+                    subscription.replay_from(replay)
             state.subscribers.add(subscription)
             self._idle.pop(channel, None)
         return subscription
@@ -137,28 +145,31 @@ class MemoryBroker:
                 return f"{EMPTY_GENERATION}.0"
             return f"{state.generation}.{state.head}"
 
-    def _replay(self, state: _Channel, last_event_id: str) -> list[bytes]:
+    def _replay(self, state: _Channel, last_event_id: str) -> bytes | _Replay | None:
+        """What a subscriber resuming after ``last_event_id`` gets first: nothing, the reset
+        event, or the events it missed, read a page at a time."""
         parts = split_id(last_event_id)
         if parts is None or not _is_number(parts[1]):
-            return [self._reset(state, "unknown-id")]
+            return self._reset(state, state.head, "unknown-id")
         generation, seq = parts[0], int(parts[1])
         if generation == EMPTY_GENERATION and seq == 0:
             # The client saw this channel empty: what it holds now came after.
             if state.head == 0:
-                return []
+                return None
             seq = 0
         elif generation != state.generation or seq > state.head:
-            return [self._reset(state, "unknown-id")]
+            return self._reset(state, state.head, "unknown-id")
         if seq == state.head:
-            return []
+            return None
         oldest = state.backlog[0][0] if state.backlog else state.head + 1
         if seq < oldest - 1:
-            return [self._reset(state, "expired")]
-        return [data for n, data in state.backlog if n > seq]
+            return self._reset(state, state.head, "expired")
+        return _Replay(self, state, seq, state.head)
 
-    def _reset(self, state: _Channel, reason: str) -> bytes:
-        position = f"{state.generation}.{state.head}" if state.head else f"{EMPTY_GENERATION}.0"
-        return Event({"reason": reason}, event=RESET_EVENT, id=position).encode()
+    @staticmethod
+    def _reset(state: _Channel, position: int, reason: str) -> bytes:
+        at = f"{state.generation}.{position}" if position else f"{EMPTY_GENERATION}.0"
+        return Event({"reason": reason}, event=RESET_EVENT, id=at).encode()
 
     def _release(self, subscription: Subscription) -> None:
         with self._lock:
@@ -241,6 +252,47 @@ class MemoryBroker:
                 subscription.drop(EndReason.BROKER_CLOSED)
         self._channels.clear()
         self._idle.clear()
+
+
+class _Replay:
+    """The events of one channel after ``last`` up to ``tail`` (the channel's head when the
+    subscriber joined; what comes later is delivered live), a page at a time.
+
+    Pages hold the backlog's own bytes objects: replaying costs no copy of an event.
+    """
+
+    __slots__ = ("_broker", "_last", "_state", "_tail")
+
+    def __init__(self, broker: MemoryBroker, state: _Channel, last: int, tail: int) -> None:
+        self._broker = broker
+        self._state = state
+        self._last = last
+        self._tail = tail
+
+    def next_page(self) -> list[bytes]:
+        state = self._state
+        with self._broker._lock:
+            if self._last >= self._tail:
+                return []
+            backlog = state.backlog
+            oldest = backlog[0][0] if backlog else state.head + 1
+            if self._last + 1 < oldest:
+                # Published over while the client read slowly: the rest is gone.
+                self._last = self._tail
+                return [MemoryBroker._reset(state, self._tail, "expired")]
+            page: list[bytes] = []
+            size = 0
+            for number, data in itertools.islice(backlog, self._last + 1 - oldest, None):
+                if number > self._tail:
+                    break
+                page.append(data)
+                self._last = number
+                size += len(data)
+                if len(page) >= PAGE_EVENTS or size >= PAGE_BYTES:
+                    break
+            if not page:
+                self._last = self._tail
+            return page
 
 
 def _is_number(text: str) -> bool:

@@ -42,6 +42,8 @@ import gevent.event
 import gevent.lock
 import gevent.monkey
 
+from .._faults import FAULTS
+from .._faults import Stage
 from .._log import get_logger
 from .._stats import EndReason
 from ..events import add_id
@@ -51,7 +53,10 @@ from ..events import without_id
 from ..exceptions import BrokerUnavailable
 from ._base import check_channel
 from ._base import check_event_size
+from ._base import deliver_contained
 from ._base import new_generation
+from ._base import PAGE_BYTES
+from ._base import PAGE_EVENTS
 from ._base import split_id
 from ._base import Subscription
 from ._base import thread_ident
@@ -63,6 +68,7 @@ from ._redis_conn import RedisCluster
 from ._redis_layout import EMPTY_GENERATION
 from ._redis_layout import format_stream_id
 from ._redis_layout import Keys
+from ._redis_layout import LIVE_WINDOW
 from ._redis_layout import parse_position
 from ._redis_layout import parse_stream_id
 from ._redis_layout import publish_args
@@ -140,16 +146,21 @@ class _Snapshot(t.NamedTuple):
     trimmed: bool
     #: The oldest entry still kept, if any.
     first: StreamId | None
-    #: The entries from the client's position on (inclusive), at most backlog + 2 of them.
+    #: The entries from the position asked for, one page of them at most.
     entries: list[tuple[StreamId, bytes]]
 
 
 class _SnapshotRequest:
-    __slots__ = ("channel", "done", "error", "result", "start", "wanted")
+    __slots__ = ("channel", "count", "done", "end", "error", "result", "start", "wanted")
 
-    def __init__(self, channel: str, start: str) -> None:
+    def __init__(self, channel: str, start: str, end: str = "+", count: int = 0) -> None:
         self.channel = channel
+        #: Where to read entries from ('' for none; ``(<id>`` for after ``<id>``).
         self.start = start
+        #: Where to read them up to.
+        self.end = end
+        #: How many entries at most.
+        self.count = count
         self.done = gevent.event.Event()
         self.result: _Snapshot | None = None
         self.error: BrokerUnavailable | None = None
@@ -191,6 +202,8 @@ class RedisBroker:
     :param pool_size: command connections per process, for publishing.
     :param min_replicas: replicas that must acknowledge each publish (Redis ``WAIT``) before
         :meth:`publish` returns (``SSECORS_BROKER_MIN_REPLICAS``).
+    :param live_window: seconds a shard stream keeps an event (see
+        :data:`~flask_ssecors.brokers._redis_layout.LIVE_WINDOW`).
     """
 
     def __init__(
@@ -204,8 +217,10 @@ class RedisBroker:
         prefix: str = "ssecors:",
         pool_size: int = 8,
         min_replicas: int = 0,
+        live_window: float = LIVE_WINDOW,
     ) -> None:
         self.url = url
+        self.live_window = live_window
         self.address = parse_url(url)
         self.min_replicas = min_replicas
         #: Shards read together by one listening connection: all of them, except in a cluster,
@@ -327,6 +342,7 @@ class RedisBroker:
             backlog=self.backlog,
             ttl=self.channel_ttl,
             generation=new_generation(),
+            live_window=self.live_window,
         )
         if self.min_replicas:
             generation, stream_id = self._run(
@@ -390,13 +406,17 @@ class RedisBroker:
             if state.joining.pop(subscription, None) is None or subscription.closed:
                 subscription.close()
                 return subscription
-            replay = self._replay(snapshot, parsed)
+            replay, rest = self._replay(channel, snapshot, parsed)
             tail = snapshot.tail
-            frames = [data for at, data in live if at is None or at > tail]
             if state.last is None or state.last < tail:
                 state.floors[subscription] = tail
             state.subscribers.add(subscription)
-            subscription.preload([*replay, *frames])
+            subscription.preload(replay)
+            if rest is not None:
+                subscription.replay_from(rest)
+            for at, data in live:
+                if at is None or at > tail:
+                    subscription.deliver(data)
         return subscription
 
     def head(self, channel: str) -> str:
@@ -414,14 +434,19 @@ class RedisBroker:
         return f"{snapshot.generation}.{format_stream_id(snapshot.tail)}"
 
     def _snapshot(self, channel: str, parsed: tuple[str, StreamId] | None) -> _Snapshot:
-        """Queue a snapshot of ``channel`` for the next batch and wait for it."""
+        """Queue a snapshot of ``channel`` for the next batch and wait for it: with the
+        client's position, the first page of entries from it on (inclusive, so that the
+        position is known to be an entry of this stream)."""
         if parsed is None:
-            start = ""
-        elif parsed[0] == EMPTY_GENERATION:
-            start = "-"
-        else:
-            start = format_stream_id(parsed[1])
-        request = _SnapshotRequest(channel, start)
+            return self._read(_SnapshotRequest(channel, ""))
+        if parsed[0] == EMPTY_GENERATION:
+            return self._read(_SnapshotRequest(channel, "-", count=PAGE_EVENTS))
+        return self._read(
+            _SnapshotRequest(channel, format_stream_id(parsed[1]), count=PAGE_EVENTS + 1)
+        )
+
+    def _read(self, request: _SnapshotRequest) -> _Snapshot:
+        """Queue ``request`` for the next batch and wait for its answer."""
         self._pending.append(request)
         self._wanted.set()
         # The round trip of the batch a snapshot goes out in is bounded by the timeout, and a
@@ -475,7 +500,6 @@ class RedisBroker:
         self._snapshot_pipeline(self._snapshots, batch)
 
     def _snapshot_pipeline(self, client: t.Any, batch: list[_SnapshotRequest]) -> None:
-        count = self.backlog + 2
         try:
             for attempt in (1, 2):
                 commands = [
@@ -486,7 +510,9 @@ class RedisBroker:
                         self.keys.channel(request.channel),
                         self.keys.generation(request.channel),
                         request.start,
-                        count,
+                        request.count,
+                        request.end,
+                        PAGE_BYTES,
                     )
                     for request in batch
                 ]
@@ -544,8 +570,11 @@ class RedisBroker:
                 connection.disconnect()
             pool.release(connection)
 
-    def _replay(self, snapshot: _Snapshot, parsed: tuple[str, StreamId] | None) -> list[bytes]:
-        """The frames after the client's position, or the reset event.
+    def _replay(
+        self, channel: str, snapshot: _Snapshot, parsed: tuple[str, StreamId] | None
+    ) -> tuple[list[bytes], _Replay | None]:
+        """The first page of frames after the client's position, or the reset event; and,
+        when the snapshot's page did not reach the tail, where the rest is read from.
 
         The position must be one the channel gave out in its current generation (an entry
         still kept, or the last one), or the empty channel's ``0-0`` (then everything kept
@@ -555,29 +584,31 @@ class RedisBroker:
         generation, tail, trimmed, first, entries = snapshot
         if generation is None:
             if parsed == (EMPTY_GENERATION, ZERO):
-                return []
-            return [self._reset(EMPTY_GENERATION, ZERO, "unknown-id")]
+                return [], None
+            return [self._reset(EMPTY_GENERATION, ZERO, "unknown-id")], None
         if parsed is None:
-            return [self._reset(generation, tail, "unknown-id")]
+            return [self._reset(generation, tail, "unknown-id")], None
         claimed, position = parsed
         if claimed == EMPTY_GENERATION:
             if position != ZERO:
-                return [self._reset(generation, tail, "unknown-id")]
+                return [self._reset(generation, tail, "unknown-id")], None
             if trimmed:
-                return [self._reset(generation, tail, "expired")]
+                return [self._reset(generation, tail, "expired")], None
         elif claimed != generation or position > tail:
-            return [self._reset(generation, tail, "unknown-id")]
+            return [self._reset(generation, tail, "unknown-id")], None
         elif position == tail:
-            return []
+            return [], None
         elif entries and entries[0][0] == position:
             entries = entries[1:]
         elif trimmed and (first is None or position < first):
-            return [self._reset(generation, tail, "expired")]
+            return [self._reset(generation, tail, "expired")], None
         else:
-            return [self._reset(generation, tail, "unknown-id")]  # never an entry of this stream
-        if len(entries) > self.backlog:
-            return [self._reset(generation, tail, "expired")]
-        return [self._frame(generation, at, data) for at, data in entries if at <= tail]
+            # Never an entry of this stream.
+            return [self._reset(generation, tail, "unknown-id")], None
+        page = [(at, data) for at, data in entries if at <= tail]
+        last = page[-1][0] if page else position
+        rest = _Replay(self, channel, generation, last, tail) if last < tail else None
+        return [self._frame(generation, at, data) for at, data in page], rest
 
     def _reset(self, generation: str, position: StreamId, reason: str) -> bytes:
         return Event(
@@ -751,17 +782,37 @@ class RedisBroker:
             self._cursors[shard] = entries[-1][0]
             count = self._counts.get(shard)
             for _, fields in entries:
-                number = int(fields.get(b"n", 0))
+                try:
+                    number = int(fields.get(b"n", 0))
+                except ValueError:
+                    number = 0
                 if count is not None and number != count + 1:
                     gaps.add(shard)
                 count = number
-                state = channels.get(fields[b"c"].decode("utf-8", "replace"))
+                state = channels.get(fields.get(b"c", b"").decode("utf-8", "replace"))
                 if state is not None:
-                    self._deliver(
-                        state, fields[b"g"].decode(), parse_stream_id(fields[b"i"]), fields[b"e"]
-                    )
+                    self._dispatch_entry(state, fields)
             self._counts[shard] = t.cast(int, count)
         return gaps
+
+    def _dispatch_entry(self, state: _Channel, fields: dict[bytes, bytes]) -> None:
+        """Deliver one shard entry to its channel's subscribers. What it raises (a malformed
+        entry, a bug) is contained here: the channel's subscribers are dropped, to resume from
+        the channel's own stream, and every other channel goes on."""
+        try:
+            generation = fields[b"g"].decode("ascii")
+            position = parse_stream_id(fields[b"i"])
+            data = fields[b"e"]
+            self._deliver(state, generation, position, data)
+        except Exception:
+            FAULTS.record(Stage.DISPATCH, "the channel's subscribers were dropped", state.name)
+            self._drop_channel(state)
+
+    def _drop_channel(self, state: _Channel) -> None:
+        """Drop every subscriber of ``state`` (they resume from the backlog)."""
+        for subscription in (*state.subscribers, *state.joining):
+            with contextlib.suppress(Exception):
+                subscription.drop(EndReason.ERROR)
 
     def _deliver(self, state: _Channel, generation: str, position: StreamId, data: bytes) -> None:
         if generation != state.generation:
@@ -771,7 +822,12 @@ class RedisBroker:
         elif state.last is not None and position <= state.last:
             return  # read again (a catch-up and the shard both had it)
         state.last = position
-        frame = self._frame(generation, position, data)
+        try:
+            frame = self._frame(generation, position, data)
+        except Exception:
+            FAULTS.record(Stage.ENCODE, "the channel's subscribers were dropped", state.name)
+            self._drop_channel(state)
+            return
         for frames in state.joining.values():
             frames.append((position, frame))
         floors = state.floors
@@ -782,7 +838,7 @@ class RedisBroker:
                     if position <= floor:
                         continue
                     del floors[subscription]
-            subscription.deliver(frame)
+            deliver_contained(subscription, frame)
 
     def _reset_channel(self, state: _Channel, generation: str, reason: str) -> None:
         """The channel's data is gone (Redis lost it, or it was forgotten): tell its streams.
@@ -792,7 +848,7 @@ class RedisBroker:
         """
         reset = self._reset(generation, ZERO, reason)
         for subscription in tuple(state.subscribers):
-            subscription.deliver(reset)
+            deliver_contained(subscription, reset)
         for frames in state.joining.values():
             frames.append((None, reset))
         state.floors.clear()
@@ -819,7 +875,13 @@ class RedisBroker:
             answers = [(next(replies), next(replies) if r else None) for r in read]
             with self._lock:
                 for state, (raw_generation, entries) in zip(batch, answers, strict=True):
-                    self._deliver_caught_up(state, raw_generation, entries)
+                    try:
+                        self._deliver_caught_up(state, raw_generation, entries)
+                    except Exception:
+                        FAULTS.record(
+                            Stage.DISPATCH, "the channel's subscribers were dropped", state.name
+                        )
+                        self._drop_channel(state)
 
     def _deliver_caught_up(
         self, state: _Channel, raw_generation: bytes | None, entries: list[t.Any] | None
@@ -872,6 +934,53 @@ class RedisBroker:
         self._channels.clear()
         for client in (self._commands, self._snapshots, *self._listener_clients.values()):
             _disconnect(client)
+
+
+class _Replay:
+    """The entries of one channel after ``last`` up to ``tail`` (the channel's tail when the
+    subscriber took its snapshot; later entries are delivered live), read a page at a time
+    in the snapshot batches, as the client reads."""
+
+    __slots__ = ("_broker", "_channel", "_generation", "_last", "_tail")
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        channel: str,
+        generation: str,
+        last: StreamId,
+        tail: StreamId,
+    ) -> None:
+        self._broker = broker
+        self._channel = channel
+        self._generation = generation
+        self._last = last
+        self._tail = tail
+
+    def next_page(self) -> list[bytes]:
+        if self._last >= self._tail:
+            return []
+        broker = self._broker
+        request = _SnapshotRequest(
+            self._channel,
+            f"({format_stream_id(self._last)}",
+            format_stream_id(self._tail),
+            PAGE_EVENTS,
+        )
+        snapshot = broker._read(request)
+        last, self._last = self._last, self._tail  # unless a page follows, the replay ends
+        if snapshot.generation != self._generation:
+            # Forgotten, or Redis lost its data, while the client read: the listener resets
+            # the live part; the rest of this replay is gone.
+            generation = snapshot.generation or EMPTY_GENERATION
+            return [broker._reset(generation, ZERO, "channel-restarted")]
+        if snapshot.first is None or snapshot.first > last:
+            # Trimmed while the client read slowly: the entries it still needed are gone.
+            return [broker._reset(self._generation, self._tail, "expired")]
+        page = [(at, data) for at, data in snapshot.entries if at <= self._tail]
+        if page:
+            self._last = page[-1][0]
+        return [broker._frame(self._generation, at, data) for at, data in page]
 
 
 class _NoAnswer(Exception):

@@ -5,13 +5,17 @@ way, so that every process agrees on where an event goes and what its id means.
 
 Per channel (``<p>`` is the key prefix, ``K`` the channel's shard)::
 
-    <p>{sK}:c:<channel>   a Redis Stream: the channel's backlog (XADD MAXLEN ~ backlog + 1)
+    <p>{sK}:c:<channel>   a Redis Stream: the channel's backlog (XADD MAXLEN backlog + 1,
+                          exact: the oldest kept entry is the last one a client may resume
+                          from, so a replay never goes back more than the backlog)
     <p>{sK}:g:<channel>   the channel's generation, a random token drawn at its first publish
 
 Per shard (a fixed number, :data:`SHARDS`, whatever the number of channels)::
 
     <p>{sK}:live          a Redis Stream of every event published on the shard's channels,
-                          kept short (MAXLEN ~ LIVE_MAXLEN): what listeners read
+                          kept short: at most about LIVE_MAXLEN entries, none older than
+                          LIVE_WINDOW (XTRIM MINID), and the key expires LIVE_WINDOW after
+                          the shard's last publish: what listeners read
     <p>{sK}:n             the shard's event counter, so that a listener notices entries it
                           missed (trimmed while it was away, or lost with Redis' data)
 
@@ -26,7 +30,8 @@ A channel that has never been published to (or was forgotten) has the generation
 :data:`EMPTY_GENERATION`.
 
 Retention: every publish sets the TTL of the channel's two keys; listeners refresh it for the
-channels they follow. Nothing ever scans the keyspace.
+channels they follow. A shard stream keeps an event for :data:`LIVE_WINDOW` seconds at most, so
+nothing of a forgotten channel stays longer than that. Nothing ever scans the keyspace.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ SHARDS: t.Final = 16
 #: Entries kept per shard stream (approximately): how far a listener may fall behind before it
 #: catches up from the channels' own streams.
 LIVE_MAXLEN: t.Final = 10_000
+#: Seconds a shard stream keeps an entry (approximately: Redis trims whole nodes of at most
+#: 100 entries or 4 KiB). A listener further behind catches up from the channels' streams.
+LIVE_WINDOW: t.Final = 30.0
 
 #: A stream id as ``(milliseconds, sequence)``, which orders like Redis orders them.
 StreamId: t.TypeAlias = tuple[int, int]
@@ -95,6 +103,7 @@ def publish_args(
     backlog: int,
     ttl: float | None,
     generation: str,
+    live_window: float = LIVE_WINDOW,
 ) -> list[object]:
     """The arguments :data:`PUBLISH_SCRIPT` takes, in order."""
     return [
@@ -104,35 +113,46 @@ def publish_args(
         LIVE_MAXLEN,
         channel,
         generation,
+        max(1, int(live_window * 1000)),
     ]
 
 
 #: Publish one event. KEYS: channel stream, generation, shard live stream, shard counter.
 #: ARGV: encoded event (without id), backlog + 1, TTL in ms (0: none), live MAXLEN, channel
-#: name, a new generation (used when the channel has none). Returns {generation, stream id}.
+#: name, a new generation (used when the channel has none), the live window in ms. Returns
+#: {generation, stream id}. The live window is measured on the shard entry's own id (Redis'
+#: clock), so that publishers on several hosts agree.
 PUBLISH_SCRIPT: t.Final = """
 local generation = redis.call('GET', KEYS[2])
 if not generation then
   generation = ARGV[6]
   redis.call('SET', KEYS[2], generation)
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'e', ARGV[1])
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
 local n = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
+local live = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
   'c', ARGV[5], 'g', generation, 'i', id, 'n', n, 'e', ARGV[1])
+local window = tonumber(ARGV[7])
+if window and window > 0 then
+  local ms = tonumber(string.match(live, '^(%d+)'))
+  redis.call('XTRIM', KEYS[3], 'MINID', '~', tostring(ms - window))
+  redis.call('PEXPIRE', KEYS[3], window)
+end
 return {generation, id}
 """
 
 #: Read what a subscriber needs, atomically. KEYS: channel stream, generation. ARGV: the
-#: position to replay from (inclusive; '' for none), how many entries at most. Returns
-#: {generation or false, last generated id, entries added ever, length, first entry id or
-#: '', entries from the position}. (``XADD MAXLEN`` trimming does not update
-#: ``max-deleted-entry-id``; entries added beyond the length tell that entries were trimmed.)
+#: position to read from ('' for none; inclusive, or exclusive as ``(<id>``), how many
+#: entries at most, the position to read up to ('+' for the end), and a byte budget: entries
+#: stop once their events hold that many bytes (one page of a replay). Returns {generation or
+#: false, last generated id, entries added ever, length, first entry id or '', entries}.
+#: (``XADD MAXLEN`` trimming does not update ``max-deleted-entry-id``; entries added beyond
+#: the length tell that entries were trimmed.)
 SNAPSHOT_SCRIPT: t.Final = """
 local generation = redis.call('GET', KEYS[2])
 local tail, added, length, first = '0-0', 0, 0, ''
@@ -148,7 +168,16 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     end
   end
   if ARGV[1] ~= '' then
-    entries = redis.call('XRANGE', KEYS[1], ARGV[1], '+', 'COUNT', ARGV[2])
+    local got = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[3], 'COUNT', ARGV[2])
+    local budget, size = tonumber(ARGV[4]), 0
+    for i = 1, #got do
+      entries[i] = got[i]
+      local fields = got[i][2]
+      for j = 1, #fields, 2 do
+        if fields[j] == 'e' then size = size + #fields[j + 1] end
+      end
+      if size >= budget then break end
+    end
   end
 end
 return {generation, tail, added, length, first, entries}

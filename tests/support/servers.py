@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import typing as t
 from pathlib import Path
@@ -191,11 +192,19 @@ class LiveServer:
 class RedisServer:
     """A redis-server on a free port, stopped by PID."""
 
-    def __init__(self, *, appendonly: bool = False, directory: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        appendonly: bool = False,
+        directory: Path | None = None,
+        extra_args: t.Sequence[str] = (),
+    ) -> None:
         self.binary = require_binary("redis-server")
         self.port = free_port()
         self.appendonly = appendonly
         self.directory = directory
+        #: More ``--name value`` arguments (``--requirepass``, ``--replicaof``...).
+        self.extra_args = tuple(extra_args)
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -213,6 +222,10 @@ class RedisServer:
         ]
         if self.directory is not None:
             args += ["--dir", str(self.directory)]
+        else:
+            # Never the checkout: a primary writes its dump there for a replica's full sync.
+            args += ["--dir", tempfile.gettempdir()]
+        args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_for_port(self.port, self.process)
