@@ -64,6 +64,8 @@ def ssecors_app() -> Flask:
         SSECORS_ALLOWED_ORIGINS=["https://app.example.com"],
         SSECORS_BROKER_URL=os.environ["BENCH_REDIS_URL"],
         SSECORS_HEARTBEAT=15.0,
+        # Every client of the load comes from loopback, one client to the per-client limit.
+        SSECORS_MAX_STREAMS_PER_CLIENT=None,
     )
     sse = SSECors(app)
 

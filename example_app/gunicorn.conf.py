@@ -16,6 +16,8 @@ import secrets
 import socket
 import typing as t
 
+from flask_ssecors.gunicorn import limit_connections_per_client
+
 if t.TYPE_CHECKING:
     from gunicorn.arbiter import Arbiter
 
@@ -56,6 +58,11 @@ timeout = 30
 # gunicorn's gevent worker reads even a connection's first request under this timeout: a
 # worker admitting a reconnect storm needs longer than the default 2 s (docs/deployment.rst).
 keepalive = 30
+# One client address holds at most 128 of the worker's connections (its 64 streams,
+# SSECORS_MAX_STREAMS_PER_CLIENT, and its ordinary requests): idle sockets beyond that are
+# closed at once, so one address cannot make everyone else wait for a free connection.
+# Connections from forwarded_allow_ips (a proxy on this host) are not limited.
+post_worker_init = limit_connections_per_client(128)
 
 accesslog = "-"
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s origin=%({origin}i)s %(M)sms'

@@ -118,6 +118,7 @@ class Settings:
     max_event_size: int | None
     max_streams: int | None
     max_streams_per_client: int | None
+    client_ipv6_prefix: int
     busy_retry: int
     token_max_age: float
     token_cookie: str
@@ -563,11 +564,20 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
     Option(
         "SSECORS_MAX_STREAMS_PER_CLIENT",
         "max_streams_per_client",
-        None,
+        64,
         _integer(1, optional=True),
         "app",
         "",
-        "None",
+        "64",
+    ),
+    Option(
+        "SSECORS_CLIENT_IPV6_PREFIX",
+        "client_ipv6_prefix",
+        64,
+        _integer(16, 128),
+        "app",
+        "",
+        "64",
     ),
     Option(
         "SSECORS_BUSY_RETRY",

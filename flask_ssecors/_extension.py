@@ -36,6 +36,7 @@ from . import _request
 from . import _responses
 from ._assets import assets_blueprint
 from ._assets import BLUEPRINT_NAME
+from ._clients import client_key
 from ._config import check_overrides
 from ._config import CORS_KWARGS
 from ._config import merge_overrides
@@ -48,6 +49,7 @@ from ._log import get_logger
 from ._ownership import other_owners
 from ._policy import compile_policy
 from ._policy import CORS_HEADER_PREFIX
+from ._proxies import check_forwarded_address
 from ._selection import check_policy_options
 from ._selection import choose
 from ._selection import merge_policy_options
@@ -606,7 +608,11 @@ class SSECors:
             except TokenRefused as error:
                 return self._refuse_token(state, error)
         streams = state.streams
-        client = grant.subject if grant is not None else _request.remote_addr()
+        if grant is not None:
+            client: str | None = grant.subject
+        else:
+            check_forwarded_address(_request.environ())
+            client = client_key(_request.remote_addr(), state.settings.client_ipv6_prefix)
         refused = streams.reserve(client)
         if refused is not None:
             return self._turn_away(state, decision, options, refused)

@@ -4,13 +4,15 @@ Capacity
     ``SSECORS_MAX_STREAMS`` bounds the open streams of one app in one worker process. When it
     is not set and the app runs in a gunicorn gevent worker, it is 90 % of the worker's
     ``worker_connections``, so that ordinary requests still find a connection; the figure is
-    logged. ``SSECORS_MAX_STREAMS_PER_CLIENT`` bounds the open streams of one client: the
-    subject of its stream token when it has one, else its address as Werkzeug sees it (so
-    ``ProxyFix`` applies). Over either limit, a request that comes from ``EventSource`` (it
-    sends ``Accept: text/event-stream``) gets a ``200`` stream that carries only a ``retry:``
-    hint (``SSECORS_BUSY_RETRY`` milliseconds, with jitter) and ends: the browser comes back
-    later, maybe to a less busy worker. A ``503`` would make ``EventSource`` give up for good.
-    Other clients get ``503`` with ``Retry-After``. The view does not run.
+    logged. ``SSECORS_MAX_STREAMS_PER_CLIENT`` (64 by default) bounds the open streams of one
+    client: the subject of its stream token when it has one, else its address as Werkzeug sees
+    it (so ``ProxyFix`` applies), grouped by :func:`~flask_ssecors._clients.client_key` (an
+    IPv6 client by its ``SSECORS_CLIENT_IPV6_PREFIX`` network). Over either limit, a request
+    that comes from ``EventSource`` (it sends ``Accept: text/event-stream``) gets a ``200``
+    stream that carries only a ``retry:`` hint (``SSECORS_BUSY_RETRY`` milliseconds, with
+    jitter) and ends: the browser comes back later, maybe to a less busy worker. A ``503``
+    would make ``EventSource`` give up for good. Other clients get ``503`` with
+    ``Retry-After``. The view does not run.
 
 Age
     ``SSECORS_MAX_STREAM_AGE`` ends each stream after that many seconds, less up to 10 %
@@ -344,7 +346,7 @@ def watch_server() -> None:
     )
 
 
-def _gunicorn_worker() -> t.Any:
+def gunicorn_worker() -> t.Any:
     """The gunicorn worker this process is (any kind), found through its ``SIGTERM`` handler,
     which gunicorn installs before it loads the app; None under another server."""
     base = sys.modules.get("gunicorn.workers.base")
@@ -361,7 +363,7 @@ def _gunicorn_worker() -> t.Any:
 def _gunicorn_gevent_worker() -> t.Any:
     """The gunicorn gevent worker this process is, if it is one."""
     ggevent = sys.modules.get("gunicorn.workers.ggevent")
-    worker = _gunicorn_worker()
+    worker = gunicorn_worker()
     if ggevent is not None and isinstance(worker, ggevent.GeventWorker):
         return worker
     return None
@@ -393,7 +395,7 @@ def warn_about_the_server(server_software: str | None) -> None:
 def warn_about_gunicorn_workers() -> None:
     """At ``init_app``: under a gunicorn worker that is not gevent's (sync, gthread...), each
     stream holds a worker process or thread for as long as it is open."""
-    worker = _gunicorn_worker()
+    worker = gunicorn_worker()
     if worker is None or _gunicorn_gevent_worker() is not None:
         return
     logger.warning(

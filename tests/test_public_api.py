@@ -27,6 +27,7 @@ PUBLIC_MODULES = (
     "flask_ssecors.brokers",
     "flask_ssecors.events",
     "flask_ssecors.exceptions",
+    "flask_ssecors.gunicorn",
     "flask_ssecors.requestid",
     "flask_ssecors.stats",
     "flask_ssecors.testing",

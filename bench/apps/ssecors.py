@@ -32,6 +32,8 @@ def create_app(broker_url: str = "memory://", stats_scope: str | None = None) ->
         SSECORS_ALLOW_CREDENTIALS=True,
         SSECORS_HEARTBEAT=float(os.environ.get("BENCH_HEARTBEAT", "5.0")),
         SSECORS_BROKER_URL=broker_url,
+        # Every client of the load comes from loopback, one client to the per-client limit.
+        SSECORS_MAX_STREAMS_PER_CLIENT=None,
     )
     sse = SSECors(app)
 

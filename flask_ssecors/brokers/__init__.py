@@ -12,6 +12,7 @@ import typing as t
 
 from ._base import Broker as Broker
 from ._base import MAX_CHANNEL_BYTES as MAX_CHANNEL_BYTES
+from ._base import Replay as Replay
 from ._base import Subscription as Subscription
 from ._base import SubscriptionClosed as SubscriptionClosed
 from ._memory import MemoryBroker as MemoryBroker
@@ -24,6 +25,7 @@ __all__ = [
     "Broker",
     "MemoryBroker",
     "RedisBroker",
+    "Replay",
     "Subscription",
     "SubscriptionClosed",
     "create_broker",

@@ -35,6 +35,8 @@ def create_app() -> Flask:
         SSECORS_ALLOWED_ORIGINS=[ALLOWED],
         SSECORS_BROKER_URL=os.environ.get("BROKER_URL", "memory://"),
         SSECORS_HEARTBEAT=float(os.environ.get("HEARTBEAT", "15")),
+        # Every client of the load comes from loopback, one client to the per-client limit.
+        SSECORS_MAX_STREAMS_PER_CLIENT=None,
     )
     sse = SSECors(app)
 

@@ -14,6 +14,7 @@ import typing as t
 from flask import Flask
 from flask import jsonify
 from flask import request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_ssecors import Event
 from flask_ssecors import SSECors
@@ -22,10 +23,13 @@ from flask_ssecors.requestid import RequestIdFilter
 
 def _configure_logging() -> None:
     """flask-ssecors' log lines on stderr (the server's log file), with the request id."""
+    logger = logging.getLogger("flask_ssecors")
+    if any(getattr(h, "hardening", False) for h in logger.handlers):
+        return  # gunicorn loaded the app in the master too: its handler came with the fork
     handler = logging.StreamHandler(sys.stderr)
+    handler.hardening = True  # type: ignore[attr-defined]
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(request_id)s] %(message)s"))
-    logger = logging.getLogger("flask_ssecors")
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -41,6 +45,8 @@ def create_app() -> Flask:
         SSECORS_BROKER_URL=env.get("BROKER_URL", "memory://"),
         SSECORS_HEARTBEAT=float(env.get("HEARTBEAT", "15")),
         SSECORS_BUSY_RETRY=int(env.get("BUSY_RETRY", "5000")),
+        # Every client of the load comes from loopback, one client to the per-client limit.
+        SSECORS_MAX_STREAMS_PER_CLIENT=None,
     )
     if env.get("MAX_STREAMS"):
         app.config["SSECORS_MAX_STREAMS"] = int(env["MAX_STREAMS"])
@@ -50,6 +56,8 @@ def create_app() -> Flask:
         app.config["SSECORS_REQUEST_ID_HEADER"] = env["REQUEST_ID_HEADER"]
     _configure_logging()
     sse = SSECors(app)
+    if env.get("PROXY_FIX"):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
 
     @app.route("/token", methods=["POST"])
     @sse.cors()

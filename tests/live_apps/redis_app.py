@@ -35,6 +35,8 @@ def create_app() -> Flask:
         SSECORS_BROKER_TIMEOUT=float(os.environ.get("BROKER_TIMEOUT", "2.0")),
         SSECORS_QUEUE_SIZE=int(os.environ.get("QUEUE_SIZE", "1000")),
         SSECORS_BROKER_MIN_REPLICAS=int(os.environ.get("MIN_REPLICAS", "0")),
+        # Every client of the load comes from loopback, one client to the per-client limit.
+        SSECORS_MAX_STREAMS_PER_CLIENT=None,
     )
     sse = SSECors(app)
 

@@ -61,6 +61,8 @@ def create_app() -> Flask:
         SSECORS_QUEUE_SIZE=int(os.environ.get("QUEUE_SIZE", "1000")),
         SSECORS_SEND_TIMEOUT=_env_float("SEND_TIMEOUT", 30.0),
         SSECORS_BACKLOG=int(os.environ.get("BACKLOG", "1000")),
+        # Every client of the load comes from loopback, one client to the per-client limit.
+        SSECORS_MAX_STREAMS_PER_CLIENT=None,
     )
     if os.environ.get("RETRY"):
         app.config["SSECORS_RETRY"] = int(os.environ["RETRY"])

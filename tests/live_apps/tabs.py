@@ -37,6 +37,8 @@ def create_api() -> Flask:
         SSECORS_ALLOW_CREDENTIALS=True,
         SSECORS_HEARTBEAT=float(env.get("HEARTBEAT", "1")),
         SSECORS_RETRY=300,
+        # Every client of the load comes from loopback, one client to the per-client limit.
+        SSECORS_MAX_STREAMS_PER_CLIENT=None,
     )
     resume_delay = float(env.get("RESUME_DELAY", "0"))
     sse = SSECors(app)  # serves the helper too (SSECORS_HELPER_URL_PREFIX)
