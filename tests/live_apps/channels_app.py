@@ -6,9 +6,13 @@ Serve it as ``tests.live_apps.channels_app:create_app()``. Environment: ``BROKER
 
 - ``GET /events/<channel>``: one stream on a channel named by the URL, anonymous, as a hostile
   client would use it;
+- ``GET /rooms/<room>/events``: ``sse.subscribe("ticker", f"room:{room}")``, the pattern of
+  docs/tabs.rst (a stream of several channels, one of them named by the URL);
+- ``GET /multi?c=a&c=b``: one stream on the channels given;
 - ``POST /publish`` with ``{"channels": [...], "data": {...}}``: publishes one event to each
   channel, its data stamped with ``"t"`` (``time.time()`` at publish) and ``"channel"``;
-  answers the ids, or ``503`` with the failure's name and how long it took;
+  answers the ids, ``400`` for a channel no broker stores, or ``503`` with the failure's name
+  and how long it took;
 - ``GET /stats``: this worker's pid, ``channel_count()`` and ``subscriber_count()``;
 - ``GET /ping``: an ordinary route.
 """
@@ -26,6 +30,7 @@ from flask import request
 from flask_ssecors import Event
 from flask_ssecors import SSECors
 from flask_ssecors.exceptions import BrokerUnavailable
+from flask_ssecors.exceptions import ChannelError
 
 ALLOWED = "http://localhost:5001"
 
@@ -53,6 +58,16 @@ def create_app() -> Flask:
     def events(channel: str) -> t.Any:
         return sse.subscribe(channel)
 
+    @app.get("/rooms/<room>/events")
+    @sse.stream()
+    def room_events(room: str) -> t.Any:
+        return sse.subscribe("ticker", f"room:{room}")
+
+    @app.get("/multi")
+    @sse.stream()
+    def multi() -> t.Any:
+        return sse.subscribe(*request.args.getlist("c"))
+
     @app.post("/publish")
     def publish() -> t.Any:
         body = request.get_json()
@@ -65,6 +80,8 @@ def create_app() -> Flask:
             except BrokerUnavailable as error:
                 elapsed = time.monotonic() - began
                 return jsonify(ids=ids, error=type(error).__name__, elapsed=elapsed), 503
+            except ChannelError as error:
+                return jsonify(ids=ids, error=type(error).__name__, reason=error.reason), 400
         return jsonify(ids=ids)
 
     @app.get("/stats")
