@@ -389,3 +389,32 @@ class TestRedisIsolation(IsolationContract):
         from flask_ssecors.brokers._redis import _Replay
 
         return _Replay
+
+    def test_an_event_the_listener_cannot_encode_drops_only_its_channel(
+        self, broker: Broker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The listener writes each event's id into its wire bytes; if that raises for one
+        channel's event, that channel's subscribers are dropped (they resume from the backlog)
+        and the listener goes on with every other channel, without reconnecting."""
+        assert isinstance(broker, RedisBroker)
+        real = RedisBroker._frame
+
+        def frame(generation: str, position: tuple[int, int], encoded: bytes) -> bytes:
+            if b"poison" in encoded:
+                raise RuntimeError("cannot encode")
+            return real(generation, position, encoded)
+
+        monkeypatch.setattr(RedisBroker, "_frame", staticmethod(frame))
+        victim = broker.subscribe("victim")
+        calm = broker.subscribe("calm")
+        listener = broker._listener
+        ids = []
+        for n in range(5):
+            broker.publish("victim", Event("poison"))
+            ids.append(broker.publish("calm", Event(n)))
+        assert [e.id for e in take(calm, 5)] == ids
+        assert wait_until_closed(victim) == "error"
+        assert FAULTS.snapshot() == {"encode": 1}
+        assert broker._listener is listener and broker.connected
+        assert "Redis listener failed" not in caplog.text
+        assert "Redis listener lost its connection" not in caplog.text
