@@ -48,6 +48,7 @@ from ._common import raise_nofile_limit
 from ._common import ROOT
 from ._common import rss_kib
 from ._common import wait_for_port
+from .peers import RedisServer as _PeersRedis
 
 APP_DIR = Path(__file__).resolve().parent / "isolation_app"
 
@@ -122,37 +123,14 @@ class Server:
         return int(self.call("GET", "/stats")[1]["pid"])
 
 
-class RedisServer:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> RedisServer:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                "/tmp",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port, self.process)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
+@contextlib.contextmanager
+def RedisServer() -> t.Iterator[_PeersRedis]:
+    """A redis-server on a free port (:class:`bench.peers.RedisServer`), stopped afterwards."""
+    server = _PeersRedis().start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def stream_request(path: str, last_event_id: str | None = None) -> bytes:

@@ -32,12 +32,15 @@ import gevent.event
 import pytest
 from flask import Flask
 
+from flask_ssecors._faults import FAULTS
 from flask_ssecors._parser import EventStreamParser
 from flask_ssecors._parser import parse_events
 from flask_ssecors.brokers import Broker
 from flask_ssecors.brokers import MemoryBroker
 from flask_ssecors.brokers import Subscription
 from flask_ssecors.brokers import SubscriptionClosed
+from flask_ssecors.brokers._base import PAGE_BYTES
+from flask_ssecors.brokers._base import PAGE_EVENTS
 from flask_ssecors.brokers._multi import subscribe_many
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
@@ -94,6 +97,21 @@ def wait_until_closed(subscription: Subscription, timeout: float = 5.0) -> str:
 
 def publish_many(broker: Broker, channel: str, count: int, tag: str = "") -> list[str]:
     return [broker.publish(channel, Event({"n": n, "tag": tag})) for n in range(count)]
+
+
+def read_all(subscription: Subscription, count: int, timeout: float = 10.0) -> list[Event]:
+    """``count`` dispatched events of a stream of several channels, read as a browser does."""
+    parser = EventStreamParser()
+    events: list[Event] = []
+    deadline = gevent.get_hub().loop.now() + timeout
+    while len(events) < count:
+        left = deadline - gevent.get_hub().loop.now()
+        if left <= 0:
+            raise AssertionError(f"got {len(events)} of {count}")
+        item = subscription.get(left)
+        if item is not None:
+            events.extend(parser.feed(item))
+    return events
 
 
 class BrokerContract:
@@ -696,6 +714,205 @@ class BrokerContract:
             subscribe_many(broker, [f"c{n}" for n in range(9)], None, limit=10)
         assert broker.subscriber_count() == 0
 
+    # -- isolation: channel names ------------------------------------------------------------
+
+    @pytest.mark.parametrize("name", ["room:a\nb", "room:a\rb", "tab\t", "del\x7f", "c1\x85"])
+    def test_control_characters_are_refused_by_publish_and_both_stream_kinds(
+        self, broker: Broker, name: str
+    ) -> None:
+        """Regression: ``room:a\\nb`` was accepted, and every delivery on a stream of several
+        channels raised (the Redis listener restarted once per event: ~1 s without delivery
+        for every channel of the worker)."""
+        with pytest.raises(ChannelError):
+            broker.publish(name, Event("x"))
+        with pytest.raises(ChannelError):
+            broker.subscribe(name)
+        with pytest.raises(ChannelError):
+            subscribe_many(broker, ["ticker", name], None, limit=10)
+        assert broker.subscriber_count() == 0
+        ticker = subscribe_many(broker, ["ticker", "room:ok"], None, limit=10)
+        published = broker.publish("ticker", Event("tick"))
+        (event,) = read_all(ticker, 1)
+        assert event.event == "ticker/message"
+        assert event.id is not None and event.id.split("~")[0] == published
+        ticker.close()
+
+    def test_the_channel_and_type_are_told_apart_on_the_wire(self, broker: Broker) -> None:
+        stream = subscribe_many(broker, ["X", "X/y"], None, limit=10)
+        broker.publish("X", Event("from X", event="y/message"))
+        broker.publish("X/y", Event("from X/y"))
+        events = read_all(stream, 2)
+        assert {(e.event, e.data) for e in events} == {
+            ("X/y/message", "from X"),
+            ("X%2Fy/message", "from X/y"),
+        }
+        stream.close()
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def test_a_subscriber_that_raises_is_dropped_and_no_one_else_notices(
+        self, broker: Broker
+    ) -> None:
+        bad = broker.subscribe("c")
+        good = broker.subscribe("c")
+        other = broker.subscribe("elsewhere")
+
+        def explode(source: Subscription, item: bytes | None) -> None:
+            if item is not None:
+                raise RuntimeError("a subscriber's bug")
+
+        bad.forward(explode)
+        first = broker.publish("c", Event("one"))
+        second = broker.publish("c", Event("two"))
+        elsewhere = broker.publish("elsewhere", Event("three"))
+        assert [e.id for e in take(good, 2)] == [first, second]
+        assert [e.id for e in take(other, 1)] == [elsewhere]
+        assert wait_until_closed(bad) == "error"
+        assert FAULTS.snapshot() == {"deliver": 1}
+        assert broker.subscriber_count("c") == 1
+
+    def test_an_event_that_cannot_be_relabelled_drops_only_its_stream(
+        self, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from flask_ssecors.brokers import _multi
+        from flask_ssecors.events import relabel as real
+
+        def relabel(encoded: bytes, **kwargs: t.Any) -> tuple[str | None, bytes]:
+            if kwargs["event_prefix"] == "poison/":
+                raise RuntimeError("cannot relabel")
+            return real(encoded, **kwargs)
+
+        monkeypatch.setattr(_multi, "relabel", relabel)
+        poisoned = subscribe_many(broker, ["ticker", "poison"], None, limit=10)
+        healthy = subscribe_many(broker, ["ticker", "calm"], None, limit=10)
+        assert poisoned.get(5) is not None  # the opening block
+        broker.publish("poison", Event("bad"))
+        ticks = [broker.publish("ticker", Event(n)) for n in range(3)]
+        events = read_all(healthy, 3)
+        assert [e.id.split("~")[0] for e in events if e.id] == ticks
+        with pytest.raises(SubscriptionClosed, match="error"):
+            poisoned.get(5)  # relabelled as it is sent: the stream that reads it ends
+        assert FAULTS.snapshot() == {"relabel": 1}
+        healthy.close()
+        assert broker.subscriber_count() == 0
+
+    def test_a_replay_that_raises_drops_only_that_subscriber(
+        self, broker: Broker, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        ids = publish_many(broker, "c", PAGE_EVENTS * 3)
+
+        def broken(self: object) -> list[bytes]:
+            raise RuntimeError("a bug while reading a page")
+
+        monkeypatch.setattr(self.replay_class(), "next_page", broken)
+        resuming = broker.subscribe("c", ids[0])
+        live = broker.subscribe("c")
+        received: list[str | None] = []
+        with pytest.raises(SubscriptionClosed, match="error"):
+            while True:
+                received.extend(e.id for e in take(resuming, 1))
+        # What came before the fault (the page the snapshot read, on Redis) was in order.
+        assert received == ids[1 : len(received) + 1]
+        later = broker.publish("c", Event("later"))
+        assert [e.id for e in take(live, 1)] == [later]
+        assert FAULTS.snapshot() == {"replay": 1}
+        assert broker.subscriber_count("c") == 1
+
+    def replay_class(self) -> type:
+        """The broker's class behind :class:`~flask_ssecors.brokers.Replay`."""
+        raise NotImplementedError
+
+    # -- replay -----------------------------------------------------------------------------
+
+    def test_a_far_behind_client_resumes_on_one_channel(self, broker: Broker) -> None:
+        ids = publish_many(broker, "c", 600)
+        subscription = broker.subscribe("c", ids[0], limit=10)
+        assert [e.id for e in take(subscription, 599)] == ids[1:]
+        live = broker.publish("c", Event("live"))
+        assert [e.id for e in take(subscription, 1)] == [live]
+        subscription.close()
+
+    def test_a_far_behind_client_resumes_on_several_channels(self, broker: Broker) -> None:
+        """Regression: replayed events of a stream of several channels counted against the
+        queue bound, so 600 missed events per channel (all in the backlog) with a queue of
+        1,000 answered every reconnect with the opening comment and nothing else, forever."""
+        stream = subscribe_many(broker, ["a", "b"], None, limit=100)
+        parser = EventStreamParser()
+        opening = stream.get(5)
+        assert opening is not None and parser.feed(opening) == []
+        held = parser.last_event_id
+        stream.close()
+        for n in range(600):
+            for channel in ("a", "b"):
+                broker.publish(channel, Event({"n": n, "c": channel}))
+        again = subscribe_many(broker, ["a", "b"], held, limit=100)
+        events = read_all(again, 1200)
+        by_channel: dict[str, list[int]] = {"a": [], "b": []}
+        for event in events:
+            body = json.loads(str(event.data))
+            assert event.event == f"{body['c']}/message"
+            by_channel[body["c"]].append(body["n"])
+        assert by_channel == {"a": list(range(600)), "b": list(range(600))}
+        live = broker.publish("b", Event({"n": 600, "c": "b"}))
+        (event,) = read_all(again, 1)
+        assert event.id is not None and event.id.split("~")[1] == live
+        again.close()
+
+    def test_replay_is_read_a_page_at_a_time(self, broker: Broker) -> None:
+        """A client resuming from the oldest event holds one page, not the backlog."""
+        ids = publish_many(broker, "c", 1000)
+        subscription = broker.subscribe("c", ids[0], limit=10)
+        assert len(subscription) <= PAGE_EVENTS
+        take(subscription, 1)
+        assert 0 < len(subscription) < PAGE_EVENTS
+        replaying = [subscription.replaying]
+        assert len(take(subscription, 998)) == 998
+        assert subscription.get(0.05) is None
+        replaying.append(subscription.replaying)
+        assert replaying == [True, False]
+        subscription.close()
+
+    def test_a_page_is_bounded_in_bytes(self, make_broker: MakeBroker) -> None:
+        broker = make_broker(backlog=100, max_event_size=20_000)
+        ids = publish_many(broker, "c", 100, tag="x" * 15_000)
+        subscription = broker.subscribe("c", ids[0], limit=10)
+        received = take(subscription, 1)
+        assert 1 <= len(subscription) <= PAGE_BYTES // 15_000
+        received += take(subscription, 98)
+        assert [e.id for e in received] == ids[1:]
+        subscription.close()
+
+    def test_live_events_during_a_replay_come_after_it_in_order(self, broker: Broker) -> None:
+        ids = publish_many(broker, "c", 300)
+        subscription = broker.subscribe("c", ids[0], limit=50)
+        live = publish_many(broker, "c", 20, tag="live")
+        received = take(subscription, 319)
+        assert [e.id for e in received] == [*ids[1:], *live]
+        subscription.close()
+
+    def test_a_replay_overtaken_by_trimming_ends_with_the_reset_event(
+        self, make_broker: MakeBroker
+    ) -> None:
+        """Events the client still needed were trimmed while it read slowly: it gets the
+        reset event (with the position the replay ran up to), then live events; never a
+        silent skip, never a loop."""
+        broker = make_broker(backlog=PAGE_EVENTS * 2)
+        ids = publish_many(broker, "c", PAGE_EVENTS * 2)
+        subscription = broker.subscribe("c", ids[0], limit=1000)
+        first = take(subscription, 1)
+        more = publish_many(broker, "c", PAGE_EVENTS * 3, tag="newer")
+        rest: list[Event] = []
+        while not rest or rest[-1].id != more[-1]:
+            rest.extend(take(subscription, 1))
+        (reset,) = [e for e in rest if e.event == RESET_EVENT]
+        assert json.loads(str(reset.data)) == {"reason": "expired"}
+        assert reset.id == ids[-1]
+        after = rest[rest.index(reset) + 1 :]
+        assert [e.id for e in after] == more
+        seen = [e.id for e in [*first, *rest[: rest.index(reset)]]]
+        assert seen == ids[1 : len(seen) + 1]
+        subscription.close()
+
 
 class TestMemoryBroker(BrokerContract):
     @pytest.fixture
@@ -710,6 +927,11 @@ class TestMemoryBroker(BrokerContract):
         yield make
         for broker in made:
             broker.close()
+
+    def replay_class(self) -> type:
+        from flask_ssecors.brokers._memory import _Replay
+
+        return _Replay
 
     def test_id_format(self) -> None:
         broker = MemoryBroker()

@@ -85,14 +85,20 @@ def call(
 
 
 def stats_of_every_worker(server: LiveServer, workers: int) -> dict[int, dict[str, t.Any]]:
-    """``GET /stats`` until every worker answered once (the kernel picks the worker)."""
+    """``GET /stats`` until every worker answered once (the kernel picks the worker).
+
+    Bounded by time, not by a number of tries: the worker that accepts first gets the
+    connection, and a worker still admitting thousands of streams may accept nothing for a few
+    seconds (200 tries in a row all went to the other worker once)."""
     found: dict[int, dict[str, t.Any]] = {}
-    for _ in range(200):
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         _, stats = call(server, "GET", "/stats")
         found[stats["pid"]] = stats
         if len(found) == workers:
             return found
-    raise AssertionError(f"only {len(found)} of {workers} workers answered /stats")
+        time.sleep(0.01)
+    raise AssertionError(f"only {len(found)} of {workers} workers answered /stats in 30 s")
 
 
 def wait_for_subscribers(server: LiveServer, workers: int, count: int) -> None:

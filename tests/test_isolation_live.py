@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import contextlib
-import http.client
-import json
 import time
-import typing as t
 from pathlib import Path
 
 import pytest
@@ -23,6 +20,7 @@ from flask_ssecors.brokers._redis_layout import shard_of
 from tests.support.servers import LiveServer
 from tests.support.servers import RedisServer
 from tests.support.swarm import Swarm
+from tests.test_channels_live import call
 
 pytestmark = [pytest.mark.redis, pytest.mark.live, pytest.mark.timeout(180)]
 
@@ -42,19 +40,6 @@ def serving(broker_url: str, log: Path) -> cabc.Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
-
-
-def call(server: LiveServer, method: str, path: str, body: t.Any = None) -> tuple[int, t.Any]:
-    connection = http.client.HTTPConnection(server.host, server.port, timeout=30)
-    try:
-        payload = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if payload else {}
-        connection.request(method, path, body=payload, headers=headers)
-        response = connection.getresponse()
-        text = response.read()
-        return response.status, json.loads(text) if text.startswith((b"{", b"[")) else text
-    finally:
-        connection.close()
 
 
 def listener_ids(client: redis.Redis[bytes]) -> list[int]:

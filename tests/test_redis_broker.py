@@ -27,6 +27,7 @@ import redis
 from flask import Flask
 
 from flask_ssecors import SSECors
+from flask_ssecors._faults import FAULTS
 from flask_ssecors._parser import parse_events
 from flask_ssecors.brokers import create_broker
 from flask_ssecors.brokers._redis import _parse_event_id as parse_event_id
@@ -38,6 +39,8 @@ from tests.support.servers import RedisServer
 from tests.support.servers import ROOT
 from tests.test_brokers import BACKLOG
 from tests.test_brokers import BrokerContract
+from tests.test_brokers import take as take_events
+from tests.test_brokers import wait_until_closed
 
 if t.TYPE_CHECKING:
     from flask_ssecors.brokers import Subscription
@@ -686,6 +689,39 @@ class TestRedisBrokerContract(BrokerContract):
         yield make
         for broker in made:
             broker.close()
+
+    def replay_class(self) -> type:
+        from flask_ssecors.brokers._redis import _Replay
+
+        return _Replay
+
+    def test_an_event_the_listener_cannot_encode_drops_only_its_channel(
+        self, broker: RedisBroker, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The listener writes each event's id into its wire bytes; if that raises for one
+        channel's event, that channel's subscribers are dropped (they resume from the backlog)
+        and the listener goes on with every other channel, without reconnecting."""
+        real = RedisBroker._frame
+
+        def frame(generation: str, position: tuple[int, int], encoded: bytes) -> bytes:
+            if b"poison" in encoded:
+                raise RuntimeError("cannot encode")
+            return real(generation, position, encoded)
+
+        monkeypatch.setattr(RedisBroker, "_frame", staticmethod(frame))
+        victim = broker.subscribe("victim")
+        calm = broker.subscribe("calm")
+        listener = broker._listener
+        ids = []
+        for n in range(5):
+            broker.publish("victim", Event("poison"))
+            ids.append(broker.publish("calm", Event(n)))
+        assert [e.id for e in take_events(calm, 5)] == ids
+        assert wait_until_closed(victim) == "error"
+        assert FAULTS.snapshot() == {"encode": 1}
+        assert broker._listener is listener and broker.connected
+        assert "Redis listener failed" not in caplog.text
+        assert "Redis listener lost its connection" not in caplog.text
 
     def id_key(self, event_id: str) -> tuple[str, int]:
         parsed = parse_event_id(event_id)

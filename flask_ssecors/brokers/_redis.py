@@ -9,7 +9,8 @@ Per worker process, **one** listening connection reads the shard streams (``XREA
 dispatches each entry to the local subscribers of its channel, if any: the cost of a read does
 not grow with the number of channels the worker follows. A subscriber without
 ``Last-Event-ID`` costs no Redis command at all. One with an id needs a snapshot of its channel
-(its tail and the entries after the id, read atomically by a script); snapshots are batched,
+(its tail and the first page of entries after the id, read atomically by a script; later pages
+are read the same way as the client reads, see :class:`~._base.Replay`); snapshots are batched,
 up to :data:`SNAPSHOT_BATCH` per round trip, on their own connection, so that thousands of
 clients reconnecting at once never take a connection from publishing. Publishing uses a small,
 bounded pool. Connections are named ``ssecors-listen-<pid>``, ``ssecors-snap-<pid>`` and
