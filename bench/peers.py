@@ -23,6 +23,7 @@ import contextlib
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import typing as t
 
@@ -93,6 +94,7 @@ class RedisServer:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
+        self.directory = tempfile.mkdtemp(prefix="bench-redis-")
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -109,6 +111,9 @@ class RedisServer:
                 "no",
                 "--maxclients",
                 "19000",
+                # Not the working directory: redis-server loads a dump.rdb it finds there.
+                "--dir",
+                self.directory,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -129,15 +134,15 @@ class RedisServer:
 
     def stop(self) -> None:
         process = self.process
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            process.wait(5)
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                process.wait(5)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
         return self.start()

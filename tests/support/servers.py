@@ -205,6 +205,7 @@ class RedisServer:
         self.directory = directory
         #: More ``--name value`` arguments (``--requirepass``, ``--replicaof``...).
         self.extra_args = tuple(extra_args)
+        self._own_directory = False
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -220,11 +221,13 @@ class RedisServer:
             "--appendonly",
             "yes" if self.appendonly else "no",
         ]
-        if self.directory is not None:
-            args += ["--dir", str(self.directory)]
-        else:
-            # Never the checkout: a primary writes its dump there for a replica's full sync.
-            args += ["--dir", tempfile.gettempdir()]
+        if self.directory is None:
+            # A directory of its own, never the checkout or a shared one: redis-server loads a
+            # dump.rdb it finds there at start (a stale one once filled every test's Redis
+            # with keys), and a primary writes one for a replica's full sync.
+            self.directory = Path(tempfile.mkdtemp(prefix="ssecors-redis-"))
+            self._own_directory = True
+        args += ["--dir", str(self.directory)]
         args += self.extra_args
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -237,6 +240,8 @@ class RedisServer:
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None:
             stop(self.process, sig)
+        if self._own_directory and self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> t.Self:
         return self.start()
