@@ -23,10 +23,15 @@ import difflib
 import math
 import typing as t
 
+from ._fetch import CORS_HEADER_PREFIX
+from ._fetch import FORBIDDEN_EXPOSE_HEADERS
+from ._fetch import FORBIDDEN_METHODS
+from ._fetch import FORBIDDEN_REQUEST_HEADERS
+from ._fetch import FORBIDDEN_REQUEST_PREFIXES
+from ._fetch import TOKEN_CHARS
 from ._origins import OriginError
 from ._origins import OriginPattern
 from ._origins import parse_pattern
-from ._policy import CORS_HEADER_PREFIX
 from .brokers._urls import parse_url
 from .brokers._urls import redact
 from .brokers._urls import SCHEMES as REDIS_SCHEMES
@@ -35,40 +40,6 @@ from .exceptions import ConfigIssue
 
 PREFIX: t.Final = "SSECORS_"
 
-#: Request headers a preflight may never ask for (Fetch "forbidden request-header names").
-FORBIDDEN_REQUEST_HEADERS: t.Final = frozenset(
-    {
-        "accept-charset",
-        "accept-encoding",
-        "access-control-request-headers",
-        "access-control-request-method",
-        "access-control-request-private-network",
-        "connection",
-        "content-length",
-        "cookie",
-        "cookie2",
-        "date",
-        "dnt",
-        "expect",
-        "host",
-        "keep-alive",
-        "origin",
-        "referer",
-        "set-cookie",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "via",
-    }
-)
-FORBIDDEN_REQUEST_PREFIXES: t.Final = ("proxy-", "sec-")
-#: Response headers page script can never read, and names that make no sense to expose.
-FORBIDDEN_EXPOSE_HEADERS: t.Final = frozenset(
-    {"set-cookie", "set-cookie2", "origin", "access-control-request-method"}
-)
-FORBIDDEN_METHODS: t.Final = frozenset({"CONNECT", "TRACE", "TRACK"})
-_TOKEN_CHARS: t.Final = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
 BROKER_SCHEMES: t.Final = ("memory", *REDIS_SCHEMES)
 MAX_AGE_LIMIT: t.Final = 86400
 
@@ -231,7 +202,7 @@ def _integer(low: int, high: int | None = None, *, optional: bool = False, unit:
 
 
 def _cookie_name(value: object) -> tuple[object, list[Problem]]:
-    if not isinstance(value, str) or not value or not set(value.lower()) <= _TOKEN_CHARS:
+    if not isinstance(value, str) or not value or not set(value.lower()) <= TOKEN_CHARS:
         return _refuse(value, "must be a cookie name (letters, digits and !#$%&'*+-.^_`|~).")
     return _accept(value)
 
@@ -239,7 +210,7 @@ def _cookie_name(value: object) -> tuple[object, list[Problem]]:
 def _request_id_header(value: object) -> tuple[object, list[Problem]]:
     if value is None:
         return _accept(None)
-    if not isinstance(value, str) or not value or not set(value.lower()) <= _TOKEN_CHARS:
+    if not isinstance(value, str) or not value or not set(value.lower()) <= TOKEN_CHARS:
         return _refuse(value, "must be a header name such as 'X-Request-ID', or None.")
     if value.lower() in FORBIDDEN_REQUEST_HEADERS or value.lower().startswith(
         (*FORBIDDEN_REQUEST_PREFIXES, CORS_HEADER_PREFIX)
@@ -313,7 +284,7 @@ def _header_names(kind: t.Literal["request", "response"]) -> Check:
             name = item.strip().lower()
             if name == "*":
                 names.append(name)
-            elif not name or not set(name) <= _TOKEN_CHARS or name != item.strip().lower():
+            elif not name or not set(name) <= TOKEN_CHARS or name != item.strip().lower():
                 problems.append((item, f"{item!r} is not a valid header name; remove it."))
             elif name in forbidden or (
                 kind == "request" and name.startswith(FORBIDDEN_REQUEST_PREFIXES)
@@ -344,7 +315,7 @@ def _methods(value: object) -> tuple[object, list[Problem]]:
         method = item.strip()
         if method == "*":
             problems.append((item, '"*" is not accepted; list the methods.'))
-        elif not method or not set(method.lower()) <= _TOKEN_CHARS or method != item:
+        elif not method or not set(method.lower()) <= TOKEN_CHARS or method != item:
             problems.append((item, f"{item!r} is not a valid method."))
         elif method.upper() in FORBIDDEN_METHODS:
             problems.append((item, f"{item!r} is a forbidden method."))

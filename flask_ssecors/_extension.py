@@ -34,6 +34,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import _request
 from . import _responses
+from . import requestid
 from ._assets import assets_blueprint
 from ._assets import BLUEPRINT_NAME
 from ._clients import client_key
@@ -42,13 +43,13 @@ from ._config import CORS_KWARGS
 from ._config import merge_overrides
 from ._config import read_settings
 from ._config import STREAM_KWARGS
+from ._fetch import CORS_HEADER_PREFIX
 from ._lifecycle import StreamTracker
 from ._lifecycle import warn_about_gunicorn_workers
 from ._lifecycle import warn_about_the_server
 from ._log import get_logger
 from ._ownership import other_owners
 from ._policy import compile_policy
-from ._policy import CORS_HEADER_PREFIX
 from ._proxies import check_forwarded_address
 from ._selection import check_policy_options
 from ._selection import choose
@@ -71,8 +72,9 @@ from .exceptions import ChannelError
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 from .exceptions import HeaderConflictError
-from .exceptions import SSECorsError
+from .exceptions import SetupError
 from .exceptions import TokenRefused
+from .exceptions import UsageError
 from .tokens import StreamTokens
 
 if t.TYPE_CHECKING:
@@ -127,17 +129,17 @@ class SSECors:
         so far, is raised together as one :class:`~flask_ssecors.exceptions.ConfigError`.
         Changes to ``app.config`` after this call are not seen.
 
-        :raises RuntimeError: if flask-ssecors is already registered on ``app``.
+        :raises flask_ssecors.exceptions.SetupError: if flask-ssecors is already registered on
+            ``app``.
         """
         if _request.EXTENSION_KEY in app.extensions:
-            raise RuntimeError(
+            raise SetupError(
                 "flask-ssecors is already registered on this Flask app; import and use that "
                 "SSECors instance instead."
             )
         settings = read_settings(app.config)
         counters = Counters()
         state = AppState(
-            extension=self,
             app=app,
             settings=settings,
             policy=_compile(settings),
@@ -171,6 +173,7 @@ class SSECors:
         if isinstance(state.broker, MemoryBroker) and workers.isdigit() and int(workers) > 1:
             _warn_memory_broker(f"WEB_CONCURRENCY={workers}")
         app.extensions[_request.EXTENSION_KEY] = state
+        requestid._configure(app.extensions, settings.request_id_header, settings.trust_request_id)
         self._states.add(state)
         if settings.helper_url_prefix is not None and BLUEPRINT_NAME not in app.blueprints:
             app.register_blueprint(assets_blueprint(settings.helper_url_prefix))
@@ -267,7 +270,7 @@ class SSECors:
         .. versionadded:: 0.1
         """
         if not callable(selector):
-            raise TypeError("policy_selector decorates a function that returns a policy name")
+            raise UsageError("policy_selector decorates a function that returns a policy name")
         self._selector = selector
         return selector
 
@@ -355,7 +358,7 @@ class SSECors:
         :raises flask_ssecors.exceptions.ChannelError: for a channel name no broker can store.
         :raises flask_ssecors.exceptions.EventFieldError: for an event over
             ``SSECORS_MAX_EVENT_SIZE``.
-        :raises flask_ssecors.exceptions.SSECorsError: outside an app context, when this
+        :raises flask_ssecors.exceptions.SetupError: outside an app context, when this
             object serves no app or several.
         """
         return self._state().broker.publish(channel, event)
@@ -368,10 +371,10 @@ class SSECors:
         if len(states) == 1:
             return states[0]
         if not states:
-            raise SSECorsError(
+            raise SetupError(
                 "this SSECors object is not registered on any app yet: call init_app(app)."
             )
-        raise SSECorsError(
+        raise SetupError(
             f"this SSECors object serves {len(states)} apps, so outside an app context it "
             "cannot tell which app's broker to use: publish under `with app.app_context():`."
         )
@@ -393,7 +396,7 @@ class SSECors:
             many channels (the extension answers ``400``).
         """
         if not channels:
-            raise TypeError("subscribe() needs at least one channel")
+            raise UsageError("subscribe() needs at least one channel")
         state = _request.app_state()
         for channel in channels:
             _request.check_channel(channel)
@@ -428,13 +431,13 @@ class SSECors:
         :param subject: who the token is for (a user id); :meth:`token_subject` returns it.
         :param channels: the channels the token may read; None for every channel.
         :param max_age: lifetime in seconds; default ``SSECORS_TOKEN_MAX_AGE``.
-        :raises RuntimeError: when the app has no ``SECRET_KEY``.
+        :raises flask_ssecors.exceptions.SetupError: when the app has no ``SECRET_KEY``.
 
         .. versionadded:: 0.1
         """
         tokens = _request.app_state().tokens
         if tokens is None:
-            raise RuntimeError("stream tokens are signed with SECRET_KEY: set it before init_app")
+            raise SetupError("stream tokens are signed with SECRET_KEY: set it before init_app")
         return tokens.issue(
             subject,
             origin=_request.token_origin(),
@@ -476,14 +479,14 @@ class SSECors:
         or pass the token in the query string instead.
 
         :param secure: default: whether the current request came over https.
-        :raises ValueError: for ``samesite="None"`` without ``secure``.
+        :raises flask_ssecors.exceptions.UsageError: for ``samesite="None"`` without ``secure``.
 
         .. versionadded:: 0.1
         """
         if secure is None:
             secure = _request.is_secure()
         if samesite.lower() == "none" and not secure:
-            raise ValueError("browsers refuse SameSite=None cookies without Secure")
+            raise UsageError("browsers refuse SameSite=None cookies without Secure")
         response.set_cookie(
             _request.app_state().settings.token_cookie,
             token,
@@ -502,9 +505,7 @@ class SSECors:
 
         .. versionadded:: 0.1
         """
-        state = _request.app_state()
-        streams = state.streams
-        return state.counters.snapshot(len(streams.streams), streams.events_in_open_streams())
+        return _request.app_state().stats()
 
     def end_streams(self) -> int:
         """End every open stream of the current app with a ``retry:`` hint, and admit no new
@@ -823,7 +824,7 @@ def _warn_memory_broker(why: str) -> None:
 
 def _as_iterable(rv: object) -> cabc.Iterable[object]:
     if isinstance(rv, str | bytes | dict) or not isinstance(rv, cabc.Iterable):
-        raise TypeError(
+        raise UsageError(
             "a stream view must return or yield events, or return sse.subscribe(...); "
             f"it returned {type(rv).__name__}"
         )

@@ -21,8 +21,8 @@ import typing as t
 
 from werkzeug.datastructures import Headers
 
+from ._fetch import CORS_HEADER_PREFIX
 from ._log import get_logger
-from ._policy import CORS_HEADER_PREFIX
 from .exceptions import HeaderConflictError
 
 #: Headers that a stream response sets and nobody may change.

@@ -52,10 +52,10 @@ import gevent
 import gevent.monkey
 
 from ._log import get_logger
-from ._stats import EndReason
 from ._stats import send_safely
 from ._stream import encode_retry
 from ._stream import EventStream
+from .brokers._base import EndReason
 from .events import Event
 from .stats import stream_closed
 from .stats import stream_opened

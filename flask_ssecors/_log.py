@@ -11,19 +11,12 @@ from __future__ import annotations
 
 import logging
 
-
-class _StampRequestId(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "request_id", None) is None:
-            from ._request import current_request_id  # imported late: _request logs too
-
-            record.request_id = current_request_id() or "-"
-        return True
+from .requestid import RequestIdFilter
 
 
 def get_logger(name: str) -> logging.Logger:
     """The logger of the module ``name``, with the request id filter."""
     logger = logging.getLogger(name)
-    if not any(isinstance(f, _StampRequestId) for f in logger.filters):
-        logger.addFilter(_StampRequestId())
+    if not any(isinstance(f, RequestIdFilter) for f in logger.filters):
+        logger.addFilter(RequestIdFilter())
     return logger

@@ -35,7 +35,7 @@ import functools
 import types
 import typing as t
 
-from ._policy import CORS_HEADER_PREFIX
+from ._fetch import CORS_HEADER_PREFIX
 from .exceptions import ConfigIssue
 
 if t.TYPE_CHECKING:

@@ -16,21 +16,18 @@ import enum
 import types
 import typing as t
 
+from ._fetch import ACAC
+from ._fetch import ACAH
+from ._fetch import ACAM
+from ._fetch import ACAO
+from ._fetch import ACAPN
+from ._fetch import ACEH
+from ._fetch import ACMA
 from ._origins import is_serialized_origin
 from ._origins import OriginMatcher
 
 if t.TYPE_CHECKING:
     from ._config import CorsOptions
-
-#: The prefix of every header of the CORS protocol, lowercase: flask-ssecors owns them.
-CORS_HEADER_PREFIX: t.Final = "access-control-"
-ACAO: t.Final = "Access-Control-Allow-Origin"
-ACAC: t.Final = "Access-Control-Allow-Credentials"
-ACAM: t.Final = "Access-Control-Allow-Methods"
-ACAH: t.Final = "Access-Control-Allow-Headers"
-ACEH: t.Final = "Access-Control-Expose-Headers"
-ACMA: t.Final = "Access-Control-Max-Age"
-ACAPN: t.Final = "Access-Control-Allow-Private-Network"
 
 #: ``Vary`` entries for ordinary responses and for preflight responses.
 VARY_ACTUAL: t.Final = ("Origin",)

@@ -11,8 +11,6 @@ Other modules get these values as arguments, so that they can be tested without 
 
 from __future__ import annotations
 
-import re
-import secrets
 import typing as t
 
 from flask import current_app
@@ -23,7 +21,9 @@ from flask import request
 from ._lastid import clean_last_event_id
 from ._log import get_logger
 from ._logsafe import escape
+from .exceptions import SetupError
 from .exceptions import TokenRefused
+from .requestid import _request_id_for
 from .tokens import QUERY_PARAMETER as TOKEN_PARAMETER
 from .tokens import Refusal
 
@@ -48,7 +48,6 @@ LAST_EVENT_ID_PARAMETER: t.Final = "last_event_id"
 
 _DECISION: t.Final = "flask_ssecors.decision"
 _LAST_EVENT_ID: t.Final = "flask_ssecors.last_event_id"
-_REQUEST_ID: t.Final = "flask_ssecors.request_id"
 _GRANT: t.Final = "flask_ssecors.token_grant"
 _UNSET: t.Final = object()
 
@@ -59,17 +58,17 @@ _UNSET: t.Final = object()
 def app_state() -> AppState:
     """The current app's flask-ssecors state.
 
-    :raises RuntimeError: outside an app context, or when the app has no flask-ssecors.
+    :raises SetupError: outside an app context, or when the app has no flask-ssecors.
     """
     if not has_app_context():
-        raise RuntimeError(
+        raise SetupError(
             "flask-ssecors needs an application context here: call it in a request, or under "
             "`with app.app_context():`."
         )
     try:
         return t.cast("AppState", current_app.extensions[EXTENSION_KEY])
     except KeyError:
-        raise RuntimeError(
+        raise SetupError(
             "flask-ssecors is not initialised on this app; call SSECors(app) or init_app(app)."
         ) from None
 
@@ -202,55 +201,10 @@ def last_event_id() -> str | None:
 
 # -- request ids ---------------------------------------------------------------------------------
 
-#: Longest incoming request id that is kept.
-MAX_REQUEST_ID_LENGTH: t.Final = 128
-_SAFE_ID: t.Final = re.compile(rf"[A-Za-z0-9._:+/=@-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
-
-
-def clean_request_id(value: str | None) -> str | None:
-    """Return ``value`` if it is a safe token to reuse as a request id, else None.
-
-    :param value: the raw header value.
-    """
-    if value is None or len(value) > MAX_REQUEST_ID_LENGTH:
-        return None
-    return value if _SAFE_ID.fullmatch(value) else None
-
 
 def request_id(settings: Settings) -> str | None:
     """The current request's id, chosen once and kept; None when request ids are off."""
-    return request_id_for(settings, request.environ)
-
-
-def request_id_for(settings: Settings, environ: dict[str, t.Any]) -> str | None:
-    """The id of the request ``environ`` belongs to (see :mod:`flask_ssecors.requestid`).
-
-    :param settings: the app's settings; None is returned when request ids are off.
-    :param environ: the WSGI environ of the request.
-    """
-    header = settings.request_id_header
-    if header is None:
-        return None
-    known = environ.get(_REQUEST_ID)
-    if known is not None:
-        return t.cast(str, known)
-    value = None
-    if settings.trust_request_id:
-        value = clean_request_id(environ.get("HTTP_" + header.upper().replace("-", "_")))
-    if value is None:
-        value = secrets.token_hex(16)  # 32 hex digits, like nginx's $request_id
-    environ[_REQUEST_ID] = value
-    return value
-
-
-def current_request_id() -> str | None:
-    """The current request's id, or None outside a request or when request ids are off."""
-    if not has_request_context():
-        return None
-    state = current_app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        return None
-    return request_id_for(state.settings, request.environ)
+    return _request_id_for(request.environ, settings.request_id_header, settings.trust_request_id)
 
 
 # -- stream tokens -------------------------------------------------------------------------------

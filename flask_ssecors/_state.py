@@ -7,6 +7,7 @@ import enum
 import typing as t
 
 from ._stats import Counters
+from .exceptions import SetupError
 
 if t.TYPE_CHECKING:
     import collections.abc as cabc
@@ -14,10 +15,10 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from ._config import Settings
-    from ._extension import SSECors
     from ._lifecycle import StreamTracker
     from ._policy import CorsPolicy
     from .brokers import Broker
+    from .stats import StatsSnapshot
     from .tokens import StreamTokens
 
 
@@ -63,7 +64,6 @@ def spec_of(view: object) -> ViewSpec | None:
 class AppState:
     """Per-app state, in ``app.extensions["ssecors"]``.
 
-    :param extension: the :class:`~flask_ssecors.SSECors` object registered on the app.
     :param app: the app.
     :param settings: its validated settings.
     :param policy: the app's compiled policy.
@@ -72,7 +72,6 @@ class AppState:
     :param tokens: signs and checks stream tokens; None when the app has no ``SECRET_KEY``.
     """
 
-    extension: SSECors
     app: Flask
     settings: Settings
     policy: CorsPolicy
@@ -89,6 +88,11 @@ class AppState:
     #: Whether the first request's environ was checked for several worker processes.
     checked_processes: bool = False
 
+    def stats(self) -> StatsSnapshot:
+        """The app's statistics in this worker process (see :mod:`flask_ssecors.stats`)."""
+        streams = self.streams
+        return self.counters.snapshot(len(streams.streams), streams.events_in_open_streams())
+
     def view_for(self, endpoint: str | None) -> ViewPolicy | None:
         """The policy of the view that serves ``endpoint``, or None when it is not policed.
 
@@ -104,7 +108,7 @@ class AppState:
         found = self.views.get(spec) if spec is not None else None
         if spec is not None and found is None:
             # Fail closed: serving the view unpoliced would let cross-site requests run it.
-            raise RuntimeError(
+            raise SetupError(
                 f"the view {endpoint!r} was decorated by an SSECors instance that is not the "
                 "one registered on this app; decorate views with the instance passed to "
                 "init_app (one instance can serve several apps)."

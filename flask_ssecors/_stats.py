@@ -8,6 +8,7 @@ import typing as t
 
 from ._faults import FAULTS
 from ._log import get_logger
+from .brokers._base import EndReason
 from .stats import request_refused
 from .stats import StatsSnapshot
 
@@ -23,36 +24,6 @@ class RefusalKind(enum.StrEnum):
     ORIGIN = "origin"
     TOKEN = "token"
     CAPACITY = "capacity"
-
-
-class EndReason(enum.StrEnum):
-    """Why a stream ended (the ``reason`` of :data:`~flask_ssecors.stats.stream_closed`)."""
-
-    #: The generator view returned.
-    COMPLETE = "complete"
-    #: The client left (a write failed).
-    DISCONNECTED = "disconnected"
-    #: The client did not accept a write within ``SSECORS_SEND_TIMEOUT``.
-    SEND_TIMEOUT = "send-timeout"
-    #: The client fell more than ``SSECORS_QUEUE_SIZE`` events behind.
-    OVERFLOW = "overflow"
-    #: The subscription was closed.
-    CLOSED = "closed"
-    #: The broker was closed.
-    BROKER_CLOSED = "broker-closed"
-    #: ``SSECORS_MAX_STREAM_AGE`` elapsed.
-    MAX_AGE = "max-age"
-    #: The stream token expired.
-    TOKEN_EXPIRED = "token-expired"
-    #: The worker is shutting down.
-    SHUTDOWN = "shutdown"
-    #: Turned away over capacity (the stream only carried a ``retry:`` hint).
-    BUSY = "busy"
-    #: Serving this subscriber raised; the fault was contained (see ``faults`` in the stats).
-    ERROR = "error"
-    #: The broker could not be read for this subscriber (a page of its replay); it resumes
-    #: from its ``Last-Event-ID`` when it reconnects.
-    BROKER_UNAVAILABLE = "broker-unavailable"
 
 
 #: End reasons that mean a slow client was cut off.

@@ -30,12 +30,13 @@ from flask import Response
 
 from ._headers import PinnedHeaders
 from ._log import get_logger
-from ._stats import EndReason
+from .brokers._base import EndReason
 from .brokers._base import Subscription
 from .brokers._base import SubscriptionClosed
 from .events import encode_comment
 from .events import Event
 from .exceptions import HeaderConflictError
+from .exceptions import UsageError
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -67,7 +68,7 @@ def to_bytes(item: object) -> bytes:
     if isinstance(item, Event):
         return item.encode()
     if isinstance(item, bytes | bytearray | memoryview):
-        raise TypeError(
+        raise UsageError(
             "a stream view yielded bytes; yield Event objects, str or JSON-able data, so that "
             "every event is encoded safely"
         )

@@ -8,6 +8,10 @@ The hierarchy::
      ├── ChannelError         a channel name a broker cannot store
      ├── HeaderConflictError  something else tried to set headers this extension owns
      ├── TokenRefused         a stream token does not grant what the request asks for
+     ├── SetupError           used where it is not set up (also a RuntimeError)
+     ├── UsageError           an argument of the wrong type or value (also a TypeError and a
+     │                        ValueError)
+     ├── SubscriptionClosed   a subscription was closed or dropped (in flask_ssecors.brokers)
      └── BrokerError          the broker failed
           └── BrokerUnavailable   the broker cannot be reached right now
 
@@ -28,7 +32,9 @@ __all__ = [
     "EventFieldError",
     "HeaderConflictError",
     "SSECorsError",
+    "SetupError",
     "TokenRefused",
+    "UsageError",
 ]
 
 
@@ -159,3 +165,26 @@ class TokenRefused(SSECorsError):
         self.reason = reason
         self.status = status
         super().__init__(f"stream token refused: {reason}")
+
+
+class SetupError(SSECorsError, RuntimeError):
+    """flask-ssecors is used where it is not set up: outside an application context, on an app
+    it is not registered on (or registered twice), through another instance than the app's, or
+    for stream tokens without ``SECRET_KEY``. A programming error, raised at once.
+
+    It is also a :class:`RuntimeError`, which these errors were before 0.1.0.
+
+    .. versionadded:: 0.1
+    """
+
+
+class UsageError(SSECorsError, TypeError, ValueError):
+    """An argument that flask-ssecors cannot use: of the wrong type (a stream view that returns
+    a ``str``, ``subscribe()`` without a channel) or out of range (a token's ``max_age``). A
+    programming error, raised at once; never raised because of what a client sent.
+
+    It is also a :class:`TypeError` and a :class:`ValueError`, so code that caught either keeps
+    working.
+
+    .. versionadded:: 0.1
+    """

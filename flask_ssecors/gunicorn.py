@@ -33,6 +33,7 @@ import time
 import typing as t
 
 from ._clients import client_key
+from .exceptions import UsageError
 
 __all__ = ["limit_connections_per_client"]
 
@@ -65,10 +66,10 @@ def limit_connections_per_client(
         :data:`SSECORS_CLIENT_IPV6_PREFIX`).
     :param exempt: addresses or networks never limited; by default gunicorn's
         ``forwarded_allow_ips`` (a ``*`` there exempts nothing).
-    :raises ValueError: for a limit below 1 or an exempt entry that is not an address.
+    :raises UsageError: for a limit below 1 or an exempt entry that is not an address.
     """
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be a whole number of at least 1, not {limit!r}")
+        raise UsageError(f"limit must be a whole number of at least 1, not {limit!r}")
     given = None if exempt is None else _networks(exempt)
 
     def post_worker_init(worker: t.Any) -> None:
@@ -101,7 +102,7 @@ def _networks(entries: cabc.Iterable[str]) -> tuple[_Network, ...]:
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:
-            raise ValueError(f"{entry!r} is not an IP address or network") from None
+            raise UsageError(f"{entry!r} is not an IP address or network") from None
     return tuple(networks)
 
 

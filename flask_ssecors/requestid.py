@@ -28,16 +28,74 @@ To put the id on records of other loggers too, add :class:`RequestIdFilter` to t
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import typing as t
 
-from ._request import clean_request_id as clean_request_id
-from ._request import current_request_id as _current_request_id
-from ._request import MAX_REQUEST_ID_LENGTH as MAX_REQUEST_ID_LENGTH
+from flask import current_app
+from flask import has_request_context
+from flask import request
 
 __all__ = ["MAX_REQUEST_ID_LENGTH", "RequestIdFilter", "clean_request_id", "current_request_id"]
 
+#: Longest incoming request id that is kept.
+MAX_REQUEST_ID_LENGTH: t.Final = 128
+_SAFE_ID: t.Final = re.compile(rf"[A-Za-z0-9._:+/=@-]{{1,{MAX_REQUEST_ID_LENGTH}}}")
 #: Shown by :class:`RequestIdFilter` when a record has no request id.
 _NO_REQUEST_ID: t.Final = "-"
+#: Where the request's id is kept in its WSGI environ, once chosen.
+_ENVIRON_KEY: t.Final = "flask_ssecors.request_id"
+#: Where an app's request-id settings are kept in ``app.extensions`` (see :func:`_configure`).
+_SETTINGS_KEY: t.Final = "flask_ssecors.requestid"
+
+
+class _Settings(t.NamedTuple):
+    header: str
+    trust: bool
+
+
+def clean_request_id(value: str | None) -> str | None:
+    """Return ``value`` if it is a safe token to reuse as a request id, else None.
+
+    :param value: the raw header value.
+
+    .. versionadded:: 0.1
+    """
+    if value is None or len(value) > MAX_REQUEST_ID_LENGTH:
+        return None
+    return value if _SAFE_ID.fullmatch(value) else None
+
+
+def _configure(extensions: dict[str, t.Any], header: str | None, trust: bool) -> None:
+    """Keep an app's request-id settings (``SSECORS_REQUEST_ID_HEADER``,
+    ``SSECORS_TRUST_REQUEST_ID``) in its ``extensions``; called by ``init_app``."""
+    if header is None:
+        extensions.pop(_SETTINGS_KEY, None)
+    else:
+        extensions[_SETTINGS_KEY] = _Settings(header, trust)
+
+
+def _request_id_for(environ: dict[str, t.Any], header: str | None, trust: bool) -> str | None:
+    """The id of the request ``environ`` belongs to, chosen once and kept in it.
+
+    :param environ: the WSGI environ of the request.
+    :param header: the request id header (``SSECORS_REQUEST_ID_HEADER``); None when request
+        ids are off (then None is returned).
+    :param trust: whether an incoming id is reused when it is a safe token
+        (``SSECORS_TRUST_REQUEST_ID``).
+    """
+    if header is None:
+        return None
+    known = environ.get(_ENVIRON_KEY)
+    if known is not None:
+        return t.cast(str, known)
+    value = None
+    if trust:
+        value = clean_request_id(environ.get("HTTP_" + header.upper().replace("-", "_")))
+    if value is None:
+        value = secrets.token_hex(16)  # 32 hex digits, like nginx's $request_id
+    environ[_ENVIRON_KEY] = value
+    return value
 
 
 def current_request_id() -> str | None:
@@ -45,7 +103,12 @@ def current_request_id() -> str | None:
 
     .. versionadded:: 0.1
     """
-    return _current_request_id()
+    if not has_request_context():
+        return None
+    settings = current_app.extensions.get(_SETTINGS_KEY)
+    if settings is None:
+        return None
+    return _request_id_for(request.environ, settings.header, settings.trust)
 
 
 class RequestIdFilter(logging.Filter):
@@ -60,5 +123,5 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "request_id", None) is None:
-            record.request_id = _current_request_id() or _NO_REQUEST_ID
+            record.request_id = current_request_id() or _NO_REQUEST_ID
         return True

@@ -122,9 +122,7 @@ class PrometheusCollector:
         from prometheus_client.core import CounterMetricFamily
         from prometheus_client.core import GaugeMetricFamily
 
-        with self.app.app_context():
-            state = self.app.extensions["ssecors"]
-            stats: StatsSnapshot = state.extension.stats()
+        stats: StatsSnapshot = self.app.extensions["ssecors"].stats()
         p = self.prefix
         yield GaugeMetricFamily(f"{p}_open_streams", "Open streams.", value=stats["open_streams"])
         for name, help_text in (

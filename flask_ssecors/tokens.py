@@ -53,6 +53,7 @@ import typing as t
 import itsdangerous
 
 from .exceptions import TokenRefused
+from .exceptions import UsageError
 
 __all__ = [
     "ACCESS_LOG_FORMAT",
@@ -166,20 +167,20 @@ class StreamTokens:
     ) -> str:
         """Sign a token for ``subject``, bound to ``origin`` and ``user_agent``.
 
-        :raises TypeError: when ``subject`` or a channel is not a string, or ``channels`` is a
-            single string rather than a collection of them.
-        :raises ValueError: when ``max_age`` is not a number of seconds above zero and at most
-            :data:`MAX_TOKEN_AGE`.
+        :raises flask_ssecors.exceptions.UsageError: (a ``TypeError``) when ``subject`` or a
+            channel is not a string, or ``channels`` is a single string rather than a
+            collection of them; (a ``ValueError``) when ``max_age`` is not a number of seconds
+            above zero and at most :data:`MAX_TOKEN_AGE`.
         """
         if not isinstance(subject, str):
-            raise TypeError(f"a token subject must be a str, not {type(subject).__name__}")
+            raise UsageError(f"a token subject must be a str, not {type(subject).__name__}")
         granted: list[str] | None = None
         if channels is not None:
             if isinstance(channels, str | bytes):
-                raise TypeError("channels must be a collection of channel names, not one string")
+                raise UsageError("channels must be a collection of channel names, not one string")
             granted = sorted(set(channels))
             if not all(isinstance(channel, str) for channel in granted):
-                raise TypeError("channel names must be strings")
+                raise UsageError("channel names must be strings")
         lifetime = self.default_max_age if max_age is None else max_age
         if (
             isinstance(lifetime, bool)
@@ -187,7 +188,7 @@ class StreamTokens:
             or not math.isfinite(lifetime)
             or not 0 < lifetime <= MAX_TOKEN_AGE
         ):
-            raise ValueError(
+            raise UsageError(
                 f"max_age must be a number of seconds above 0 and at most {MAX_TOKEN_AGE:g}"
             )
         expires_ms = math.floor((self.clock() + lifetime) * 1000)

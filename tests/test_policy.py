@@ -15,13 +15,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from flask_ssecors._config import read_settings
-from flask_ssecors._policy import ACAC
-from flask_ssecors._policy import ACAH
-from flask_ssecors._policy import ACAM
-from flask_ssecors._policy import ACAO
-from flask_ssecors._policy import ACAPN
-from flask_ssecors._policy import ACEH
-from flask_ssecors._policy import ACMA
+from flask_ssecors._fetch import ACAC
+from flask_ssecors._fetch import ACAH
+from flask_ssecors._fetch import ACAM
+from flask_ssecors._fetch import ACAO
+from flask_ssecors._fetch import ACAPN
+from flask_ssecors._fetch import ACEH
+from flask_ssecors._fetch import ACMA
 from flask_ssecors._policy import compile_policy
 from flask_ssecors._policy import CorsPolicy
 from flask_ssecors._policy import Decision

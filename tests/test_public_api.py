@@ -239,3 +239,29 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("flask_ssecors").joinpath("py.typed").is_file()
+
+
+def test_every_error_the_library_raises_is_an_ssecors_error() -> None:
+    """One exception tree: the broker's ``SubscriptionClosed`` and misuse errors too, each
+    keeping the built-in base that code may already catch."""
+    from flask import Flask
+
+    from flask_ssecors import SSECors
+    from flask_ssecors.brokers import SubscriptionClosed
+
+    assert issubclass(SubscriptionClosed, exceptions.SSECorsError)
+    assert issubclass(exceptions.SetupError, RuntimeError)
+    assert issubclass(exceptions.UsageError, TypeError)
+    assert issubclass(exceptions.UsageError, ValueError)
+    sse = SSECors()
+    with pytest.raises(exceptions.SetupError, match="not registered on any app"):
+        sse.publish("c", flask_ssecors.Event("x"))
+    app = Flask(__name__)
+    app.config.update(SSECORS_ALLOWED_ORIGINS=["https://app.example.com"])
+    sse.init_app(app)
+    with pytest.raises(exceptions.SetupError, match="already registered"):
+        sse.init_app(app)
+    with app.test_request_context(), pytest.raises(exceptions.UsageError, match="channel"):
+        sse.subscribe()
+    with pytest.raises(exceptions.SetupError, match="application context"):
+        sse.subscribe("c")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import enum
 import re
 import secrets
 import sys
@@ -27,10 +28,10 @@ from .._faults import FAULTS
 from .._faults import Stage
 from .._log import get_logger
 from .._logsafe import escape
-from .._stats import EndReason
 from ..exceptions import BrokerUnavailable
 from ..exceptions import ChannelError
 from ..exceptions import EventFieldError
+from ..exceptions import SSECorsError
 
 if t.TYPE_CHECKING:
     from ..events import Event
@@ -125,8 +126,43 @@ def split_id(event_id: str) -> tuple[str, str] | None:
     return generation, position
 
 
-class SubscriptionClosed(Exception):
-    """Raised by :meth:`Subscription.get` once the subscription is closed or dropped."""
+class EndReason(enum.StrEnum):
+    """Why a stream ended (the ``reason`` of :data:`~flask_ssecors.stats.stream_closed`)."""
+
+    #: The generator view returned.
+    COMPLETE = "complete"
+    #: The client left (a write failed).
+    DISCONNECTED = "disconnected"
+    #: The client did not accept a write within ``SSECORS_SEND_TIMEOUT``.
+    SEND_TIMEOUT = "send-timeout"
+    #: The client fell more than ``SSECORS_QUEUE_SIZE`` events behind.
+    OVERFLOW = "overflow"
+    #: The subscription was closed.
+    CLOSED = "closed"
+    #: The broker was closed.
+    BROKER_CLOSED = "broker-closed"
+    #: ``SSECORS_MAX_STREAM_AGE`` elapsed.
+    MAX_AGE = "max-age"
+    #: The stream token expired.
+    TOKEN_EXPIRED = "token-expired"
+    #: The worker is shutting down.
+    SHUTDOWN = "shutdown"
+    #: Turned away over capacity (the stream only carried a ``retry:`` hint).
+    BUSY = "busy"
+    #: Serving this subscriber raised; the fault was contained (see ``faults`` in the stats).
+    ERROR = "error"
+    #: The broker could not be read for this subscriber (a page of its replay); it resumes
+    #: from its ``Last-Event-ID`` when it reconnects.
+    BROKER_UNAVAILABLE = "broker-unavailable"
+
+
+class SubscriptionClosed(SSECorsError):
+    """Raised by :meth:`Subscription.get` once the subscription is closed or dropped; its
+    message is the reason (:class:`EndReason`).
+
+    .. versionchanged:: 0.1
+        Derives from :class:`~flask_ssecors.exceptions.SSECorsError`.
+    """
 
 
 class _Waker:

@@ -25,7 +25,6 @@ import typing as t
 import gevent
 import gevent.monkey
 
-from .._stats import EndReason
 from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
@@ -34,6 +33,7 @@ from ._base import check_channel
 from ._base import check_event_size
 from ._base import deliver_contained
 from ._base import EMPTY_GENERATION
+from ._base import EndReason
 from ._base import new_generation
 from ._base import PAGE_BYTES
 from ._base import PAGE_EVENTS

@@ -23,11 +23,11 @@ import typing as t
 
 from .._faults import FAULTS
 from .._faults import Stage
-from .._stats import EndReason
 from ..events import Event
 from ..events import relabel
 from ..exceptions import ChannelError
 from ._base import check_channel
+from ._base import EndReason
 from ._base import Subscription
 from ._base import SubscriptionClosed
 

@@ -46,7 +46,6 @@ import gevent.monkey
 from .._faults import FAULTS
 from .._faults import Stage
 from .._log import get_logger
-from .._stats import EndReason
 from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
@@ -55,6 +54,7 @@ from ..exceptions import BrokerUnavailable
 from ._base import check_channel
 from ._base import check_event_size
 from ._base import deliver_contained
+from ._base import EndReason
 from ._base import new_generation
 from ._base import PAGE_BYTES
 from ._base import PAGE_EVENTS
