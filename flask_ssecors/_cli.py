@@ -2,10 +2,13 @@
 
 Installed through entry points, so every Flask app gets the group without registering it:
 
-- ``flask ssecors check URL --origin ORIGIN``: audit a live stream (see
-  :mod:`flask_ssecors._check`); needs no app, and is also installed as ``ssecors-check``;
 - ``flask ssecors routes``: every route flask-ssecors polices, with its effective policy;
-- ``flask ssecors publish CHANNEL DATA``: publish an event through the app's broker.
+- ``flask ssecors publish CHANNEL DATA``: publish an event through the app's broker;
+- the auditor's commands, ``flask ssecors check URL --origin ORIGIN`` (also installed as
+  ``ssecors-check``), ``check-broker`` and ``race-server``, which live in
+  :mod:`flask_ssecors.checker` and need the ``check`` extra (``h11`` and ``h2``): they are
+  loaded only when one of them runs, so no ``flask`` command of an app that installs
+  flask-ssecors pays for them, and without the extra they say what to install.
 
 Exit status: ``0`` when the command succeeded (for ``check``: nothing failed; warnings are
 allowed), ``1`` when it failed (for ``check``: at least one item failed), ``2`` for usage errors.
@@ -16,23 +19,15 @@ allowed), ``1`` when it failed (for ``check``: at least one item failed), ``2`` 
 from __future__ import annotations
 
 import collections.abc as cabc
+import importlib
 import json
-import shutil
 import sys
-import time
 import typing as t
-import urllib.parse
 
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from ._browser_audit import BrowserOptions
-from ._browser_audit import DEFAULT_CHROMIUM
-from ._check import check_stream
-from ._check import DEFAULT_TIMEOUT
-from ._check import parse_header
-from ._report import printable
 from ._request import EXTENSION_KEY
 from ._state import spec_of
 from .brokers import MemoryBroker
@@ -42,174 +37,52 @@ from .exceptions import BrokerUnavailable
 from .exceptions import EventFieldError
 
 if t.TYPE_CHECKING:
-    from ._check import Item
     from ._state import ViewPolicy
 
-_STYLES: t.Final[dict[str, dict[str, t.Any]]] = {
-    "pass": {"fg": "green"},
-    "warn": {"fg": "yellow", "bold": True},
-    "fail": {"fg": "red", "bold": True},
+#: The auditor's commands: name -> (module, attribute), loaded when they run.
+_CHECKER_COMMANDS: t.Final = {
+    "check": ("flask_ssecors.checker._cli", "check_command"),
+    "check-broker": ("flask_ssecors.checker._cli", "check_broker_command"),
+    "race-server": ("flask_ssecors.checker._cli", "race_server_command"),
 }
-
-
-@click.group("ssecors")
-def ssecors() -> None:
-    """flask-ssecors: audit streams, list policed routes, publish events."""
-
-
-# -- check ---------------------------------------------------------------------------------
-
-
-class _ProgressLine:
-    """The progress line on stderr: rewritten in place on a terminal, one line per phase
-    otherwise (so CI logs show where a slow check waits)."""
-
-    def __init__(self, stream: t.TextIO) -> None:
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.phase = ""
-        self.written = 0.0
-
-    def __call__(self, phase: str, detail: str) -> None:
-        now = time.monotonic()
-        if self.tty:
-            if phase == self.phase and now - self.written < 0.2:
-                return
-            width = shutil.get_terminal_size().columns - 1
-            line = printable(f"ssecors-check: {phase}… {detail}")[:width]
-            self.stream.write(f"\r\x1b[K{line}")
-            self.stream.flush()
-            self.written = now
-        elif phase != self.phase:
-            self.stream.write(f"ssecors-check: {phase}…\n")
-            self.stream.flush()
-        self.phase = phase
-
-    def clear(self) -> None:
-        if self.tty and self.phase:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-def _style(label: str, item: Item) -> str:
-    return click.style(label, **_STYLES[item.status])
-
-
-@click.command("check")
-@click.argument("url")
-@click.option(
-    "--origin",
-    required=True,
-    metavar="ORIGIN",
-    help="The page's origin, as the browser sends it, e.g. https://app.example.com.",
+#: The packages the ``check`` extra brings.
+_CHECK_EXTRA: t.Final = ("h11", "h2")
+_INSTALL_CHECK: t.Final = (
+    "the auditor needs the 'check' extra: pip install 'flask-ssecors[check]' "
+    "(and 'flask-ssecors[check,browser]' for --browser)"
 )
-@click.option("--credentials", is_flag=True, help="The page uses withCredentials: true (cookies).")
-@click.option(
-    "--header",
-    "-H",
-    "headers",
-    multiple=True,
-    metavar="NAME:VALUE",
-    help="Send this request header on stream requests (Cookie, Authorization...); repeatable.",
-)
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=DEFAULT_TIMEOUT,
-    show_default=True,
-    metavar="SECONDS",
-    help="Bound on each wait for bytes; set it above the server's heartbeat interval.",
-)
-@click.option(
-    "--http2",
-    is_flag=True,
-    help="Speak HTTP/2, negotiated with ALPN (https:// URLs; see --h2c for http://).",
-)
-@click.option(
-    "--h2c",
-    is_flag=True,
-    help="Speak HTTP/2 over cleartext with prior knowledge (http:// URLs), as proxies do.",
-)
-@click.option(
-    "--browser",
-    is_flag=True,
-    help="Also run the audit in a real headless Chromium (needs the 'browser' extra).",
-)
-@click.option(
-    "--chromium",
-    default=DEFAULT_CHROMIUM,
-    show_default=True,
-    metavar="PATH",
-    help="The Chromium executable for --browser.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for CI.")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
-@click.option("--quiet", "-q", is_flag=True, help="No progress line on stderr.")
-@click.pass_context
-def check_command(
-    ctx: click.Context,
-    url: str,
-    origin: str,
-    credentials: bool,
-    headers: tuple[str, ...],
-    timeout: float,
-    http2: bool,
-    h2c: bool,
-    browser: bool,
-    chromium: str,
-    as_json: bool,
-    insecure: bool,
-    quiet: bool,
-) -> None:
-    """Audit the Server-Sent Events stream at URL as a page on ORIGIN uses it.
 
-    Makes real requests (a preflight, the stream, hostile origins derived from ORIGIN, a
-    reconnect with Last-Event-ID) and prints a checklist: each item pass, fail or warn, with
-    the header lines seen and what to fix. Exit status 0 when nothing failed, 1 otherwise.
-    """
+
+def _load_checker_command(name: str) -> click.Command:
+    """The auditor's command ``name``, imported now; a stand-in that says which extra to
+    install when its packages are missing."""
+    module_name, attribute = _CHECKER_COMMANDS[name]
     try:
-        parsed = [parse_header(header) for header in headers]
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="'--header'") from None
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if http2 and scheme == "http" and not h2c:
-        raise click.UsageError(
-            "--http2 negotiates HTTP/2 over TLS (https://); for cleartext HTTP/2 with prior "
-            "knowledge, add --h2c (browsers never use it; proxies do)",
-            ctx,
-        )
-    if h2c and scheme == "https":
-        raise click.UsageError("--h2c is for http:// URLs; use --http2 for https://", ctx)
-    options = None
-    if browser:
-        options = BrowserOptions(chromium=chromium, insecure=insecure)
-        if problem := options.missing():
-            raise click.UsageError(problem, ctx)
-    progress = _ProgressLine(sys.stderr)
-    try:
-        report = check_stream(
-            url,
-            origin,
-            credentials=credentials,
-            headers=parsed,
-            timeout=timeout,
-            verify=not insecure,
-            http2=http2 or h2c,
-            browser=options,
-            progress=None if quiet else progress,
-        )
-    except ValueError as error:
-        raise click.UsageError(str(error), ctx) from None
-    finally:
-        progress.clear()
-    if as_json:
-        click.echo(report.to_json())
-    else:
-        click.echo(report.to_text(_style))
-    ctx.exit(0 if report.ok else 1)
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        if (error.name or "").partition(".")[0] not in _CHECK_EXTRA:
+            raise
+
+        @click.command(name, context_settings={"ignore_unknown_options": True})
+        @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+        def missing(args: tuple[str, ...]) -> None:
+            raise click.ClickException(_INSTALL_CHECK)
+
+        missing.help = f"(needs the 'check' extra: pip install 'flask-ssecors[check]') {name}"
+        return missing
+    return t.cast(click.Command, getattr(module, attribute))
 
 
-ssecors.add_command(check_command)
+class _Commands(click.Group):
+    """The ``ssecors`` group: the extension's commands, and the auditor's, loaded lazily."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_CHECKER_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _CHECKER_COMMANDS:
+            return _load_checker_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 def main(argv: cabc.Sequence[str] | None = None) -> None:
@@ -217,9 +90,13 @@ def main(argv: cabc.Sequence[str] | None = None) -> None:
 
     :param argv: the arguments (default: ``sys.argv[1:]``).
     """
-    check_command.main(
-        args=list(argv) if argv is not None else sys.argv[1:], prog_name="ssecors-check"
-    )
+    command = _load_checker_command("check")
+    command.main(args=list(argv) if argv is not None else sys.argv[1:], prog_name="ssecors-check")
+
+
+@click.group("ssecors", cls=_Commands)
+def ssecors() -> None:
+    """flask-ssecors: audit streams, list policed routes, publish events."""
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -365,54 +242,3 @@ def publish_command(channel: str, data: str, event_name: str | None, as_json: bo
     except BrokerUnavailable as error:
         raise click.ClickException(f"could not publish: {error}") from None
     click.echo(event_id)
-
-
-# -- check-broker ----------------------------------------------------------------------------
-
-
-@ssecors.command("check-broker")
-@click.option("--channel", metavar="NAME", help="Also say which keys, slot and node serve it.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@with_appcontext
-def check_broker_command(channel: str | None, as_json: bool) -> None:
-    """Inspect the Redis behind the app's broker: topology, round-trip time, and the settings
-    that can lose events (persistence, maxmemory-policy, replicas for
-    SSECORS_BROKER_MIN_REPLICAS). Exit status 1 when something can lose events or a node is
-    unreachable."""
-    from ._broker_check import check_broker
-    from ._broker_check import to_text
-
-    state = _state()
-    settings = state.settings
-    if settings.broker_url.partition("://")[0].lower() == "memory":
-        raise click.ClickException(
-            "the app uses the in-memory broker (SSECORS_BROKER_URL = memory://): there is no "
-            "Redis to check."
-        )
-    report = check_broker(
-        settings.broker_url,
-        channel=channel,
-        min_replicas=settings.broker_min_replicas,
-        prefix=getattr(state.broker, "prefix", "ssecors:"),
-        timeout=settings.broker_timeout,
-    )
-    click.echo(json.dumps(report, indent=2) if as_json else to_text(report))
-    if not report["ok"]:
-        sys.exit(1)
-
-
-# -- race-server ------------------------------------------------------------------------------
-
-
-@ssecors.command("race-server")
-@click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
-@click.option("--port", default=8001, show_default=True, type=click.IntRange(1, 65535))
-def race_server_command(host: str, port: int) -> None:
-    """Serve the race harness: a stream whose timing, framing and CORS answers are chosen per
-    request (/race?count=&delay=&split=&merge=1&cors=exact|star|missing&credentials=1&
-    preflight=refuse&reset=&retry=), to see with `ssecors-check --browser` what a browser does
-    with each. Runs until interrupted."""
-    from ._race import serve
-
-    click.echo(f"race harness on http://{host}:{port}/race (Ctrl-C to stop)", err=True)
-    serve(host, port)

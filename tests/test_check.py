@@ -1,4 +1,4 @@
-"""The stream auditor (``flask_ssecors._check``) against real servers on loopback.
+"""The stream auditor (``flask_ssecors.checker._check``) against real servers on loopback.
 
 Our example app under gunicorn passes every item. Deliberately broken servers
 (``tests/live_apps/broken_servers.py``: one raw-socket server, one failure mode per path) each
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from flask_ssecors import _check as check
-from flask_ssecors._audit import hostile_origins
-from flask_ssecors._audit import request_header_names
-from flask_ssecors._check import check_stream
-from flask_ssecors._check import parse_header
-from flask_ssecors._check import Report
+from flask_ssecors.checker import _check as check
+from flask_ssecors.checker._audit import hostile_origins
+from flask_ssecors.checker._audit import request_header_names
+from flask_ssecors.checker._check import check_stream
+from flask_ssecors.checker._check import parse_header
+from flask_ssecors.checker._check import Report
 from tests.support.servers import free_port
 from tests.support.servers import LiveServer
 from tests.support.servers import require_binary

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from flask_ssecors._check import check_stream
-from flask_ssecors._cli import check_command
+from flask_ssecors.checker._check import check_stream
+from flask_ssecors.checker._cli import check_command
 from tests.support.example_server import ExampleServer
 from tests.support.servers import free_port
 from tests.support.servers import LiveServer

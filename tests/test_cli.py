@@ -19,9 +19,9 @@ from flask import Flask
 
 from flask_ssecors import Event
 from flask_ssecors import SSECors
-from flask_ssecors._cli import check_command
 from flask_ssecors._cli import ssecors
 from flask_ssecors.brokers import create_broker
+from flask_ssecors.checker._cli import check_command
 from tests.support.servers import LiveServer
 from tests.support.servers import RedisServer
 from tests.support.servers import ROOT

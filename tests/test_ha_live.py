@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from flask_ssecors._broker_check import check_broker
+from flask_ssecors.checker._broker_check import check_broker
 from tests.support.servers import LiveServer
 from tests.support.topologies import Cluster
 from tests.support.topologies import listening_connections

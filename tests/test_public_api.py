@@ -25,6 +25,7 @@ PACKAGE = ROOT / "flask_ssecors"
 PUBLIC_MODULES = (
     "flask_ssecors",
     "flask_ssecors.brokers",
+    "flask_ssecors.checker",
     "flask_ssecors.events",
     "flask_ssecors.exceptions",
     "flask_ssecors.gunicorn",

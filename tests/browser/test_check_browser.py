@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from flask_ssecors._browser_audit import BrowserOptions
-from flask_ssecors._check import check_stream
-from flask_ssecors._cli import check_command
+from flask_ssecors.checker._browser_options import BrowserOptions
+from flask_ssecors.checker._check import check_stream
+from flask_ssecors.checker._cli import check_command
 from tests.support.servers import LiveServer
 from tests.support.servers import require_binary
 from tests.support.servers import ROOT
@@ -29,7 +29,7 @@ from .conftest import CHROMIUM
 from .conftest import start_server
 
 if t.TYPE_CHECKING:
-    from flask_ssecors._check import Report
+    from flask_ssecors.checker._check import Report
     from tests.support.example_server import ExampleServer
 
 pytestmark = pytest.mark.browser

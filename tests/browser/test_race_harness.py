@@ -10,10 +10,10 @@ import typing as t
 import pytest
 from werkzeug.test import Client
 
-from flask_ssecors._browser_audit import BrowserOptions
-from flask_ssecors._check import check_stream
 from flask_ssecors._parser import EventStreamParser
-from flask_ssecors._race import race_app
+from flask_ssecors.checker._browser_options import BrowserOptions
+from flask_ssecors.checker._check import check_stream
+from flask_ssecors.checker._race import race_app
 from tests.support.servers import free_port
 from tests.support.servers import require_binary
 from tests.support.servers import ROOT

@@ -7,18 +7,19 @@ derived from the allowed one by the usual tricks are refused, the SSE headers, t
 bytes arrive at once and more keep coming, that the body parses (with
 :class:`~flask_ssecors._parser.EventStreamParser`), and that a reconnect with ``Last-Event-ID``
 is served and resumes after it. With ``browser``, a real Chromium then does the same from a
-page on the origin (:mod:`flask_ssecors._browser_audit`), and reports what it saw.
+page on the origin (:mod:`~flask_ssecors.checker._browser_audit`), and reports what it saw.
 
 It needs no Flask app and works against any server: ``ssecors-check URL --origin ORIGIN`` on
 the command line (see :mod:`flask_ssecors._cli`). Requests go over their own connections,
-HTTP/1.1 framed by ``h11`` (:mod:`flask_ssecors._http`) or HTTP/2 framed by ``h2``
-(:mod:`flask_ssecors._h2`), so the timing and the headers are the server's. They carry what a
-browser's ``EventSource`` sends: ``Accept: text/event-stream``, ``Accept-Encoding: gzip, deflate,
-br``, ``Cache-Control: no-cache``, and over HTTP/1.1 ``Connection: close``, so that an
-application-set ``Connection: keep-alive`` stands out.
+HTTP/1.1 framed by ``h11`` (:mod:`~flask_ssecors.checker._http`) or HTTP/2 framed by
+``h2`` (:mod:`~flask_ssecors.checker._h2`), so the timing and the headers are the server's.
+They carry what a browser's ``EventSource`` sends: ``Accept: text/event-stream``,
+``Accept-Encoding: gzip, deflate, br``, ``Cache-Control: no-cache``, and over HTTP/1.1
+``Connection: close``, so that an application-set ``Connection: keep-alive`` stands out.
 
 Whatever the server sends, the check ends with a report: an answer it cannot read is a failed
-item quoting what was read, and memory stays within the bounds of :mod:`flask_ssecors._reading`.
+item quoting what was read, and memory stays within the bounds of
+:mod:`~flask_ssecors.checker._reading`.
 
 Pure module: no Flask, no gevent.
 
@@ -32,6 +33,7 @@ import ssl
 import time
 import typing as t
 
+from .._origins import is_serialized_origin
 from . import _audit
 from . import _stream_audit as rules
 from ._audit import Item as Item
@@ -48,14 +50,15 @@ from ._http import ProtocolError
 from ._http import stream_headers
 from ._http import Target
 from ._http import WaitTimeout
-from ._origins import is_serialized_origin
 from ._reading import BodyReader
 from ._report import Report as Report
+from ._wire import Progress
+from ._wire import Wire
 
 if t.TYPE_CHECKING:
-    from ._browser_audit import BrowserOptions
+    from ..events import Event
+    from ._browser_options import BrowserOptions
     from ._http import Exchange
-    from .events import Event
 
 __all__ = ["DEFAULT_TIMEOUT", "Item", "Report", "check_stream", "parse_header"]
 
@@ -64,9 +67,6 @@ DEFAULT_TIMEOUT: t.Final = 20.0
 #: Once more bytes followed the first ones, the stream is watched at least this long.
 _MIN_WATCH: t.Final = 2.0
 _TICK: t.Final = 0.5
-
-#: ``progress(phase, detail)``: what the check waits for now, for a progress line.
-Progress = t.Callable[[str, str], None]
 
 
 def check_stream(
@@ -99,7 +99,7 @@ def check_stream(
     :param http2: speak HTTP/2: negotiated with ALPN for ``https://``, with prior knowledge
         (h2c) for ``http://``.
     :param browser: also run the audit in a real Chromium (see
-        :class:`~flask_ssecors._browser_audit.BrowserOptions`); its items start with
+        :class:`~flask_ssecors.checker._browser_audit.BrowserOptions`); its items start with
         ``browser-``.
     :param progress: called with ``(phase, detail)`` while the check waits.
     :raises ValueError: for an invalid URL, origin, header or timeout (never for anything the
@@ -134,17 +134,6 @@ def check_stream(
             )
         )
     return Report(url, origin, tuple(auditor.items))
-
-
-class Wire(t.NamedTuple):
-    """What the wire audit saw, for the browser's items to quote as evidence."""
-
-    preflight: Seen
-    preflight_last_event_id: Seen | None
-    stream: Seen
-    observation: rules.Observation
-    retry: int | None
-    http2: bool
 
 
 class _Auditor:

@@ -4,7 +4,7 @@ A headless Chromium (Debian's ``/usr/bin/chromium`` by default, driven by Playwr
 blank page as the claimed origin: the page request is answered by interception, so nothing
 needs to serve that origin. From it, the page opens ``new EventSource(url, {withCredentials})``
 and later reads the stream with ``fetch()`` sending ``Last-Event-ID`` (which needs a
-preflight). Chromium's connections go through a :class:`~flask_ssecors._relay.Relay`, which
+preflight). Chromium's connections go through a :class:`~flask_ssecors.checker._relay.Relay`, which
 cuts them after a while, as a proxy restart or a deploy would, so that every audit sees a
 reconnect. The items it reports start with ``browser-``:
 
@@ -12,7 +12,7 @@ reconnect. The items it reports start with ``browser-``:
 ``browser-retry``, ``browser-cookie`` (with credentials), ``browser-preflight``.
 
 Each failure quotes the browser's own console message and explains it with the header lines
-the wire audit saw (:class:`~flask_ssecors._check.Wire`).
+the wire audit saw (:class:`~flask_ssecors.checker._wire.Wire`).
 
 The relay's address is declared public to Chromium (``--ip-address-space-overrides``): the
 audited server is often on loopback or a private network during development, and Chromium's
@@ -26,19 +26,16 @@ Pure module (no Flask, no gevent); Playwright is imported only when a session st
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import shutil
 import threading
 import time
 import typing as t
 import urllib.parse
 
 from . import _audit
-from . import _stream_audit as rules
 from ._audit import Item
 from ._browser_items import browser_items
 from ._browser_items import BrowserRun
+from ._browser_options import BrowserOptions
 from ._http import parse_url
 from ._relay import Relay
 
@@ -49,11 +46,9 @@ if t.TYPE_CHECKING:
     from playwright.sync_api import Page
     from playwright.sync_api import Playwright
 
-    from ._check import Progress
-    from ._check import Wire
+    from ._wire import Progress
+    from ._wire import Wire
 
-#: Where Debian (and so this project's CI) installs Chromium.
-DEFAULT_CHROMIUM: t.Final = "/usr/bin/chromium"
 #: Flags for a quiet headless Chromium on a machine without network. Playwright's own
 #: defaults stay (no --disable-features here: it would replace Playwright's list).
 CHROMIUM_ARGS: t.Final = (
@@ -130,36 +125,6 @@ async ({url, credentials, lastId, headers, wait}) => {
   }
 }
 """
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class BrowserOptions:
-    """How ``--browser`` runs Chromium.
-
-    :param chromium: the Chromium executable (never downloaded).
-    :param insecure: accept any TLS certificate (``--insecure``).
-    :param watch: seconds the stream is watched before the relay cuts it.
-    :param extra_wait: seconds waited for a reconnect beyond the announced delay.
-    """
-
-    chromium: str = DEFAULT_CHROMIUM
-    insecure: bool = False
-    watch: float = 3.0
-    extra_wait: float = 4.0
-
-    def missing(self) -> str:
-        """Why the browser audit cannot run here, in words; empty when it can."""
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            return (
-                "--browser needs Playwright: pip install 'flask-ssecors[browser]' (Chromium "
-                "itself comes from the system, e.g. apt-get install chromium)"
-            )
-        found = shutil.which(self.chromium)
-        if found is None or not os.access(found, os.X_OK):
-            return f"--browser needs Chromium at {self.chromium}; install it or pass --chromium"
-        return ""
 
 
 def audit_in_browser(
@@ -457,20 +422,3 @@ def _cookies(url: str, headers: t.Sequence[tuple[str, str]]) -> list[dict[str, t
         }
         for name, value in pairs
     ]
-
-
-def wire_reasons(wire: Wire | None, origin: str, credentials: bool) -> str:
-    """Why the wire audit expects the browser to fail, in words: the failed stream items."""
-    if wire is None:
-        return ""
-    stream = wire.stream
-    checks = [rules.status(stream)]
-    if stream.status == 200:
-        checks += [
-            _audit.allow_origin(stream, origin, credentials),
-            _audit.allow_credentials(stream, credentials),
-            rules.content_type(stream),
-            rules.hop_by_hop(stream, http2=wire.http2),
-        ]
-    failed = [f"{item.id}: {item.detail}" for item in checks if item.status == "fail"]
-    return " The wire shows why: " + " ".join(failed) if failed else ""

@@ -49,7 +49,7 @@ def _escape(char: str) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Report:
-    """The result of :func:`~flask_ssecors._check.check_stream`.
+    """The result of :func:`~flask_ssecors.checker._check.check_stream`.
 
     :param url: the URL checked.
     :param origin: the page origin the check played.

@@ -1,6 +1,6 @@
 """The ``browser-`` items of ``ssecors-check --browser``: what Chromium did, and why.
 
-:class:`BrowserRun` is what :mod:`flask_ssecors._browser_audit` collected from the page
+:class:`BrowserRun` is what :mod:`flask_ssecors.checker._browser_audit` collected from the page
 (its EventSource's log, the requests Chromium sent, its console messages, the ``fetch()``
 result); :func:`browser_items` turns it into items. Nothing here does I/O.
 
@@ -15,9 +15,10 @@ import urllib.parse
 
 from . import _audit
 from ._audit import Item
+from ._wire import wire_reasons
 
 if t.TYPE_CHECKING:
-    from ._check import Wire
+    from ._wire import Wire
 
 _STATES: t.Final = {0: "CONNECTING", 1: "OPEN", 2: "CLOSED"}
 #: Chromium's reconnection delay when a stream sent no ``retry:``.
@@ -59,8 +60,6 @@ def browser_items(
     run: BrowserRun, url: str, origin: str, credentials: bool, wire: Wire | None
 ) -> list[Item]:
     """The ``browser-`` items for ``run``, explained with what the wire audit saw."""
-    from ._browser_audit import wire_reasons
-
     why = wire_reasons(wire, origin, credentials)
     items = [_open(run, why)]
     if run.opened:

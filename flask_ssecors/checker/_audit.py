@@ -1,8 +1,8 @@
-"""The rules of :mod:`flask_ssecors._check`: what a response must look like, and why.
+"""The rules of :mod:`flask_ssecors.checker._check`: what a response must look like, and why.
 
 Each function here takes what was seen on the wire (:class:`Seen`) and returns one
 :class:`Item` (pass, fail or warn, with the evidence and what to fix). Nothing here does I/O;
-:mod:`flask_ssecors._check` makes the requests.
+:mod:`flask_ssecors.checker._check` makes the requests.
 
 Pure module: no Flask, no gevent.
 """

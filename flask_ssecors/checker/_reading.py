@@ -1,4 +1,4 @@
-"""Reading a stream's body for :mod:`flask_ssecors._check`, within fixed bounds.
+"""Reading a stream's body for :mod:`flask_ssecors.checker._check`, within fixed bounds.
 
 One reader serves every phase that reads a body (watching the stream, waiting for the first
 event after a reconnect): it undoes the ``Content-Encoding``, tracks line lengths, and parses
@@ -21,14 +21,14 @@ import collections
 import typing as t
 import zlib
 
+from .._parser import EventStreamParser
 from ._http import BodyDecoder
 from ._http import LimitReached
 from ._http import ProtocolError
-from ._parser import EventStreamParser
 
 if t.TYPE_CHECKING:
+    from ..events import Event
     from ._http import Exchange
-    from .events import Event
 
 #: Decoded body bytes read from one response, at most.
 BODY_LIMIT: t.Final = 1 << 20
@@ -100,7 +100,7 @@ class BodyReader:
     def read(self, deadline: float) -> list[Event]:
         """Read the next bytes and return the events (and comments) they complete.
 
-        :raises ~flask_ssecors._http.WaitTimeout: when nothing arrives by ``deadline``.
+        :raises ~flask_ssecors.checker._http.WaitTimeout: when nothing arrives by ``deadline``.
         """
         if self.stopped:
             return []

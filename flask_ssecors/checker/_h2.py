@@ -1,9 +1,9 @@
-"""HTTP/2 for :mod:`flask_ssecors._check`: one request per connection, framed by ``h2``.
+"""HTTP/2 for :mod:`~flask_ssecors.checker._check`: one request per connection, framed by ``h2``.
 
-The same :class:`~flask_ssecors._http.Exchange` as HTTP/1.1, so the auditor's rules read both
-alike: over TLS the connection is negotiated with ALPN (``h2``, as browsers offer it, beside
-``http/1.1``); over cleartext it starts with the HTTP/2 preface at once ("prior knowledge",
-``h2c``), which is how proxies talk to backends but never how browsers talk.
+The same :class:`~flask_ssecors.checker._http.Exchange` as HTTP/1.1, so the auditor's rules
+read both alike: over TLS the connection is negotiated with ALPN (``h2``, as browsers offer it,
+beside ``http/1.1``); over cleartext it starts with the HTTP/2 preface at once ("prior
+knowledge", ``h2c``), which is how proxies talk to backends but never how browsers talk.
 
 Inbound header validation is off on purpose: a response carrying a connection-specific header
 (``Connection``, ``Keep-Alive``, ``Transfer-Encoding``...) is a protocol error in HTTP/2 that
@@ -49,7 +49,8 @@ class H2Exchange(Exchange):
     """An HTTP/2 exchange on its own connection (stream 1), framed by ``h2``.
 
     Body data is acknowledged as it is read, so flow control never stalls a stream; the
-    header list is bounded by :data:`~flask_ssecors._http.HEAD_LIMIT` (``h2`` refuses larger).
+    header list is bounded by :data:`~flask_ssecors.checker._http.HEAD_LIMIT` (``h2`` refuses
+    larger).
     """
 
     protocol = "HTTP/2"

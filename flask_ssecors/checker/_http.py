@@ -1,11 +1,13 @@
-"""HTTP/1.1 for :mod:`flask_ssecors._check`: requests on their own connections, framed by ``h11``.
+"""HTTP/1.1 for the auditor (:mod:`~flask_ssecors.checker._check`), framed by ``h11``.
+
+Requests go on their own connections.
 
 :mod:`http.client` buffers the body and hides framing, which is exactly what the auditor must
 see: when each byte arrived, which header lines the server put on the wire (in order, with their
 own spelling, duplicates included), and how the body was framed. ``h11`` (the sans-I/O HTTP/1.1
-sibling of ``h2``, see :mod:`flask_ssecors._h2`) does the framing; this module owns the sockets,
-the deadlines, the byte budget and the arrival times, in a shape both protocols share:
-:class:`Exchange` is one request on its own connection, and its response read incrementally.
+sibling of ``h2``, see :mod:`~flask_ssecors.checker._h2`) does the framing; this module owns
+the sockets, the deadlines, the byte budget and the arrival times, in a shape both protocols
+share: :class:`Exchange` is one request on its own connection, and its response read incrementally.
 
 Everything a server sends is bounded here: a response head larger than :data:`HEAD_LIMIT`, or
 more than :data:`RAW_LIMIT` bytes on one connection, is a :class:`ProtocolError`, never memory.

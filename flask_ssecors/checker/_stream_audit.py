@@ -1,7 +1,7 @@
-"""The stream rules of :mod:`flask_ssecors._check`: SSE headers, timing, parsing, resuming.
+"""The stream rules of :mod:`flask_ssecors.checker._check`: SSE headers, timing, parsing, resuming.
 
-Like :mod:`flask_ssecors._audit`, every function turns what was seen into one
-:class:`~flask_ssecors._audit.Item`; nothing here does I/O.
+Like :mod:`flask_ssecors.checker._audit`, every function turns what was seen into one
+:class:`~flask_ssecors.checker._audit.Item`; nothing here does I/O.
 
 Pure module: no Flask, no gevent.
 """
@@ -13,13 +13,13 @@ import dataclasses
 import re
 import typing as t
 
+from ..events import RESET_EVENT
 from ._audit import Item
 from ._audit import Seen
-from .events import RESET_EVENT
 
 if t.TYPE_CHECKING:
+    from ..events import Event
     from ._reading import IdLog
-    from .events import Event
 
 #: First body bytes later than this (seconds) are late, even within the timeout.
 PROMPT: t.Final = 1.0
