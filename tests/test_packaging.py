@@ -143,8 +143,12 @@ def test_wheel_metadata_matches_setup_cfg_and_tox(dists: Dists) -> None:
     requires = metadata.get_all("Requires-Dist", [])
     serve = sorted(r.split(";")[0].split(">=")[0] for r in requires if 'extra == "serve"' in r)
     assert serve == ["gunicorn", "packaging"]
+    check = sorted(r.split(";")[0].split(">=")[0] for r in requires if 'extra == "check"' in r)
+    assert check == ["h11", "h2"]
+    core = {r.split(";")[0].split(">=")[0] for r in requires if "extra ==" not in r}
+    assert not core & {"h11", "h2", "playwright"}, "the extension needs none of the auditor's"
     extras = set(metadata.get_all("Provides-Extra") or [])
-    assert {"redis", "serve", "test", "docs", "bench"} <= extras
+    assert {"redis", "serve", "check", "browser", "test", "docs", "bench"} <= extras
     with zipfile.ZipFile(dists.wheel) as archive:
         entry_points = archive.read(f"{PACKAGE}-{VERSION}.dist-info/entry_points.txt").decode()
     assert "ssecors-check = flask_ssecors._cli:main" in entry_points

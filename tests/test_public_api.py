@@ -7,7 +7,6 @@ names, no more and no fewer.
 
 from __future__ import annotations
 
-import ast
 import importlib
 import pkgutil
 import re
@@ -128,96 +127,6 @@ def test_the_api_page_documents_exactly_the_public_names() -> None:
     assert missing == [], "public but not documented in docs/api.rst"
     every_name = set().union(*exported.values())
     assert sorted(documented - every_name) == [], "documented in docs/api.rst but not public"
-
-
-def _imports_at_import_time(path: Path, module: str) -> set[str]:
-    """The package modules ``module`` imports when it is imported (not under TYPE_CHECKING,
-    not inside functions)."""
-    tree = ast.parse(path.read_text())
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
-
-    def visit(statements: list[ast.stmt]) -> None:
-        for node in statements:
-            if isinstance(node, ast.If):
-                test = ast.unparse(node.test)
-                if "TYPE_CHECKING" not in test:
-                    visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for handler in node.handlers:
-                    visit(handler.body)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package
-                    for _ in range(node.level - 1):
-                        base = base.rpartition(".")[0]
-                    target = f"{base}.{node.module}" if node.module else base
-                else:
-                    target = node.module or ""
-                if not target.startswith("flask_ssecors"):
-                    continue
-                for alias in node.names:
-                    candidate = f"{target}.{alias.name}"
-                    if (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists():
-                        found.add(candidate)
-                    else:
-                        found.add(target)
-            elif isinstance(node, ast.Import):
-                found.update(a.name for a in node.names if a.name.startswith("flask_ssecors"))
-
-    visit(tree.body)
-    found.discard(module)
-    # A submodule needs its package's __init__, which is always being imported already.
-    return {name for name in found if not module.startswith(name + ".")}
-
-
-def _graph() -> dict[str, set[str]]:
-    graph: dict[str, set[str]] = {}
-    for name in _modules():
-        relative = name.replace(".", "/")
-        path = PACKAGE.parent / f"{relative}.py"
-        if not path.exists():
-            path = PACKAGE.parent / relative / "__init__.py"
-        graph[name] = _imports_at_import_time(path, name)
-    return graph
-
-
-def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for following in sorted(graph.get(node, ())):
-            if state.get(following) == 1:
-                return [*stack[stack.index(following) :], following]
-            if following not in state:
-                found = visit(following)
-                if found:
-                    return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in sorted(graph):
-        if node not in state:
-            found = visit(node)
-            if found:
-                return found
-    return None
-
-
-def test_no_import_cycle_inside_the_package() -> None:
-    """Modules import each other in one direction only (type-only imports aside)."""
-    assert _cycle(_graph()) is None, " -> ".join(_cycle(_graph()) or [])
-
-
-def test_the_cycle_finder_finds_cycles() -> None:
-    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
-    assert _cycle({"a": {"b"}, "b": set()}) is None
 
 
 def test_exceptions_share_one_base() -> None:
