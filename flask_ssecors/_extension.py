@@ -47,6 +47,7 @@ from ._fetch import CORS_HEADER_PREFIX
 from ._lifecycle import StreamTracker
 from ._lifecycle import warn_about_gunicorn_workers
 from ._lifecycle import warn_about_the_server
+from ._lifecycle import watch_server
 from ._log import get_logger
 from ._ownership import other_owners
 from ._policy import compile_policy
@@ -169,6 +170,8 @@ class SSECors:
             for guess in guesses:
                 logger.warning("%s", guess)
         warn_about_gunicorn_workers()
+        if settings.drain_on_shutdown:
+            watch_server()  # a process-wide effect, decided at setup, never in a request
         workers = os.environ.get("WEB_CONCURRENCY", "1")
         if isinstance(state.broker, MemoryBroker) and workers.isdigit() and int(workers) > 1:
             _warn_memory_broker(f"WEB_CONCURRENCY={workers}")

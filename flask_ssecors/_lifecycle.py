@@ -27,13 +27,16 @@ Shutdown
     stopping worker are turned away as over capacity.
 
     Under gunicorn's gevent workers this is automatic, and switchable with
-    ``SSECORS_DRAIN_ON_SHUTDOWN`` (default ``True``): on the first stream, flask-ssecors finds
-    the gunicorn gevent worker that installed the process's ``SIGTERM`` handler and chains its
-    own handler before gunicorn's (``SIGTERM``: graceful stop, reload, scale down;
-    ``SIGINT``/``SIGQUIT``: quick stop), so that streams end at once when the worker is told
-    to stop, well within ``--graceful-timeout``. It says so in the log (level INFO), once per
-    process. Set the key to ``False`` to leave the signal handlers alone; then, or under another
-    server, call :func:`~flask_ssecors.end_all_streams` from the server's shutdown hook.
+    ``SSECORS_DRAIN_ON_SHUTDOWN`` (default ``True``): when the app is set up (``init_app``),
+    flask-ssecors finds the gunicorn gevent worker that installed the process's ``SIGTERM``
+    handler and chains its own handler before gunicorn's (``SIGTERM``: graceful stop, reload,
+    scale down; ``SIGINT``/``SIGQUIT``: quick stop), so that streams end at once when the
+    worker is told to stop, well within ``--graceful-timeout``. It says so in the log (level
+    INFO), once per process. An app loaded before the worker exists (``--preload``) gets it
+    from the gunicorn hook ``post_worker_init = end_streams_on_stop``
+    (:mod:`flask_ssecors.gunicorn`). Set the key to ``False`` to leave the signal handlers
+    alone; then, or under another server, call :func:`~flask_ssecors.end_all_streams` from the
+    server's shutdown hook.
 
 .. versionadded:: 0.1
 """
@@ -231,8 +234,6 @@ class StreamTracker:
         self._set_deadline(stream, options, grant, clock, started)
         if self.draining:
             stream.end(_jittered_retry(*SHUTDOWN_RETRY_MS), EndReason.SHUTDOWN)
-        if self.drain_on_shutdown:
-            watch_server()
         send_safely(stream_opened, self.app, request_id=request_id)
         return stream
 
@@ -321,16 +322,26 @@ def _forget_watch() -> None:
 os.register_at_fork(after_in_child=_forget_watch)
 
 
-def watch_server() -> None:
+def watch_server(worker: t.Any = None) -> bool:
     """Once per process: when it runs in a gunicorn gevent worker, chain a handler to the
-    worker's stop signals that ends every open stream (see the module documentation)."""
+    worker's stop signals that ends every open stream (see the module documentation).
+
+    Called when an app is set up (``init_app``, with ``SSECORS_DRAIN_ON_SHUTDOWN``), never from
+    a request; or from a gunicorn hook with the worker
+    (:func:`flask_ssecors.gunicorn.end_streams_on_stop`), for apps loaded before the worker
+    exists (``--preload``).
+
+    :param worker: the gunicorn worker; found through the process's ``SIGTERM`` handler when
+        None.
+    :return: whether the handlers are chained now (here or earlier in this process).
+    """
     global _watching
     if _watching:
-        return
-    _watching = True
-    worker = _gunicorn_gevent_worker()
+        return True
     if worker is None:
-        return
+        worker = _gunicorn_gevent_worker()
+    if worker is None:
+        return False
     for name in _STOP_SIGNALS:
         signum = getattr(signal, name)
         previous = signal.getsignal(signum)
@@ -339,11 +350,13 @@ def watch_server() -> None:
         try:
             signal.signal(signum, _chain(previous))
         except ValueError:  # not the main thread: a threaded worker, not gevent's
-            return
+            return False
+    _watching = True
     logger.info(
         "flask-ssecors ends open streams when gunicorn worker %s stops (SSECORS_DRAIN_ON_SHUTDOWN)",
         worker.pid,
     )
+    return True
 
 
 def gunicorn_worker() -> t.Any:

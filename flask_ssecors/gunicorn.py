@@ -21,6 +21,10 @@ Connections from gunicorn's ``forwarded_allow_ips`` (the proxies in front, ``127
 ``::1`` by default) are not limited: behind a proxy every connection comes from it, so limit
 clients at the proxy instead (nginx's ``limit_conn``; see docs/deployment.rst).
 
+:func:`end_streams_on_stop` is the other hook: for apps loaded before the workers exist
+(``preload_app = True``), it chains the handler that ends open streams when a worker stops,
+which flask-ssecors otherwise installs itself when the app is set up in the worker.
+
 .. versionadded:: 0.1
 """
 
@@ -33,9 +37,10 @@ import time
 import typing as t
 
 from ._clients import client_key
+from ._lifecycle import watch_server
 from .exceptions import UsageError
 
-__all__ = ["limit_connections_per_client"]
+__all__ = ["end_streams_on_stop", "limit_connections_per_client"]
 
 #: Seconds between two log lines about refused connections.
 _LOG_INTERVAL: t.Final = 10.0
@@ -91,6 +96,26 @@ def limit_connections_per_client(
         )
 
     return post_worker_init
+
+
+def end_streams_on_stop(worker: t.Any) -> None:
+    """A gunicorn ``post_worker_init`` hook: end every open stream at once (with a ``retry:``
+    hint) when the worker is told to stop, so that clients reconnect to another worker.
+
+    flask-ssecors does this by itself when the app is set up inside a gunicorn gevent worker,
+    which is gunicorn's default; an app loaded in the arbiter before the workers exist
+    (``preload_app = True``) needs this hook (``post_worker_init = end_streams_on_stop``). It
+    chains flask-ssecors' handler before the worker's ``SIGTERM``, ``SIGINT`` and ``SIGQUIT``
+    handlers, once per process, and logs that it did. See docs/deployment.rst.
+
+    :param worker: the gunicorn worker, as gunicorn passes it to the hook.
+    """
+    if not watch_server(worker):
+        worker.log.warning(
+            "flask-ssecors: could not chain the stop signals of %s; streams end when gunicorn "
+            "closes their connections",
+            type(worker).__name__,
+        )
 
 
 def _networks(entries: cabc.Iterable[str]) -> tuple[_Network, ...]:

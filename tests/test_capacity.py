@@ -287,12 +287,9 @@ class _FakeGeventWorker:
         self.alive = False
 
 
-@pytest.mark.usefixtures("own_trackers")
-def test_the_gunicorn_worker_stop_signal_is_chained(
-    make_app: t.Callable[..., Flask], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """On the first stream in a gunicorn gevent worker, the worker's SIGTERM handler is
-    wrapped: streams are told to end, then gunicorn's handler runs (alive = False)."""
+@pytest.fixture
+def fake_gevent_worker(monkeypatch: pytest.MonkeyPatch) -> t.Iterator[_FakeGeventWorker]:
+    """This process as a gunicorn gevent worker: its SIGTERM handler is the worker's."""
     import sys
     import types
 
@@ -307,18 +304,65 @@ def test_the_gunicorn_worker_stop_signal_is_chained(
     saved = {name: signal.getsignal(getattr(signal, name)) for name in lifecycle._STOP_SIGNALS}
     signal.signal(signal.SIGTERM, worker.handle_exit)
     try:
-        app, _, _ = build(make_app)
-        reader = stream_client(app).open_stream("/events", headers=EVENTSOURCE)
-        handler = signal.getsignal(signal.SIGTERM)
-        assert handler is not worker.handle_exit and callable(handler)
-        handler(signal.SIGTERM, None)
-        assert worker.alive is False
-        with pytest.raises(EOFError):
-            reader.next_event(2)
-        assert b"retry: " in bytes(reader.raw)
+        yield worker
     finally:
         for name, previous in saved.items():
             signal.signal(getattr(signal, name), previous)
+
+
+@pytest.mark.usefixtures("own_trackers")
+def test_the_gunicorn_worker_stop_signal_is_chained(
+    make_app: t.Callable[..., Flask], fake_gevent_worker: _FakeGeventWorker
+) -> None:
+    """When the app is set up in a gunicorn gevent worker, the worker's SIGTERM handler is
+    wrapped: streams are told to end, then gunicorn's handler runs (alive = False)."""
+    worker = fake_gevent_worker
+    app, _, _ = build(make_app)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert handler is not worker.handle_exit and callable(handler)  # at setup, before a stream
+    reader = stream_client(app).open_stream("/events", headers=EVENTSOURCE)
+    assert signal.getsignal(signal.SIGTERM) is handler
+    handler(signal.SIGTERM, None)
+    assert worker.alive is False
+    with pytest.raises(EOFError):
+        reader.next_event(2)
+    assert b"retry: " in bytes(reader.raw)
+
+
+@pytest.mark.usefixtures("own_trackers")
+def test_nothing_is_chained_from_a_request(
+    make_app: t.Callable[..., Flask], fake_gevent_worker: _FakeGeventWorker
+) -> None:
+    """Process-wide effects are decided at setup: an app set up with the key off, or outside
+    the worker, never installs anything when its streams open."""
+    app, _, _ = build(make_app, SSECORS_DRAIN_ON_SHUTDOWN=False)
+    reader = stream_client(app).open_stream("/events", headers=EVENTSOURCE)
+    assert signal.getsignal(signal.SIGTERM) == fake_gevent_worker.handle_exit
+    reader.close()
+
+
+@pytest.mark.usefixtures("own_trackers")
+def test_the_gunicorn_hook_chains_for_a_preloaded_app(
+    make_app: t.Callable[..., Flask],
+    fake_gevent_worker: _FakeGeventWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``preload_app``: the app is set up before the worker exists; ``post_worker_init =
+    end_streams_on_stop`` chains the handler in the worker."""
+    from flask_ssecors.gunicorn import end_streams_on_stop
+
+    worker = fake_gevent_worker
+    monkeypatch.setattr(lifecycle, "gunicorn_worker", lambda: None)  # set up "in the arbiter"
+    app, _, _ = build(make_app)
+    assert signal.getsignal(signal.SIGTERM) == worker.handle_exit
+    end_streams_on_stop(worker)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert handler != worker.handle_exit
+    reader = stream_client(app).open_stream("/events", headers=EVENTSOURCE)
+    handler(signal.SIGTERM, None)
+    assert worker.alive is False
+    with pytest.raises(EOFError):
+        reader.next_event(2)
 
 
 def test_nothing_is_chained_outside_gunicorn(monkeypatch: pytest.MonkeyPatch) -> None:
