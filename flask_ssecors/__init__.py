@@ -13,8 +13,8 @@ import importlib.metadata
 from ._assets import assets_blueprint as assets_blueprint
 from ._extension import SSECors as SSECors
 from ._lifecycle import end_all_streams as end_all_streams
-from ._publisher import Publisher as Publisher
 from ._request import last_event_id as last_event_id
+from .brokers._publisher import Publisher as Publisher
 from .events import Event as Event
 
 __version__: str = importlib.metadata.version("flask-ssecors")

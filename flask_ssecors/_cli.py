@@ -30,8 +30,8 @@ from flask.cli import with_appcontext
 
 from ._request import EXTENSION_KEY
 from ._state import spec_of
+from ._urls import redact
 from .brokers import MemoryBroker
-from .brokers._urls import redact
 from .events import Event
 from .exceptions import BrokerUnavailable
 from .exceptions import EventFieldError

@@ -32,9 +32,9 @@ from ._fetch import TOKEN_CHARS
 from ._origins import OriginError
 from ._origins import OriginPattern
 from ._origins import parse_pattern
-from .brokers._urls import parse_url
-from .brokers._urls import redact
-from .brokers._urls import SCHEMES as REDIS_SCHEMES
+from ._urls import parse_url
+from ._urls import redact
+from ._urls import SCHEMES as REDIS_SCHEMES
 from .exceptions import ConfigError
 from .exceptions import ConfigIssue
 
@@ -116,29 +116,44 @@ def _same(kwarg: str) -> cabc.Callable[[object], dict[str, object]]:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Option:
-    """The one definition of a configuration option.
+    """The one definition of a configuration option: one row of :data:`OPTIONS`.
 
-    :param key: the ``app.config`` key.
+    Written with keywords; what can be derived is: the key from the keyword
+    (``"backlog"`` -> ``SSECORS_BACKLOG``), which decorators accept it from its group, and how
+    the documentation shows its default from the default itself.
+
     :param kwarg: the per-view keyword, and the name of the field it fills.
     :param default: the value used when the key is absent (:data:`REQUIRED` if it is required).
     :param check: validates and converts a value.
     :param group: the part of :class:`Settings` the option lands in.
+    :param key: the ``app.config`` key; ``SSECORS_`` and the keyword in capitals by default.
     :param per_view: which decorators accept the keyword: ``"cors"`` (both), ``"stream"``
-        (``@sse.stream`` only), or ``""`` (app only).
-    :param default_doc: the default as the documentation shows it (reST).
+        (``@sse.stream`` only), or ``""`` (app only); by default the group's (``""`` for
+        ``"app"``).
+    :param default_doc: the default as the documentation shows it (reST); derived from
+        ``default`` when not given.
     :param store: the fields a converted value fills (default: the field named ``kwarg``).
     :param load: the value back from those fields (default: the field named ``kwarg``).
     """
 
-    key: str
     kwarg: str
+    _: dataclasses.KW_ONLY
     default: object
     check: Check
     group: Group
-    per_view: PerView
-    default_doc: str
+    key: str = ""
+    per_view: PerView | None = None
+    default_doc: str = ""
     store: cabc.Callable[[object], dict[str, object]] | None = None
     load: cabc.Callable[[t.Any], object] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", PREFIX + self.kwarg.upper())
+        if self.per_view is None:
+            object.__setattr__(self, "per_view", "" if self.group == "app" else self.group)
+        if not self.default_doc:
+            object.__setattr__(self, "default_doc", _default_doc(self.default))
 
     def fields(self, value: object) -> dict[str, object]:
         """The dataclass fields ``value`` fills."""
@@ -147,6 +162,18 @@ class Option:
     def value_in(self, group: object) -> object:
         """This option's value, read back from its group of a :class:`Settings`."""
         return self.load(group) if self.load is not None else getattr(group, self.kwarg)
+
+
+def _default_doc(default: object) -> str:
+    """How the documentation shows a default: ``required``, ``none`` for an empty list, the
+    entries of a list as literals, a string quoted, anything else as Python writes it."""
+    if default is REQUIRED:
+        return "required"
+    if isinstance(default, tuple):
+        return ", ".join(f"``{item}``" for item in default) if default else "none"
+    if isinstance(default, str):
+        return f'"{default}"'
+    return repr(default)
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -391,216 +418,95 @@ _SECONDS: t.Final = _number(0.0, 3600.0, low_open=True)
 OPTIONS: t.Final[tuple[Option, ...]] = (
     # -- the CORS policy (both decorators) --
     Option(
-        "SSECORS_ALLOWED_ORIGINS",
         "origins",
-        REQUIRED,
-        _origins,
-        "cors",
-        "cors",
-        "required",
-        _store_origins,
-        _load_origins,
+        key="SSECORS_ALLOWED_ORIGINS",
+        default=REQUIRED,
+        check=_origins,
+        group="cors",
+        store=_store_origins,
+        load=_load_origins,
     ),
-    Option("SSECORS_ALLOW_CREDENTIALS", "allow_credentials", False, _bool, "cors", "cors", "False"),
+    Option("allow_credentials", default=False, check=_bool, group="cors"),
     Option(
-        "SSECORS_ALLOWED_HEADERS",
         "allowed_headers",
-        ("last-event-id", "cache-control", "content-type"),
-        _header_names("request"),
-        "cors",
-        "cors",
-        "``last-event-id``, ``cache-control``, ``content-type``",
-        _store_headers,
-        _load_headers,
+        default=("last-event-id", "cache-control", "content-type"),
+        check=_header_names("request"),
+        group="cors",
+        store=_store_headers,
+        load=_load_headers,
     ),
+    Option("expose_headers", default=(), check=_header_names("response"), group="cors"),
+    Option("allowed_methods", default=("GET", "HEAD", "POST"), check=_methods, group="cors"),
     Option(
-        "SSECORS_EXPOSE_HEADERS",
-        "expose_headers",
-        (),
-        _header_names("response"),
-        "cors",
-        "cors",
-        "none",
+        "max_age", default=600, check=_integer(0, MAX_AGE_LIMIT, unit=" of seconds"), group="cors"
     ),
-    Option(
-        "SSECORS_ALLOWED_METHODS",
-        "allowed_methods",
-        ("GET", "HEAD", "POST"),
-        _methods,
-        "cors",
-        "cors",
-        "``GET``, ``HEAD``, ``POST``",
-    ),
-    Option(
-        "SSECORS_MAX_AGE",
-        "max_age",
-        600,
-        _integer(0, MAX_AGE_LIMIT, unit=" of seconds"),
-        "cors",
-        "cors",
-        "600",
-    ),
-    Option(
-        "SSECORS_SERVE_WITHOUT_ORIGIN", "serve_without_origin", True, _bool, "cors", "cors", "True"
-    ),
-    Option(
-        "SSECORS_ALLOW_PRIVATE_NETWORK",
-        "allow_private_network",
-        False,
-        _bool,
-        "cors",
-        "cors",
-        "False",
-    ),
-    Option(
-        "SSECORS_DANGEROUSLY_ALLOW_INSECURE_ORIGINS",
-        "dangerously_allow_insecure_origins",
-        False,
-        _bool,
-        "cors",
-        "cors",
-        "False",
-    ),
+    Option("serve_without_origin", default=True, check=_bool, group="cors"),
+    Option("allow_private_network", default=False, check=_bool, group="cors"),
+    Option("dangerously_allow_insecure_origins", default=False, check=_bool, group="cors"),
     # -- streams (@sse.stream) --
-    Option("SSECORS_HEARTBEAT", "heartbeat", 15.0, _SECONDS, "stream", "stream", "15.0"),
+    Option("heartbeat", default=15.0, check=_SECONDS, group="stream"),
     Option(
-        "SSECORS_RETRY",
         "retry",
-        None,
-        _integer(0, optional=True, unit=" of milliseconds"),
-        "stream",
-        "stream",
-        "None",
+        default=None,
+        check=_integer(0, optional=True, unit=" of milliseconds"),
+        group="stream",
     ),
-    Option("SSECORS_QUEUE_SIZE", "queue_size", 1000, _integer(1), "stream", "stream", "1000"),
-    Option("SSECORS_SEND_TIMEOUT", "send_timeout", 30.0, _SECONDS, "stream", "stream", "30.0"),
-    Option("SSECORS_REQUIRE_TOKEN", "require_token", False, _bool, "stream", "stream", "False"),
+    Option("queue_size", default=1000, check=_integer(1), group="stream"),
+    Option("send_timeout", default=30.0, check=_SECONDS, group="stream"),
+    Option("require_token", default=False, check=_bool, group="stream"),
     Option(
-        "SSECORS_MAX_STREAM_AGE",
         "max_stream_age",
-        None,
-        _number(0.0, 604800.0, low_open=True, optional=True),
-        "stream",
-        "stream",
-        "None",
+        default=None,
+        check=_number(0.0, 604800.0, low_open=True, optional=True),
+        group="stream",
     ),
     # -- the app --
-    Option("SSECORS_BROKER_URL", "broker_url", "memory://", _broker_url, "app", "", '"memory://"'),
-    Option("SSECORS_BACKLOG", "backlog", 1000, _integer(0), "app", "", "1000"),
+    Option("broker_url", default="memory://", check=_broker_url, group="app"),
+    Option("backlog", default=1000, check=_integer(0), group="app"),
+    Option("broker_timeout", default=2.0, check=_number(0.0, 60.0, low_open=True), group="app"),
+    Option("broker_min_replicas", default=0, check=_integer(0, 16), group="app"),
     Option(
-        "SSECORS_BROKER_TIMEOUT",
-        "broker_timeout",
-        2.0,
-        _number(0.0, 60.0, low_open=True),
-        "app",
-        "",
-        "2.0",
-    ),
-    Option(
-        "SSECORS_BROKER_MIN_REPLICAS",
-        "broker_min_replicas",
-        0,
-        _integer(0, 16),
-        "app",
-        "",
-        "0",
-    ),
-    Option(
-        "SSECORS_CHANNEL_TTL",
         "channel_ttl",
-        86400.0,
-        _number(0.0, 31536000.0, low_open=True, optional=True),
-        "app",
-        "",
-        "86400.0",
+        default=86400.0,
+        check=_number(0.0, 31536000.0, low_open=True, optional=True),
+        group="app",
     ),
     Option(
-        "SSECORS_MAX_EVENT_SIZE",
         "max_event_size",
-        65536,
-        _integer(64, 64 * 1024 * 1024, optional=True, unit=" of bytes"),
-        "app",
-        "",
-        "65536",
+        default=65536,
+        check=_integer(64, 64 * 1024 * 1024, optional=True, unit=" of bytes"),
+        group="app",
     ),
     Option(
-        "SSECORS_MAX_STREAMS",
         "max_streams",
-        None,
-        _integer(1, optional=True),
-        "app",
-        "",
-        "``None``: 90 % of gunicorn's ``worker_connections``",
+        default=None,
+        check=_integer(1, optional=True),
+        group="app",
+        default_doc="``None``: 90 % of gunicorn's ``worker_connections``",
     ),
+    Option("max_streams_per_client", default=64, check=_integer(1, optional=True), group="app"),
+    Option("client_ipv6_prefix", default=64, check=_integer(16, 128), group="app"),
+    Option("busy_retry", default=5000, check=_integer(0, unit=" of milliseconds"), group="app"),
     Option(
-        "SSECORS_MAX_STREAMS_PER_CLIENT",
-        "max_streams_per_client",
-        64,
-        _integer(1, optional=True),
-        "app",
-        "",
-        "64",
+        "token_max_age", default=300.0, check=_number(0.0, 604800.0, low_open=True), group="app"
     ),
-    Option(
-        "SSECORS_CLIENT_IPV6_PREFIX",
-        "client_ipv6_prefix",
-        64,
-        _integer(16, 128),
-        "app",
-        "",
-        "64",
-    ),
-    Option(
-        "SSECORS_BUSY_RETRY",
-        "busy_retry",
-        5000,
-        _integer(0, unit=" of milliseconds"),
-        "app",
-        "",
-        "5000",
-    ),
-    Option(
-        "SSECORS_TOKEN_MAX_AGE",
-        "token_max_age",
-        300.0,
-        _number(0.0, 604800.0, low_open=True),
-        "app",
-        "",
-        "300.0",
-    ),
-    Option(
-        "SSECORS_TOKEN_COOKIE",
-        "token_cookie",
-        "ssecors_token",
-        _cookie_name,
-        "app",
-        "",
-        '"ssecors_token"',
-    ),
-    Option(
-        "SSECORS_REQUEST_ID_HEADER",
-        "request_id_header",
-        None,
-        _request_id_header,
-        "app",
-        "",
-        "None",
-    ),
-    Option("SSECORS_TRUST_REQUEST_ID", "trust_request_id", True, _bool, "app", "", "True"),
-    Option("SSECORS_WARN_CORS_HOOKS", "warn_cors_hooks", True, _bool, "app", "", "True"),
-    Option("SSECORS_DRAIN_ON_SHUTDOWN", "drain_on_shutdown", True, _bool, "app", "", "True"),
-    Option(
-        "SSECORS_HELPER_URL_PREFIX",
-        "helper_url_prefix",
-        "/_ssecors",
-        _url_prefix,
-        "app",
-        "",
-        '"/_ssecors"',
-    ),
+    Option("token_cookie", default="ssecors_token", check=_cookie_name, group="app"),
+    Option("request_id_header", default=None, check=_request_id_header, group="app"),
+    Option("trust_request_id", default=True, check=_bool, group="app"),
+    Option("warn_cors_hooks", default=True, check=_bool, group="app"),
+    Option("drain_on_shutdown", default=True, check=_bool, group="app"),
+    Option("helper_url_prefix", default="/_ssecors", check=_url_prefix, group="app"),
 )
 _BY_KEY: t.Final = {option.key: option for option in OPTIONS}
 _BY_KWARG: t.Final = {option.kwarg: option for option in OPTIONS}
+
+
+def default_of(kwarg: str) -> t.Any:
+    """The default of the option ``kwarg``: the one source that brokers, :class:`Publisher`
+    and the settings read (``default_of("backlog")`` is ``1000``)."""
+    return _BY_KWARG[kwarg].default
+
+
 CORS_KWARGS: t.Final = frozenset(o.kwarg for o in OPTIONS if o.per_view == "cors")
 STREAM_KWARGS: t.Final = CORS_KWARGS | frozenset(o.kwarg for o in OPTIONS if o.per_view == "stream")
 

@@ -16,9 +16,9 @@ from flask_ssecors import Publisher
 from flask_ssecors import SSECors
 from flask_ssecors._cli import ssecors
 from flask_ssecors._config import read_settings
-from flask_ssecors.brokers._urls import Address
-from flask_ssecors.brokers._urls import parse_url
-from flask_ssecors.brokers._urls import redact
+from flask_ssecors._urls import Address
+from flask_ssecors._urls import parse_url
+from flask_ssecors._urls import redact
 from flask_ssecors.exceptions import BrokerUnavailable
 from flask_ssecors.exceptions import ConfigError
 from tests.support.servers import RedisServer

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import typing as t
 
+from .._config import default_of
 from ._base import Broker as Broker
 from ._base import MAX_CHANNEL_BYTES as MAX_CHANNEL_BYTES
 from ._base import Replay as Replay
@@ -44,10 +45,10 @@ def create_broker(
     url: str,
     *,
     backlog: int,
-    timeout: float = 2.0,
-    channel_ttl: float | None = 86400.0,
-    max_event_size: int | None = 65536,
-    min_replicas: int = 0,
+    timeout: float = default_of("broker_timeout"),
+    channel_ttl: float | None = default_of("channel_ttl"),
+    max_event_size: int | None = default_of("max_event_size"),
+    min_replicas: int = default_of("broker_min_replicas"),
 ) -> Broker:
     """Create the broker a validated ``SSECORS_BROKER_URL`` names.
 
@@ -66,9 +67,9 @@ def create_broker(
     try:
         from ._redis import RedisBroker
     except ImportError as error:
+        from .._urls import redact
         from ..exceptions import ConfigError
         from ..exceptions import ConfigIssue
-        from ._urls import redact
 
         raise ConfigError([ConfigIssue("SSECORS_BROKER_URL", redact(url), str(error))]) from None
     return RedisBroker(

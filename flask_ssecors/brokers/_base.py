@@ -24,6 +24,7 @@ import weakref
 import gevent
 import gevent.monkey
 
+from .._config import default_of
 from .._faults import FAULTS
 from .._faults import Stage
 from .._log import get_logger
@@ -529,7 +530,11 @@ class Broker(t.Protocol):
         ...
 
     def subscribe(
-        self, channel: str, last_event_id: str | None = None, *, limit: int = 1000
+        self,
+        channel: str,
+        last_event_id: str | None = None,
+        *,
+        limit: int = default_of("queue_size"),
     ) -> Subscription:
         """Subscribe to ``channel``.
 

@@ -25,6 +25,7 @@ import typing as t
 import gevent
 import gevent.monkey
 
+from .._config import default_of
 from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
@@ -69,10 +70,10 @@ class MemoryBroker:
 
     def __init__(
         self,
-        backlog: int = 1000,
+        backlog: int = default_of("backlog"),
         *,
-        channel_ttl: float | None = 86400.0,
-        max_event_size: int | None = 65536,
+        channel_ttl: float | None = default_of("channel_ttl"),
+        max_event_size: int | None = default_of("max_event_size"),
     ) -> None:
         self.backlog = backlog
         self.channel_ttl = channel_ttl
@@ -116,7 +117,11 @@ class MemoryBroker:
         return event_id
 
     def subscribe(
-        self, channel: str, last_event_id: str | None = None, *, limit: int = 1000
+        self,
+        channel: str,
+        last_event_id: str | None = None,
+        *,
+        limit: int = default_of("queue_size"),
     ) -> Subscription:
         """Subscribe, replaying strictly after ``last_event_id`` (see :class:`.base.Broker`).
 

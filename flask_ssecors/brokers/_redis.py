@@ -43,19 +43,19 @@ import gevent.event
 import gevent.lock
 import gevent.monkey
 
+from .._config import default_of
 from .._faults import FAULTS
 from .._faults import Stage
 from .._log import get_logger
+from .._urls import Address
+from .._urls import parse_url
 from ..events import add_id
 from ..events import Event
 from ..events import RESET_EVENT
-from ..events import without_id
 from ..exceptions import BrokerUnavailable
 from ._base import check_channel
-from ._base import check_event_size
 from ._base import deliver_contained
 from ._base import EndReason
-from ._base import new_generation
 from ._base import PAGE_BYTES
 from ._base import PAGE_EVENTS
 from ._base import split_id
@@ -63,7 +63,6 @@ from ._base import Subscription
 from ._base import thread_ident
 from ._redis_conn import client_for
 from ._redis_conn import node_address
-from ._redis_conn import publish_acknowledged
 from ._redis_conn import redis as redis
 from ._redis_conn import RedisCluster
 from ._redis_layout import EMPTY_GENERATION
@@ -72,15 +71,13 @@ from ._redis_layout import Keys
 from ._redis_layout import LIVE_WINDOW
 from ._redis_layout import parse_position
 from ._redis_layout import parse_stream_id
-from ._redis_layout import publish_args
 from ._redis_layout import PUBLISH_SCRIPT
 from ._redis_layout import shard_of
 from ._redis_layout import SHARDS
 from ._redis_layout import SNAPSHOT_SCRIPT
 from ._redis_layout import StreamId
 from ._redis_layout import ZERO
-from ._urls import Address
-from ._urls import parse_url
+from ._redis_publish import RedisPublishing
 
 logger = get_logger(__name__)
 
@@ -211,13 +208,13 @@ class RedisBroker:
         self,
         url: str,
         *,
-        backlog: int = 1000,
-        timeout: float = 2.0,
-        channel_ttl: float | None = 86400.0,
-        max_event_size: int | None = 65536,
+        backlog: int = default_of("backlog"),
+        timeout: float = default_of("broker_timeout"),
+        channel_ttl: float | None = default_of("channel_ttl"),
+        max_event_size: int | None = default_of("max_event_size"),
         prefix: str = "ssecors:",
         pool_size: int = 8,
-        min_replicas: int = 0,
+        min_replicas: int = default_of("broker_min_replicas"),
         live_window: float = LIVE_WINDOW,
     ) -> None:
         self.url = url
@@ -238,6 +235,15 @@ class RedisBroker:
         self.prefix = prefix
         self.pool_size = pool_size
         self.keys = Keys(prefix)
+        self._publishing = RedisPublishing(
+            prefix=prefix,
+            backlog=backlog,
+            channel_ttl=channel_ttl,
+            max_event_size=max_event_size,
+            min_replicas=min_replicas,
+            timeout=timeout,
+            live_window=live_window,
+        )
         self._snapshot_sha = hashlib.sha1(SNAPSHOT_SCRIPT.encode()).hexdigest()
         self._pid = -1
         self._reset_process_state()
@@ -333,39 +339,21 @@ class RedisBroker:
         :raises BrokerUnavailable: when Redis does not confirm within the timeout.
         """
         self._check_pid()
-        check_channel(channel)
-        encoded = without_id(event).encode()
-        check_event_size(encoded, self.max_event_size)
-        keys = self.keys.publish_keys(channel)
-        args = publish_args(
-            channel,
-            encoded,
-            backlog=self.backlog,
-            ttl=self.channel_ttl,
-            generation=new_generation(),
-            live_window=self.live_window,
+        keys, args = self._publishing.prepare(channel, event)
+        script = self._publish_script
+        return t.cast(
+            str,
+            self._run("publish", lambda client: self._publishing.send(client, script, keys, args)),
         )
-        if self.min_replicas:
-            generation, stream_id = self._run(
-                "publish",
-                functools.partial(
-                    publish_acknowledged,
-                    keys=keys,
-                    args=args,
-                    replicas=self.min_replicas,
-                    timeout=self.timeout,
-                ),
-            )
-        else:
-            generation, stream_id = self._run(
-                "publish", lambda client: self._publish_script(keys=keys, args=args, client=client)
-            )
-        return f"{generation.decode()}.{stream_id.decode()}"
 
     # -- subscribing -------------------------------------------------------------------------
 
     def subscribe(
-        self, channel: str, last_event_id: str | None = None, *, limit: int = 1000
+        self,
+        channel: str,
+        last_event_id: str | None = None,
+        *,
+        limit: int = default_of("queue_size"),
     ) -> Subscription:
         """Subscribe; replay strictly after ``last_event_id`` (see :class:`.base.Broker`).
 

@@ -22,10 +22,10 @@ try:
     from redis.sentinel import SentinelManagedConnection
     from redis.sentinel import SentinelManagedSSLConnection
 
+    from .._urls import Address
+    from .._urls import parse_url
     from ..exceptions import BrokerUnavailable
     from ._redis_layout import PUBLISH_SCRIPT
-    from ._urls import Address
-    from ._urls import parse_url
 except ImportError as error:  # pragma: no cover - exercised by the missing-extra test
     raise ImportError(
         "SSECORS_BROKER_URL names Redis but the 'redis' package is not installed; "

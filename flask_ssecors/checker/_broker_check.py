@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 import typing as t
 
+from .._urls import parse_url
+from .._urls import redact
 from ..brokers._redis_layout import Keys
 from ..brokers._redis_layout import shard_of
-from ..brokers._urls import parse_url
-from ..brokers._urls import redact
 
 Report = dict[str, t.Any]
 

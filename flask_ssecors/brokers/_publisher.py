@@ -6,18 +6,15 @@ import os
 import types
 import typing as t
 
-from ._config import check_options
-from .brokers._base import check_channel
-from .brokers._base import check_event_size
-from .brokers._base import new_generation
-from .brokers._urls import redact
-from .events import without_id
-from .exceptions import BrokerUnavailable
-from .exceptions import ConfigError
-from .exceptions import ConfigIssue
+from .._config import check_options
+from .._config import default_of
+from .._urls import redact
+from ..exceptions import BrokerUnavailable
+from ..exceptions import ConfigError
+from ..exceptions import ConfigIssue
 
 if t.TYPE_CHECKING:
-    from .events import Event
+    from ..events import Event
 
 
 class Publisher:
@@ -73,8 +70,10 @@ class Publisher:
         try:
             import redis
 
-            from .brokers._redis_conn import client_for
-            from .brokers._redis_conn import publish_acknowledged
+            from ._redis_conn import client_for
+            from ._redis_layout import LIVE_WINDOW
+            from ._redis_layout import PUBLISH_SCRIPT
+            from ._redis_publish import RedisPublishing
         except ImportError:
             raise ConfigError(
                 [
@@ -84,28 +83,57 @@ class Publisher:
                 ],
                 where="flask_ssecors.Publisher",
             ) from None
-        from .brokers._redis_layout import Keys
-        from .brokers._redis_layout import publish_args
-        from .brokers._redis_layout import PUBLISH_SCRIPT
 
         self.url = url
-        self.backlog = t.cast(int, values.get("backlog", 1000))
-        self.channel_ttl = t.cast("float | None", values.get("channel_ttl", 86400.0))
-        self.max_event_size = t.cast("int | None", values.get("max_event_size", 65536))
-        self.timeout = t.cast(float, values.get("broker_timeout", 2.0))
-        self._keys = Keys(prefix)
-        self._args = publish_args
+        self._publishing = RedisPublishing(
+            prefix=prefix,
+            backlog=t.cast(int, values.get("backlog", default_of("backlog"))),
+            channel_ttl=t.cast(
+                "float | None", values.get("channel_ttl", default_of("channel_ttl"))
+            ),
+            max_event_size=t.cast(
+                "int | None", values.get("max_event_size", default_of("max_event_size"))
+            ),
+            min_replicas=t.cast(
+                int, values.get("broker_min_replicas", default_of("broker_min_replicas"))
+            ),
+            timeout=t.cast(float, values.get("broker_timeout", default_of("broker_timeout"))),
+            live_window=LIVE_WINDOW,
+        )
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self.min_replicas = t.cast(int, values.get("broker_min_replicas", 0))
         self._client: t.Any = client_for(
             url,
-            timeout=self.timeout,
+            timeout=self._publishing.timeout,
             max_connections=64,
             name=f"ssecors-publisher-{os.getpid()}",
             cooperative=False,
         )
         self._script = self._client.register_script(PUBLISH_SCRIPT)
-        self._acknowledged = publish_acknowledged
+
+    @property
+    def backlog(self) -> int:
+        """``SSECORS_BACKLOG`` as given (or its default)."""
+        return self._publishing.backlog
+
+    @property
+    def channel_ttl(self) -> float | None:
+        """``SSECORS_CHANNEL_TTL`` as given (or its default)."""
+        return self._publishing.channel_ttl
+
+    @property
+    def max_event_size(self) -> int | None:
+        """``SSECORS_MAX_EVENT_SIZE`` as given (or its default)."""
+        return self._publishing.max_event_size
+
+    @property
+    def timeout(self) -> float:
+        """``SSECORS_BROKER_TIMEOUT`` as given (or its default)."""
+        return self._publishing.timeout
+
+    @property
+    def min_replicas(self) -> int:
+        """``SSECORS_BROKER_MIN_REPLICAS`` as given (or its default)."""
+        return self._publishing.min_replicas
 
     def publish(self, channel: str, event: Event) -> str:
         """Publish ``event`` on ``channel``; return the id the app's clients will see.
@@ -114,31 +142,11 @@ class Publisher:
         :raises EventFieldError: for an event over ``max_event_size``.
         :raises BrokerUnavailable: when Redis does not confirm within the timeout.
         """
-        check_channel(channel)
-        encoded = without_id(event).encode()
-        check_event_size(encoded, self.max_event_size)
-        args = self._args(
-            channel,
-            encoded,
-            backlog=self.backlog,
-            ttl=self.channel_ttl,
-            generation=new_generation(),
-        )
-        keys = self._keys.publish_keys(channel)
+        keys, args = self._publishing.prepare(channel, event)
         try:
-            if self.min_replicas:
-                generation, stream_id = self._acknowledged(
-                    self._client,
-                    keys=keys,
-                    args=args,
-                    replicas=self.min_replicas,
-                    timeout=self.timeout,
-                )
-            else:
-                generation, stream_id = self._script(keys=keys, args=args)
+            return self._publishing.send(self._client, self._script, keys, args)
         except self._errors as error:
             raise BrokerUnavailable(f"publish: {error}") from error
-        return f"{generation.decode()}.{stream_id.decode()}"
 
     def close(self) -> None:
         """Close the connections."""

@@ -1,0 +1,98 @@
+"""Publishing to Redis: the one path that :class:`~flask_ssecors.brokers.RedisBroker` and
+:class:`~flask_ssecors.Publisher` share, so that both write the same layout, ids and checks."""
+
+from __future__ import annotations
+
+import typing as t
+
+from ..events import without_id
+from ._base import check_channel
+from ._base import check_event_size
+from ._base import new_generation
+from ._redis_conn import publish_acknowledged
+from ._redis_layout import Keys
+from ._redis_layout import publish_args
+
+if t.TYPE_CHECKING:
+    from ..events import Event
+
+
+class RedisPublishing:
+    """How one app publishes: its key prefix and the settings that shape each publish.
+
+    :param prefix: the key prefix.
+    :param backlog: ``SSECORS_BACKLOG``.
+    :param channel_ttl: ``SSECORS_CHANNEL_TTL``.
+    :param max_event_size: ``SSECORS_MAX_EVENT_SIZE``.
+    :param min_replicas: ``SSECORS_BROKER_MIN_REPLICAS``.
+    :param timeout: ``SSECORS_BROKER_TIMEOUT``, the bound on ``WAIT``.
+    :param live_window: seconds a shard stream keeps an event.
+    """
+
+    __slots__ = (
+        "backlog",
+        "channel_ttl",
+        "keys",
+        "live_window",
+        "max_event_size",
+        "min_replicas",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        backlog: int,
+        channel_ttl: float | None,
+        max_event_size: int | None,
+        min_replicas: int,
+        timeout: float,
+        live_window: float,
+    ) -> None:
+        self.keys = Keys(prefix)
+        self.backlog = backlog
+        self.channel_ttl = channel_ttl
+        self.max_event_size = max_event_size
+        self.min_replicas = min_replicas
+        self.timeout = timeout
+        self.live_window = live_window
+
+    def prepare(self, channel: str, event: Event) -> tuple[list[str], list[object]]:
+        """The keys and arguments of the publish script for ``event`` on ``channel``.
+
+        :raises ChannelError: for a channel name no broker can store.
+        :raises EventFieldError: for an event above ``max_event_size``.
+        """
+        check_channel(channel)
+        encoded = without_id(event).encode()
+        check_event_size(encoded, self.max_event_size)
+        args = publish_args(
+            channel,
+            encoded,
+            backlog=self.backlog,
+            ttl=self.channel_ttl,
+            generation=new_generation(),
+            live_window=self.live_window,
+        )
+        return self.keys.publish_keys(channel), args
+
+    def send(self, client: t.Any, script: t.Any, keys: list[str], args: list[object]) -> str:
+        """Run the publish (and ``WAIT`` for ``min_replicas``) on ``client``; return the id.
+
+        :param client: a redis-py client (of one server, Sentinel's primary, or a cluster).
+        :param script: the publish script registered on ``client``'s connections.
+        :raises redis.RedisError: or :class:`OSError`, as redis-py raises them; the caller
+            turns them into ``BrokerUnavailable``.
+        """
+        if self.min_replicas:
+            generation, stream_id = publish_acknowledged(
+                client,
+                keys=keys,
+                args=args,
+                replicas=self.min_replicas,
+                timeout=self.timeout,
+            )
+        else:
+            generation, stream_id = script(keys=keys, args=args, client=client)
+        return f"{generation.decode()}.{stream_id.decode()}"
