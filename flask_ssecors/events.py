@@ -11,21 +11,13 @@ one ``name: value`` line per field and an empty line to end the event.
 
 from __future__ import annotations
 
-import collections.abc as cabc
 import dataclasses
 import json
 import re
 
 from .exceptions import EventFieldError
 
-__all__ = [
-    "RESET_EVENT",
-    "Event",
-    "add_id",
-    "encode_comment",
-    "relabel",
-    "without_id",
-]
+__all__ = ["RESET_EVENT", "Event", "encode_comment"]
 
 #: The ``event`` name a broker sends when a client's ``Last-Event-ID`` is unknown or older than
 #: the backlog it keeps: events may have been missed, so the client should reload its state.
@@ -86,19 +78,21 @@ def _encode(
     retry: int | None,
     comment: str | None,
 ) -> bytes:
-    """The wire bytes of an event: comments, ``id``, ``event``, ``retry``, data, empty line.
+    """The wire bytes of an event: ``id``, ``event``, ``retry``, comments, data, empty line.
 
-    Field values are not validated here; :class:`Event` does that first.
+    ``id`` and ``event`` come first, so that a broker adds an id to bytes encoded without one
+    by writing it in front, and relabels a stream's event by replacing a known prefix: no
+    scan, no parse. Field values are not validated here; :class:`Event` does that first.
     """
     parts: list[bytes] = []
-    if comment is not None:
-        parts.extend(_comment_lines(comment))
     if id is not None:
         parts.append(_field_line(b"id", _utf8("id", id)))
     if event is not None:
         parts.append(_field_line(b"event", _utf8("event", event)))
     if retry is not None:
         parts.append(_field_line(b"retry", str(retry).encode("ascii")))
+    if comment is not None:
+        parts.extend(_comment_lines(comment))
     if data is not None:
         text = _data_text(data)
         parts.extend(_field_line(b"data", _utf8("data", line)) for line in _LINE_BREAK.split(text))
@@ -130,7 +124,7 @@ class Event:
         Event({"price": 12}, event="tick", id="42").encode()
         # b'id: 42\\nevent: tick\\ndata: {"price":12}\\n\\n'
 
-    Fields are written in this order: comment lines, ``id``, ``event``, ``retry``, data lines,
+    Fields are written in this order: ``id``, ``event``, ``retry``, comment lines, data lines,
     then the empty line that dispatches the event.
 
     Security: ``event`` and ``id`` are refused, never silently cleaned, if they contain CR, LF
@@ -242,78 +236,3 @@ def encode_comment(text: str = "") -> bytes:
     if not isinstance(text, str):
         raise EventFieldError("comment", text, f"must be a str, not {type(text).__name__}")
     return b"".join(_comment_lines(text)) + b"\n"
-
-
-def add_id(encoded: bytes, id: str) -> bytes:
-    """The wire bytes of an encoded event with an ``id`` field added.
-
-    A broker encodes a published event once, without an id, and adds the id it assigned when
-    it delivers or replays the event: ``add_id(event.encode(), "42")`` gives the same bytes as
-    ``event.with_id("42").encode()``, without encoding the data again. The id goes where
-    :meth:`Event.encode` writes it: after the comment lines, before the other fields.
-
-    :param encoded: the bytes of an event that has no ``id`` (:meth:`Event.encode`).
-    :param id: the id; CR, LF and NUL are refused as in :class:`Event`.
-    :raises EventFieldError: if the id cannot be sent.
-
-    .. versionadded:: 0.1
-    """
-    _check_line_value("id", id)
-    line = _field_line(b"id", _utf8("id", id))
-    if not encoded.startswith(b":"):
-        return line + encoded
-    end = 0
-    while encoded.startswith(b":", end):
-        end = encoded.index(b"\n", end) + 1
-    return encoded[:end] + line + encoded[end:]
-
-
-def without_id(event: Event) -> Event:
-    """``event`` without its ``id`` (itself when it has none): what a broker encodes once.
-
-    .. versionadded:: 0.1
-    """
-    return event if event.id is None else dataclasses.replace(event, id=None)
-
-
-def relabel(
-    encoded: bytes, *, id: cabc.Callable[[str | None], str], event_prefix: str
-) -> tuple[str | None, bytes]:
-    """An encoded event with its ``id`` replaced and its type prefixed; and the old ``id``.
-
-    Multi-channel streams use it: the event keeps its data, its type becomes
-    ``<event_prefix><type>`` (``message`` when it had none), and its id the stream's own. The
-    fields are found where :meth:`Event.encode` writes them (comments, ``id``, ``event``, then
-    the rest), so ``encoded`` must come from :meth:`Event.encode` (or :func:`add_id`).
-
-    :param encoded: an encoded event.
-    :param id: gives the new id from the old one (None when it had none); CR, LF and NUL are
-        refused as in :class:`Event`.
-    :param event_prefix: put before the type; CR, LF and NUL are refused.
-    :raises EventFieldError: if the id or the new type cannot be sent.
-
-    .. versionadded:: 0.1
-    """
-    lines = encoded.split(b"\n")
-    index = 0
-    while index < len(lines) and lines[index].startswith(b":"):
-        index += 1
-    comments = lines[:index]
-    old_id: str | None = None
-    if index < len(lines) and (lines[index].startswith(b"id: ") or lines[index] == b"id:"):
-        old_id = lines[index][4:].decode("utf-8")
-        index += 1
-    old_type = "message"
-    if index < len(lines) and lines[index].startswith(b"event: "):
-        old_type = lines[index][7:].decode("utf-8")
-        index += 1
-    new_type = event_prefix + old_type
-    new_id = id(old_id)
-    _check_line_value("id", new_id)
-    _check_line_value("event", new_type)
-    head = [
-        *comments,
-        _field_line(b"id", _utf8("id", new_id))[:-1],
-        _field_line(b"event", _utf8("event", new_type))[:-1],
-    ]
-    return old_id, b"\n".join([*head, *lines[index:]])

@@ -757,7 +757,7 @@ class BrokerContract:
         good = broker.subscribe("c")
         other = broker.subscribe("elsewhere")
 
-        def explode(source: Subscription, item: bytes | None) -> None:
+        def explode(source: Subscription, item: object) -> None:
             if item is not None:
                 raise RuntimeError("a subscriber's bug")
 
@@ -774,13 +774,14 @@ class BrokerContract:
     def test_an_event_that_cannot_be_relabelled_drops_only_its_stream(
         self, broker: Broker, monkeypatch: pytest.MonkeyPatch
     ) -> None:
+        from flask_ssecors._wire import Frame
+        from flask_ssecors._wire import relabel as real
         from flask_ssecors.brokers import _multi
-        from flask_ssecors.events import relabel as real
 
-        def relabel(encoded: bytes, **kwargs: t.Any) -> tuple[str | None, bytes]:
-            if kwargs["event_prefix"] == "poison/":
+        def relabel(item: Frame, id: str, type_prefix: str) -> bytes:
+            if type_prefix == "poison/":
                 raise RuntimeError("cannot relabel")
-            return real(encoded, **kwargs)
+            return real(item, id, type_prefix)
 
         monkeypatch.setattr(_multi, "relabel", relabel)
         poisoned = subscribe_many(broker, ["ticker", "poison"], None, limit=10)

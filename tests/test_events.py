@@ -51,7 +51,7 @@ from flask_ssecors.exceptions import EventFieldError
         ({"data": "ünï"}, "data: ünï\n\n".encode()),
         (
             {"data": "a\nb", "event": "tick", "id": "7", "retry": 1500, "comment": "c1\nc2"},
-            b": c1\n: c2\nid: 7\nevent: tick\nretry: 1500\ndata: a\ndata: b\n\n",
+            b"id: 7\nevent: tick\nretry: 1500\n: c1\n: c2\ndata: a\ndata: b\n\n",
         ),
     ],
 )
@@ -158,9 +158,9 @@ def test_with_id() -> None:
     event = Event("x", event="tick", retry=10, comment="c")
     copy = event.with_id("42")
     assert copy == Event("x", event="tick", id="42", retry=10, comment="c")
-    assert copy.encode() == b": c\nid: 42\nevent: tick\nretry: 10\ndata: x\n\n"
+    assert copy.encode() == b"id: 42\nevent: tick\nretry: 10\n: c\ndata: x\n\n"
     assert event.id is None
-    assert event.encode() == b": c\nevent: tick\nretry: 10\ndata: x\n\n"
+    assert event.encode() == b"event: tick\nretry: 10\n: c\ndata: x\n\n"
 
 
 @pytest.mark.parametrize("bad_id", ["1\n", "1\r", "1\x00", 1])

@@ -29,6 +29,7 @@ from flask import Flask
 from flask_ssecors import SSECors
 from flask_ssecors._faults import FAULTS
 from flask_ssecors._parser import parse_events
+from flask_ssecors._wire import Frame
 from flask_ssecors.brokers import create_broker
 from flask_ssecors.brokers._redis import _parse_event_id as parse_event_id
 from flask_ssecors.brokers._redis import RedisBroker
@@ -703,7 +704,7 @@ class TestRedisBrokerContract(BrokerContract):
         and the listener goes on with every other channel, without reconnecting."""
         real = RedisBroker._frame
 
-        def frame(generation: str, position: tuple[int, int], encoded: bytes) -> bytes:
+        def frame(generation: str, position: tuple[int, int], encoded: bytes) -> Frame:
             if b"poison" in encoded:
                 raise RuntimeError("cannot encode")
             return real(generation, position, encoded)

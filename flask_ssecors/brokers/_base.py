@@ -29,6 +29,8 @@ from .._faults import FAULTS
 from .._faults import Stage
 from .._log import get_logger
 from .._logsafe import escape
+from .._wire import data_of
+from .._wire import Frame
 from ..exceptions import BrokerUnavailable
 from ..exceptions import ChannelError
 from ..exceptions import EventFieldError
@@ -233,8 +235,9 @@ class Replay(t.Protocol):
     .. versionadded:: 0.1
     """
 
-    def next_page(self) -> list[bytes]:
-        """The next encoded events, oldest first; ``[]`` once the replay is complete.
+    def next_page(self) -> list[bytes | Frame]:
+        """The next encoded events (bytes, or frames), oldest first; ``[]`` once the replay
+        is complete.
 
         Called in the greenlet that reads the subscription; it may wait for the broker.
         A replay that cannot go on (the events were trimmed meanwhile) ends with the reset
@@ -297,12 +300,12 @@ class Subscription:
         #: Live events, at most ``limit`` of them.
         self._items: collections.deque[t.Any] = collections.deque()
         #: Replayed events of the current page, sent before any live event.
-        self._page: collections.deque[bytes] = collections.deque()
+        self._page: collections.deque[bytes | Frame] = collections.deque()
         #: Where further pages of the replay come from, until it is complete.
         self._replay: Replay | None = None
         self._release = on_close
         #: Where delivered events go instead of the queue (see :meth:`forward`).
-        self._sink: t.Callable[[Subscription, bytes | None], None] | None = None
+        self._sink: t.Callable[[Subscription, bytes | Frame | None], None] | None = None
         self._hub = gevent.get_hub()
         self._waker = _waker_for(self._hub)
         self._waiter: t.Any = None
@@ -332,7 +335,7 @@ class Subscription:
             self._queued = True
             self._waker.add(self)
 
-    def preload(self, items: t.Iterable[bytes]) -> None:
+    def preload(self, items: t.Iterable[bytes | Frame]) -> None:
         """Queue replayed events; call it before the subscription receives live events.
 
         Replayed events come before every live event and are not counted in :attr:`limit`.
@@ -350,8 +353,9 @@ class Subscription:
         self._replay = replay
         self._notify()
 
-    def deliver(self, item: bytes) -> bool:
-        """Queue one encoded live event; drop the subscriber if it is too far behind.
+    def deliver(self, item: bytes | Frame) -> bool:
+        """Queue one encoded live event (its bytes, or a frame that carries its id and type
+        beside them); drop the subscriber if it is too far behind.
 
         :return: False when the subscriber was dropped (now or earlier).
         """
@@ -383,7 +387,7 @@ class Subscription:
         if self._page or self._replay is not None:
             replayed = self.next_replayed()
             if replayed is not None:
-                return replayed
+                return data_of(replayed)
             if self.drop_reason is not None:
                 raise SubscriptionClosed(self.drop_reason)
         if not self._items:
@@ -392,9 +396,9 @@ class Subscription:
                 raise SubscriptionClosed(self.drop_reason)
             if not self._items:
                 return None
-        return t.cast(bytes, self._items.popleft())
+        return data_of(self._items.popleft())
 
-    def next_replayed(self) -> bytes | None:
+    def next_replayed(self) -> bytes | Frame | None:
         """The next replayed event, reading the replay's next page when needed; None once
         the replay is complete (or the subscriber was dropped because it could not be read).
 
@@ -486,7 +490,7 @@ class Subscription:
         if self._sink is not None:
             self._sink(self, None)
 
-    def forward(self, sink: t.Callable[[Subscription, bytes | None], None]) -> None:
+    def forward(self, sink: t.Callable[[Subscription, bytes | Frame | None], None]) -> None:
         """Hand every live event to ``sink(self, event)`` from now on, those queued first,
         instead of queueing them; ``sink(self, None)`` says the subscription was dropped.
         Replayed events stay here, for :meth:`next_replayed`. A stream of several channels
@@ -505,7 +509,7 @@ class Subscription:
         self.drop(EndReason.CLOSED)
 
 
-def deliver_contained(subscription: Subscription, item: bytes) -> None:
+def deliver_contained(subscription: Subscription, item: bytes | Frame) -> None:
     """:meth:`Subscription.deliver`, for a loop that serves many: what this one subscriber's
     delivery raises is counted and logged (:data:`~flask_ssecors._faults.FAULTS`), and the
     subscriber is dropped (it resumes from the backlog when it reconnects); the loop goes on.

@@ -26,10 +26,12 @@ import gevent
 import gevent.monkey
 
 from .._config import default_of
-from ..events import add_id
+from .._wire import encode_without_id
+from .._wire import Frame
+from .._wire import frame
+from .._wire import frame_of
 from ..events import Event
 from ..events import RESET_EVENT
-from ..events import without_id
 from ._base import check_channel
 from ._base import check_event_size
 from ._base import deliver_contained
@@ -54,7 +56,7 @@ class _Channel:
     def __init__(self, backlog: int) -> None:
         self.generation = new_generation()
         self.head = 0
-        self.backlog: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=backlog)
+        self.backlog: collections.deque[tuple[int, Frame]] = collections.deque(maxlen=backlog)
         self.subscribers: set[Subscription] = set()
 
 
@@ -100,13 +102,13 @@ class MemoryBroker:
         :raises EventFieldError: for an event above ``max_event_size``.
         """
         check_channel(channel)
-        encoded = without_id(event).encode()
+        encoded = encode_without_id(event)
         check_event_size(encoded, self.max_event_size)
         with self._lock:
             state = self._channel(channel)
             state.head += 1
             event_id = f"{state.generation}.{state.head}"
-            data = add_id(encoded, event_id)
+            data = frame(encoded, event.event, event_id)
             if self.backlog:
                 state.backlog.append((state.head, data))
             if state.subscribers:
@@ -133,7 +135,7 @@ class MemoryBroker:
             state = self._channel(channel)
             if last_event_id is not None:
                 replay = self._replay(state, last_event_id)
-                if isinstance(replay, bytes):
+                if isinstance(replay, Frame):
                     subscription.preload([replay])
                 elif replay is not None:
                     subscription.replay_from(replay)
@@ -150,7 +152,7 @@ class MemoryBroker:
                 return f"{EMPTY_GENERATION}.0"
             return f"{state.generation}.{state.head}"
 
-    def _replay(self, state: _Channel, last_event_id: str) -> bytes | _Replay | None:
+    def _replay(self, state: _Channel, last_event_id: str) -> Frame | _Replay | None:
         """What a subscriber resuming after ``last_event_id`` gets first: nothing, the reset
         event, or the events it missed, read a page at a time."""
         parts = split_id(last_event_id)
@@ -172,9 +174,9 @@ class MemoryBroker:
         return _Replay(self, state, seq, state.head)
 
     @staticmethod
-    def _reset(state: _Channel, position: int, reason: str) -> bytes:
+    def _reset(state: _Channel, position: int, reason: str) -> Frame:
         at = f"{state.generation}.{position}" if position else f"{EMPTY_GENERATION}.0"
-        return Event({"reason": reason}, event=RESET_EVENT, id=at).encode()
+        return frame_of(Event({"reason": reason}, event=RESET_EVENT, id=at))
 
     def _release(self, subscription: Subscription) -> None:
         with self._lock:
@@ -274,7 +276,7 @@ class _Replay:
         self._last = last
         self._tail = tail
 
-    def next_page(self) -> list[bytes]:
+    def next_page(self) -> list[bytes | Frame]:
         state = self._state
         with self._broker._lock:
             if self._last >= self._tail:
@@ -285,14 +287,14 @@ class _Replay:
                 # Published over while the client read slowly: the rest is gone.
                 self._last = self._tail
                 return [MemoryBroker._reset(state, self._tail, "expired")]
-            page: list[bytes] = []
+            page: list[bytes | Frame] = []
             size = 0
             for number, data in itertools.islice(backlog, self._last + 1 - oldest, None):
                 if number > self._tail:
                     break
                 page.append(data)
                 self._last = number
-                size += len(data)
+                size += len(data.data)
                 if len(page) >= PAGE_EVENTS or size >= PAGE_BYTES:
                     break
             if not page:

@@ -23,8 +23,12 @@ import typing as t
 
 from .._faults import FAULTS
 from .._faults import Stage
+from .._wire import as_frame
+from .._wire import data_of
+from .._wire import Frame
+from .._wire import frame_of
+from .._wire import relabel
 from ..events import Event
-from ..events import relabel
 from ..exceptions import ChannelError
 from ._base import check_channel
 from ._base import EndReason
@@ -110,7 +114,7 @@ class MultiSubscription(Subscription):
         """Read ``child`` (the subscription of channel ``index``) from now on."""
         self._children.append(child)
 
-        def sink(source: Subscription, item: bytes | None) -> None:
+        def sink(source: Subscription, item: bytes | Frame | None) -> None:
             if item is None:
                 if source.drop_reason != EndReason.CLOSED:
                     self.drop(source.drop_reason or EndReason.CLOSED)
@@ -131,7 +135,7 @@ class MultiSubscription(Subscription):
         if self.drop_reason is not None:
             raise SubscriptionClosed(self.drop_reason)
         if self._page:
-            return self._page.popleft()
+            return data_of(self._page.popleft())
         children = self._children
         while self._replaying < len(children):
             index = self._replaying
@@ -158,17 +162,15 @@ class MultiSubscription(Subscription):
                 return frame
             raise SubscriptionClosed(t.cast(str, self.drop_reason))
 
-    def _relabel(self, index: int, item: bytes) -> bytes | None:
+    def _relabel(self, index: int, item: bytes | Frame) -> bytes | None:
         """``item`` of channel ``index`` as this stream sends it, the stream's position moved
-        on; None (and the subscriber dropped) if it cannot be written."""
-
-        def stream_id(channel_id: str | None) -> str:
-            if channel_id:
-                self._positions[index] = channel_id
-            return self.last_event_id
-
+        on; None (and the subscriber dropped) if it cannot be written. A frame carries its id
+        and type: nothing is parsed."""
         try:
-            return relabel(item, id=stream_id, event_prefix=self._prefixes[index])[1]
+            framed = as_frame(item)
+            if framed.id:
+                self._positions[index] = framed.id
+            return relabel(framed, self.last_event_id, self._prefixes[index])
         except Exception:
             FAULTS.record(Stage.RELABEL, "the subscriber was dropped", self.channels[index])
             self.drop(EndReason.ERROR)
@@ -220,4 +222,4 @@ def subscribe_many(
 
 def _opening(stream_id: str) -> bytes:
     """A block with an ``id`` and no data: not dispatched, but it sets the browser's last id."""
-    return Event(comment="channels", id=stream_id).encode()
+    return frame_of(Event(comment="channels", id=stream_id)).data

@@ -49,7 +49,10 @@ from .._faults import Stage
 from .._log import get_logger
 from .._urls import Address
 from .._urls import parse_url
-from ..events import add_id
+from .._wire import Frame
+from .._wire import frame
+from .._wire import frame_of
+from .._wire import stored_type
 from ..events import Event
 from ..events import RESET_EVENT
 from ..exceptions import BrokerUnavailable
@@ -104,7 +107,7 @@ _Event: t.Final[t.Any] = gevent.monkey.get_original("threading", "Event")
 
 #: An encoded event as a subscriber receives it, with its position in its channel (None for a
 #: reset event, which no later position makes obsolete).
-Frame: t.TypeAlias = tuple["StreamId | None", bytes]
+Joined: t.TypeAlias = tuple["StreamId | None", Frame]
 
 
 class _Readiness:
@@ -178,7 +181,7 @@ class _Channel:
         self.subscribers: set[Subscription] = set()
         #: Subscribers taking their snapshot: what the listener reads for them meanwhile is
         #: kept here, and merged with the snapshot once it is in.
-        self.joining: dict[Subscription, list[Frame]] = {}
+        self.joining: dict[Subscription, list[Joined]] = {}
         #: Subscribers whose snapshot went further than the listener had dispatched: they
         #: get nothing up to that position from the listener.
         self.floors: dict[Subscription, StreamId] = {}
@@ -380,7 +383,7 @@ class RedisBroker:
             if last_event_id is None:
                 state.subscribers.add(subscription)
                 return subscription
-            live: list[Frame] = []
+            live: list[Joined] = []
             state.joining[subscription] = live
         parsed = _parse_event_id(last_event_id)
         try:
@@ -561,7 +564,7 @@ class RedisBroker:
 
     def _replay(
         self, channel: str, snapshot: _Snapshot, parsed: tuple[str, StreamId] | None
-    ) -> tuple[list[bytes], _Replay | None]:
+    ) -> tuple[list[Frame], _Replay | None]:
         """The first page of frames after the client's position, or the reset event; and,
         when the snapshot's page did not reach the tail, where the rest is read from.
 
@@ -599,16 +602,18 @@ class RedisBroker:
         rest = _Replay(self, channel, generation, last, tail) if last < tail else None
         return [self._frame(generation, at, data) for at, data in page], rest
 
-    def _reset(self, generation: str, position: StreamId, reason: str) -> bytes:
-        return Event(
-            {"reason": reason},
-            event=RESET_EVENT,
-            id=f"{generation}.{format_stream_id(position)}",
-        ).encode()
+    def _reset(self, generation: str, position: StreamId, reason: str) -> Frame:
+        return frame_of(
+            Event(
+                {"reason": reason},
+                event=RESET_EVENT,
+                id=f"{generation}.{format_stream_id(position)}",
+            )
+        )
 
     @staticmethod
-    def _frame(generation: str, position: StreamId, encoded: bytes) -> bytes:
-        return add_id(encoded, f"{generation}.{format_stream_id(position)}")
+    def _frame(generation: str, position: StreamId, encoded: bytes) -> Frame:
+        return frame(encoded, stored_type(encoded), f"{generation}.{format_stream_id(position)}")
 
     def _release(self, subscription: Subscription) -> None:
         with self._lock:
@@ -946,7 +951,7 @@ class _Replay:
         self._last = last
         self._tail = tail
 
-    def next_page(self) -> list[bytes]:
+    def next_page(self) -> list[bytes | Frame]:
         if self._last >= self._tail:
             return []
         broker = self._broker

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typing as t
 
-from ..events import without_id
+from .._wire import encode_without_id
 from ._base import check_channel
 from ._base import check_event_size
 from ._base import new_generation
@@ -65,7 +65,7 @@ class RedisPublishing:
         :raises EventFieldError: for an event above ``max_event_size``.
         """
         check_channel(channel)
-        encoded = without_id(event).encode()
+        encoded = encode_without_id(event)
         check_event_size(encoded, self.max_event_size)
         args = publish_args(
             channel,
