@@ -369,6 +369,8 @@ def gunicorn_worker() -> t.Any:
         handler = signal.getsignal(signal.SIGTERM)
     except ValueError:  # pragma: no cover - not the main thread
         return None
+    # Once flask-ssecors chained its handler (watch_server), the worker's is behind it.
+    handler = getattr(handler, "chained", handler)
     worker = getattr(handler, "__self__", None)
     return worker if isinstance(worker, base.Worker) else None
 
@@ -428,4 +430,5 @@ def _chain(
         gevent.spawn(end_all_streams, EndReason.SHUTDOWN)
         previous(signum, frame)
 
+    stop_streams_then.chained = previous  # type: ignore[attr-defined]
     return stop_streams_then

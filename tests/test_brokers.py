@@ -1,9 +1,10 @@
 """The broker contract, and the in-memory broker that passes it.
 
-DESIGN, "Streams" rules 6-8: ids are assigned by the broker, monotonic per channel and told apart
-across restarts; replay is strictly after ``Last-Event-ID``; an unknown or expired id yields one
-reset event first; a subscriber that falls more than its limit behind is dropped without slowing
-anyone else; ``subscriber_count`` returns to zero.
+docs/streams.rst ("Last-Event-ID and replay", "Slow clients", "Brokers"): ids are assigned by the
+broker, monotonic per channel and told apart across restarts; replay is strictly after
+``Last-Event-ID``; an unknown or expired id yields one reset event first; a subscriber that falls
+more than its limit behind is dropped without slowing anyone else; ``subscriber_count`` returns to
+zero.
 
 :class:`BrokerContract` is written against the :class:`~flask_ssecors.brokers.Broker` protocol
 only. Every broker reuses it by subclassing and overriding one fixture, ``make_broker`` (a

@@ -279,6 +279,7 @@ class _FakeGeventWorker:
     """Stands in for gunicorn's gevent worker: its handle_exit is the SIGTERM handler."""
 
     pid = 4242
+    worker_connections = 100
 
     def __init__(self) -> None:
         self.alive = True
@@ -327,6 +328,22 @@ def test_the_gunicorn_worker_stop_signal_is_chained(
     with pytest.raises(EOFError):
         reader.next_event(2)
     assert b"retry: " in bytes(reader.raw)
+
+
+@pytest.mark.usefixtures("own_trackers")
+def test_the_worker_is_still_found_once_its_handler_is_chained(
+    make_app: t.Callable[..., Flask], fake_gevent_worker: _FakeGeventWorker
+) -> None:
+    """Regression: once the stop handler was chained at setup, the worker could no longer be
+    found through SIGTERM, and SSECORS_MAX_STREAMS lost its derived default (90 % of
+    worker_connections)."""
+    app, _, _ = build(make_app)
+    assert signal.getsignal(signal.SIGTERM) != fake_gevent_worker.handle_exit
+    assert lifecycle.gunicorn_worker() is fake_gevent_worker
+    client = stream_client(app)
+    reader = client.open_stream("/events", headers=EVENTSOURCE)
+    assert app.extensions["ssecors"].streams.limit == 90
+    reader.close()
 
 
 @pytest.mark.usefixtures("own_trackers")

@@ -1,4 +1,5 @@
-"""Configuration reading and validation (DESIGN, "Rules the product enforces", CORS rule 1).
+"""Configuration reading and validation (docs/configuration.rst; docs/security.rst, "Wildcard
+with credentials" and the sections after it).
 
 Every refusal is a :class:`ConfigError` raised when the app starts (or when a view is decorated),
 listing every problem found, each with the key it belongs to.
@@ -61,7 +62,7 @@ def field(settings: Settings, path: str) -> object:
 
 # -- defaults ---------------------------------------------------------------------------------
 
-#: DESIGN's configuration table, as read_settings returns it.
+#: The settings table of docs/configuration.rst ("Summary"), as read_settings returns it.
 DEFAULTS: list[tuple[str, str, object]] = [
     (CREDENTIALS, "cors.allow_credentials", False),
     (HEADERS, "cors.allowed_headers", ("last-event-id", "cache-control", "content-type")),
@@ -88,7 +89,7 @@ def test_default_matches_the_design_table(key: str, path: str, expected: object)
 
 
 def test_every_design_key_is_read() -> None:
-    """Every key of DESIGN's table is a known option (later issues may add more)."""
+    """Every key of the documented table is a known option (later issues may add more)."""
     assert {key for key, _, _ in DEFAULTS} | {ORIGINS} <= {o.key for o in OPTIONS}
 
 
@@ -233,7 +234,7 @@ REFUSED: list[tuple[dict[str, object], str, str]] = [
         ORIGINS,
         "not https",
     ),
-    # Origin forms DESIGN rule 1 lists.
+    # Origin forms docs/configuration.rst (SSECORS_ALLOWED_ORIGINS) refuses.
     ({ORIGINS: []}, ORIGINS, "at least one origin"),
     ({ORIGINS: ["null"]}, ORIGINS, "null"),
     ({ORIGINS: ["file:///home/me/page.html"]}, ORIGINS, "file:"),

@@ -1,8 +1,9 @@
 """CORS through the Flask test client: ``@sse.cors()`` and ``@sse.stream()`` views.
 
-DESIGN, "Rules the product enforces", CORS rules 2-8: refusals are ``403`` before the view runs,
-preflights are answered by the extension, ``Vary: Origin`` is on every policed response, nothing
-else may set ``Access-Control-*`` on a policed response, and logs never carry raw request values.
+docs/security.rst (from "The threat model" to "Private Network Access"): refusals are ``403``
+before the view runs, preflights are answered by the extension, ``Vary: Origin`` is on every
+policed response, nothing else may set ``Access-Control-*`` on a policed response, and logs never
+carry raw request values.
 """
 
 from __future__ import annotations

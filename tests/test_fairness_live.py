@@ -123,10 +123,14 @@ def test_one_address_with_streams_and_idle_sockets_cannot_make_another_wait(
 
 @pytest.fixture
 def proxyfix_server(tmp_path: Path) -> t.Iterator[LiveServer]:
+    with socket.socket() as probe:  # free on every address, not only on 127.0.0.1
+        probe.bind(("0.0.0.0", 0))
+        port = int(probe.getsockname()[1])
     server = LiveServer(
         "tests.live_apps.hardening:create_app()",
         env={"PROXY_FIX": "1", "ORIGINS": "http://localhost:5001"},
         log_path=tmp_path / "log",
+        port=port,
     )
     server.host = "0.0.0.0"  # listening on every address, as `gunicorn -b 0.0.0.0:PORT` does
     with server:

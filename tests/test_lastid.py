@@ -1,8 +1,8 @@
 """``flask_ssecors.last_event_id()``: the request's ``Last-Event-ID``, validated as untrusted.
 
-DESIGN, "Streams" rule 5 and "Rules" 8: the header (or, for a first connection, the
-``last_event_id`` query parameter) is bounded in length and may hold no control character;
-an invalid value is treated as absent and logged escaped, never raw.
+docs/security.rst ("Untrusted ``Last-Event-ID``", "Log injection"): the header (or, for a first
+connection, the ``last_event_id`` query parameter) is bounded in length and may hold no control
+character; an invalid value is treated as absent and logged escaped, never raw.
 """
 
 from __future__ import annotations

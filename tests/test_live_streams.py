@@ -1,7 +1,8 @@
 """Streams on the wire: the live app under gunicorn's gevent worker (and gevent's pywsgi), in a
 subprocess, read over raw sockets.
 
-DESIGN, "Streams" rules 1-3 and 6-8, observed where they matter: the headers the app hands to
+docs/streams.rst ("What the response carries", "Heartbeats and departed clients", "Slow
+clients", "Last-Event-ID and replay"), observed where they matter: the headers the app hands to
 ``start_response`` and the ones on the wire, the first bytes before any event, heartbeats,
 replay after ``Last-Event-ID`` and the reset event, cleanup after clients vanish, and slow
 clients cut loose without holding anyone else up.
@@ -40,7 +41,7 @@ SEND_TIMEOUT = 2.0
 BACKLOG = 50
 #: Slack for scheduling on a busy two-core machine, on top of what a bound allows.
 MARGIN = 0.35
-#: What a stream response never carries (DESIGN, Streams rule 1).
+#: What a stream response never carries (docs/streams.rst, "What the response carries").
 NEVER = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 )

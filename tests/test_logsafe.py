@@ -1,4 +1,5 @@
-"""Escaping untrusted values for log lines (DESIGN, CORS rule 8; flask-cors CVE-2024-1681)."""
+"""Escaping untrusted values for log lines (docs/security.rst, "Log injection"; flask-cors
+CVE-2024-1681)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The compiled CORS policy and its per-request decision (pure: no app, no request).
 
-DESIGN, "Rules the product enforces", CORS rules 2-5 and 7.
+docs/security.rst: "Unanchored origin patterns and regular expressions", "Missing Vary",
+"Missing companion headers", "Reflected ``null``", "Private Network Access".
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Stream responses in-process, through the Flask test client and :class:`SSETestClient`.
 
-DESIGN, "Streams" rules 1-3 and 8: headers complete and pinned when the view returns (and never
-hop-by-hop, ``Content-Length`` or ``Content-Encoding``), first bytes at once, heartbeats after
-silence, the subscription and the generator released when the client leaves, and the request
-context not kept alive by the stream. The same behaviour on a real server, over real sockets,
-is in ``test_live_streams.py``.
+docs/streams.rst ("What the response carries", "Heartbeats and departed clients"): headers complete
+and pinned when the view returns (and never hop-by-hop, ``Content-Length`` or
+``Content-Encoding``), first bytes at once, heartbeats after silence, the subscription and the
+generator released when the client leaves, and the request context not kept alive by the stream.
+The same behaviour on a real server, over real sockets, is in ``test_live_streams.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from flask_ssecors.testing import SSETestClient
 ALLOWED = "https://app.example.com"
 ORIGIN = {"Origin": ALLOWED}
 CACHE_CONTROL = "private, no-cache, no-store, no-transform, max-age=0"
-#: Headers a stream response must never carry (DESIGN, Streams rule 1).
+#: Headers a stream response must never carry (docs/streams.rst, "What the response carries").
 NEVER = ("Connection", "Keep-Alive", "Transfer-Encoding", "Content-Length", "Content-Encoding")
 
 MakeApp = cabc.Callable[..., Flask]
