@@ -276,7 +276,7 @@ def test_subscriber_count_goes_back_to_zero(make_broker: MakeBroker) -> None:
         subscription.close()
     assert broker.subscriber_count() == 0
     assert broker.subscriber_count("count:0") == 0
-    assert broker._channels == {}
+    assert broker._listener.channels == {}
 
 
 def test_a_new_channel_joins_the_blocked_read_at_once(
@@ -343,7 +343,7 @@ def test_a_client_ahead_of_this_workers_listener_gets_no_duplicates(
     then the listener delivered everything after it)."""
     publisher, worker = make_broker(), make_broker()
     keep = worker.subscribe("lag")
-    dispatch, snapshot = worker._dispatch, worker._snapshot
+    dispatch, snapshot = worker._listener._dispatch, worker._snapshot
 
     def slow_dispatch(reply: t.Any) -> None:
         gevent.sleep(0.1)
@@ -353,7 +353,7 @@ def test_a_client_ahead_of_this_workers_listener_gets_no_duplicates(
         gevent.sleep(0.3)
         return snapshot(*args)
 
-    monkeypatch.setattr(worker, "_dispatch", slow_dispatch)
+    monkeypatch.setattr(worker._listener, "_dispatch", slow_dispatch)
     if live_during_snapshot:
         monkeypatch.setattr(worker, "_snapshot", slow_snapshot)
     ids = [publisher.publish("lag", Event(str(n))) for n in range(4)]
@@ -373,13 +373,13 @@ def test_a_stale_read_of_a_retracked_channel_delivers_nothing_twice(
     first = publisher.publish("stale", Event("0"))
     gone = worker.subscribe("stale")
     gevent.sleep(0.1)  # the listener blocks in XREAD, covering "stale"
-    dispatch = worker._dispatch
+    dispatch = worker._listener._dispatch
 
     def slow_dispatch(reply: t.Any) -> None:
         gevent.sleep(0.2)
         dispatch(reply)
 
-    monkeypatch.setattr(worker, "_dispatch", slow_dispatch)
+    monkeypatch.setattr(worker._listener, "_dispatch", slow_dispatch)
     gone.close()
     second = publisher.publish("stale", Event("1"))  # answers the blocked XREAD
     resumed = worker.subscribe("stale", last_event_id=first)
@@ -702,17 +702,20 @@ class TestRedisBrokerContract(BrokerContract):
         """The listener writes each event's id into its wire bytes; if that raises for one
         channel's event, that channel's subscribers are dropped (they resume from the backlog)
         and the listener goes on with every other channel, without reconnecting."""
-        real = RedisBroker._frame
+        from flask_ssecors.brokers import _redis_layout
+        from flask_ssecors.brokers import _redis_listener
+
+        real = _redis_layout.frame_at
 
         def frame(generation: str, position: tuple[int, int], encoded: bytes) -> Frame:
             if b"poison" in encoded:
                 raise RuntimeError("cannot encode")
             return real(generation, position, encoded)
 
-        monkeypatch.setattr(RedisBroker, "_frame", staticmethod(frame))
+        monkeypatch.setattr(_redis_listener, "frame_at", frame)
         victim = broker.subscribe("victim")
         calm = broker.subscribe("calm")
-        listener = broker._listener
+        listening = list(broker._greenlets)
         ids = []
         for n in range(5):
             broker.publish("victim", Event("poison"))
@@ -720,7 +723,8 @@ class TestRedisBrokerContract(BrokerContract):
         assert [e.id for e in take_events(calm, 5)] == ids
         assert wait_until_closed(victim) == "error"
         assert FAULTS.snapshot() == {"encode": 1}
-        assert broker._listener is listener and broker.connected
+        assert broker._greenlets == listening and not any(g.dead for g in listening)
+        assert broker.connected
         assert "Redis listener failed" not in caplog.text
         assert "Redis listener lost its connection" not in caplog.text
 

@@ -208,3 +208,11 @@ _TOPOLOGY_ERRORS: t.Final = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ConnectionError,
 )
+
+
+def disconnect(client: t.Any) -> None:
+    """Close every connection of a client (of one server, or of a cluster)."""
+    if isinstance(client, RedisCluster):
+        client.close()
+    else:
+        client.connection_pool.disconnect()

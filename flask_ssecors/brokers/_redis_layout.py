@@ -39,6 +39,12 @@ from __future__ import annotations
 import typing as t
 import zlib
 
+from .._wire import Frame
+from .._wire import frame
+from .._wire import frame_of
+from .._wire import stored_type
+from ..events import Event
+from ..events import RESET_EVENT
 from ._base import EMPTY_GENERATION as EMPTY_GENERATION
 
 #: Shard streams: a listener reads all of them, whatever the number of channels.
@@ -212,3 +218,18 @@ def _is_number(text: str) -> bool:
     return (
         0 < len(text) < 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
     )
+
+
+def event_id(generation: str, position: StreamId) -> str:
+    """The id of the entry at ``position`` of a channel in its ``generation``."""
+    return f"{generation}.{format_stream_id(position)}"
+
+
+def frame_at(generation: str, position: StreamId, encoded: bytes) -> Frame:
+    """The frame subscribers receive for a stored event (encoded without an id)."""
+    return frame(encoded, stored_type(encoded), event_id(generation, position))
+
+
+def reset_at(generation: str, position: StreamId, reason: str) -> Frame:
+    """The reset event, whose id moves the client to ``position`` of ``generation``."""
+    return frame_of(Event({"reason": reason}, event=RESET_EVENT, id=event_id(generation, position)))
