@@ -4,6 +4,8 @@
 #   make test   the test, serve and docs extras (pytest, Playwright, mypy, ruff, build, twine,
 #               redis, Sphinx...), plus redis-server, chromium and nginx (tools/system-deps.sh);
 #               runs lint, typing and the whole suite, as CI does
+#   make test-fast  the same extras as make test; runs tests/unit only (no redis-server,
+#               chromium or nginx needed)
 #   make docs   the same as make test; builds the documentation
 #   make bench  the bench extra (flask-sse, flask-cors, sse-starlette, uvicorn, redis,
 #               matplotlib, py-spy...), plus redis-server; runs the benchmarks (quick mode;
@@ -16,11 +18,12 @@ API_PORT ?= 5000
 PAGE_PORT ?= 5001
 BENCH_ARGS ?= --quick
 
-.PHONY: help venv system-deps demo test check lint typing docs bench dist clean
+.PHONY: help venv system-deps demo test test-fast check lint typing docs bench dist clean
 
 help:
 	@echo "make demo   - run the example app under gunicorn with gevent workers (installs .[serve])"
 	@echo "make test   - lint, typing and the whole test suite (installs .[test,serve,docs])"
+	@echo "make test-fast - the unit tests only: no service needed (installs .[test,serve,docs])"
 	@echo "make docs   - build the documentation, warnings are errors (installs .[test,serve,docs])"
 	@echo "make bench  - run the benchmarks, quick mode (installs .[bench])"
 	@echo "make dist   - build and check the sdist and wheel into dist/ (installs .[test,serve,docs])"
@@ -61,6 +64,9 @@ check: lint typing
 
 test: venv system-deps check
 	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest tests/unit
 
 docs: venv
 	$(VENV)/bin/sphinx-build -E -W -b html docs docs/_build/html

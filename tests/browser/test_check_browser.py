@@ -51,15 +51,9 @@ def chromium() -> BrowserOptions:
     return BrowserOptions(chromium=require_binary("chromium", CHROMIUM))
 
 
-class BrokenServer(LiveServer):
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "tests.live_apps.broken_servers", str(self.port)]
-
-
-@pytest.fixture(scope="module")
-def broken() -> t.Iterator[LiveServer]:
-    with BrokenServer("tests.live_apps.broken_servers") as server:
-        yield server
+@pytest.fixture
+def broken(broken_server: LiveServer) -> LiveServer:
+    return broken_server
 
 
 @pytest.fixture(scope="module")

@@ -248,3 +248,44 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class BrokenServer(LiveServer):
+    """``tests/live_apps/broken_servers.py`` (a reference server beside broken ones, for the
+    auditor) in a subprocess, optionally with TLS: ``tls=(certificate, key)``."""
+
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__("tests.live_apps.broken_servers")
+        self.tls = tls
+        if tls is not None:
+            self.url = f"https://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        tls = [str(path) for path in self.tls] if self.tls else []
+        return [sys.executable, "-m", self.target, str(self.port), *tls]
+
+
+def restart_on_same_port(
+    server: RedisServer, *, appendonly: bool = False, directory: Path | None = None
+) -> RedisServer:
+    """A new redis-server on the port ``server`` had (it must be stopped already); in a new
+    empty directory unless one is given, as after a restart that lost the data."""
+    again = RedisServer(appendonly=appendonly, directory=directory)
+    again.port, again.url = server.port, server.url
+    return again.start()
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for ``localhost`` and ``127.0.0.1`` and its key, made by ``openssl``."""
+    openssl = require_binary("openssl")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=localhost"),
+            *("-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
