@@ -181,12 +181,20 @@ def publish_acknowledged(
                     raise
                 client.nodes_manager.initialize()
         raise AssertionError("unreachable")  # pragma: no cover
-    wait_ms = max(1, int(timeout * 1000) - 100)
+    # WAIT for half the timeout: the other half is the round trip's, so that Redis' answer
+    # ("not enough replicas") arrives before the socket gives up, even on a loaded machine.
+    wait_ms = max(1, int(timeout * 500))
     # EVAL, not EVALSHA: a script missing on a promoted replica would cost a WAIT more.
     pipe = client.pipeline(transaction=False)
     pipe.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
     pipe.execute_command("WAIT", replicas, wait_ms)
-    published, acknowledged = pipe.execute(raise_on_error=False)
+    try:
+        published, acknowledged = pipe.execute(raise_on_error=False)
+    except redis.exceptions.TimeoutError:
+        raise BrokerUnavailable(
+            f"publish: no answer within {timeout:g} s while waiting for {replicas} replicas "
+            "(SSECORS_BROKER_MIN_REPLICAS); the event may still have been stored"
+        ) from None
     if isinstance(published, Exception):
         raise published
     if not isinstance(published, list | tuple) or len(published) != 2:
