@@ -50,8 +50,9 @@ venv: $(VENV)/.installed
 system-deps:
 	bash tools/system-deps.sh
 
+# exec: gunicorn takes the recipe shell's place, so stopping make (by its PID, or Ctrl-C) stops it.
 demo: $(VENV)/.installed-serve
-	API_PORT=$(API_PORT) PAGE_PORT=$(PAGE_PORT) $(VENV)/bin/gunicorn -c example_app/gunicorn.conf.py
+	exec env API_PORT=$(API_PORT) PAGE_PORT=$(PAGE_PORT) $(VENV)/bin/gunicorn -c example_app/gunicorn.conf.py
 
 lint: venv
 	$(VENV)/bin/ruff check flask_ssecors tests example_app bench
