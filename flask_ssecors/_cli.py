@@ -222,8 +222,9 @@ def publish_command(channel: str, data: str, event_name: str | None, as_json: bo
     if isinstance(broker, MemoryBroker):
         raise click.ClickException(
             "the app uses the in-memory broker (SSECORS_BROKER_URL = memory://): an event "
-            "published from this process reaches no stream served by another one. Set "
-            "SSECORS_BROKER_URL to a Redis URL."
+            "published from this process reaches no stream served by another one. Set the "
+            "app's config key SSECORS_BROKER_URL to a Redis URL (from the environment: "
+            "FLASK_SSECORS_BROKER_URL with app.config.from_prefixed_env())."
         )
     if data == "-":
         data = sys.stdin.read().removesuffix("\n")

@@ -820,7 +820,9 @@ def _warn_memory_broker(why: str) -> None:
     logger.warning(
         "flask-ssecors uses the in-memory broker but %s: each worker process has its own "
         "broker, so events published in one process never reach streams served by another. "
-        "Set SSECORS_BROKER_URL to a Redis URL, or run one worker process.",
+        "Set the config key SSECORS_BROKER_URL to a Redis URL (from the environment: "
+        "FLASK_SSECORS_BROKER_URL with app.config.from_prefixed_env()), or run one worker "
+        "process.",
         why,
     )
 

@@ -711,3 +711,21 @@ def test_star_among_bad_origins_lists_every_problem() -> None:
     error = refusal({ORIGINS: ["*", "https://a.example.com/", "null"]})
     assert [issue.key for issue in error.issues] == [ORIGINS] * 3
     assert [issue.value for issue in error.issues] == ["*", "https://a.example.com/", "null"]
+
+
+def test_the_broker_url_comes_from_the_environment_the_flask_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``app.config.from_prefixed_env()`` (as the quickstart does) reads
+    ``FLASK_SSECORS_BROKER_URL`` into the key ``SSECORS_BROKER_URL``, and JSON values too."""
+    monkeypatch.setenv("FLASK_SSECORS_BROKER_URL", "redis://127.0.0.1:6399/2")
+    monkeypatch.setenv("FLASK_SSECORS_MAX_STREAMS_PER_CLIENT", "200")
+    app = Flask(__name__)
+    app.config.update(SSECORS_ALLOWED_ORIGINS=["https://app.example.com"])
+    app.config.from_prefixed_env()
+    sse = SSECors(app)
+    settings = app.extensions["ssecors"].settings
+    assert settings.broker_url == "redis://127.0.0.1:6399/2"
+    assert settings.max_streams_per_client == 200
+    assert type(sse.broker).__name__ == "RedisBroker"
+    sse.broker.close()
