@@ -293,6 +293,8 @@ def test_an_id_from_another_channel_gets_the_reset_event_and_bad_names_poison_no
         names = ["%00nul", "x" * 513, "%ED%A0%80"]  # NUL, too long, an encoded surrogate
         refused = swarm.open([f"/events/{name}" for name in names])
         assert [s.status for s in refused[:2]] == [400, 400]
+        # open() returns with the headers; the body follows.
+        swarm.wait_until(lambda: refused[0].ended, 10, "the 400's body")
         assert b"channel" in refused[0].body.lower(), refused[0].body
         # The encoded surrogate reaches the view as U+FFFD (Werkzeug decodes paths with
         # replacement): a storable name, served.

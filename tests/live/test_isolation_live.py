@@ -65,6 +65,8 @@ def test_a_channel_name_with_a_line_break_is_refused_and_nothing_else_notices(
         [calm] = swarm.open(["/events/calm"])
         [poisoned] = swarm.open(["/rooms/a%0Ab/events"])
         assert poisoned.status == 400
+        # open() returns with the headers; the body follows.
+        swarm.wait_until(lambda: poisoned.ended, 10, "the 400's body")
         assert b"invalid channel name" in poisoned.body
         [ticker] = swarm.open(["/rooms/ok/events"])
         assert ticker.status == 200
