@@ -76,13 +76,18 @@ def test_docs_quickstart_shows_the_readme_code_and_commands() -> None:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[FreshVenv]:
-    """A fresh venv with the checkout installed by the README's own checkout command."""
+    """A fresh venv with the checkout installed by the README's own checkout command, run as the
+    README lays things out: the clone in ``flask-ssecors/``, the command in ``myapp/`` beside it."""
     install = readme.install_commands()
     root = tmp_path_factory.mktemp("readme")
     venv = FreshVenv(root / "venv")
     try:
-        source = copy_checkout(root / "src")
-        result = venv.run(install.checkout, cwd=source, timeout=600)
+        source = copy_checkout(root / "flask-ssecors")
+        app_dir = root / "myapp"
+        app_dir.mkdir()
+        path = readme.requirement_extras(install.checkout[-1])[0]
+        assert (app_dir / path).resolve() == source.resolve(), path
+        result = venv.run(install.checkout, cwd=app_dir, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
         yield venv
     finally:

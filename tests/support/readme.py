@@ -91,7 +91,8 @@ class Install:
 
 
 def install_commands() -> Install:
-    """Find ``pip install "flask-ssecors[...]"`` and ``pip install ".[...]"``."""
+    """Find ``pip install "flask-ssecors[...]"`` and ``pip install "<path to the clone>[...]"``
+    (a path: it starts with ``.`` or ``/``)."""
     pypi: list[str] | None = None
     checkout: list[str] | None = None
     for argv in commands("Install", "pip"):
@@ -100,12 +101,12 @@ def install_commands() -> Install:
         name = requirement_extras(argv[-1])[0]
         if name == "flask-ssecors":
             pypi = argv
-        elif name == "." and "-e" not in argv:
+        elif name.startswith((".", "/")) and "-e" not in argv:
             checkout = argv
     if pypi is None or checkout is None:
         raise LookupError(
             'README.md\'s Install section needs `pip install "flask-ssecors[...]"` and '
-            '`pip install ".[...]"`'
+            '`pip install "<path to the clone>[...]"`'
         )
     return Install(pypi, checkout)
 
