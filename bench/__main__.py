@@ -21,6 +21,7 @@ import datetime
 import json
 import sys
 import time
+import typing as t
 
 from . import cors_overhead
 from . import plots
@@ -120,7 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     print(text + "\n\n" + details)
     for figure in written:
         print(f"wrote {figure.relative_to(ROOT)}", file=sys.stderr)
+    failed = failures(saved)
+    if failed:
+        print("\nFAILED: these runs produced no figures, so the tables above are incomplete:")
+        print("\n".join(f"- {line}" for line in failed))
+        return 1
     return 0
+
+
+def failures(result: dict[str, t.Any]) -> list[str]:
+    """Every run of a saved result that failed, in words (empty when all ran)."""
+    runs = result.get("streams", {}).get("runs", [])
+    return [
+        f"{one['app']} x {one['streams']}: {one.get('error') or 'failed'}"
+        + (f" (server log: {one['server_log']})" if one.get("server_log") else "")
+        for one in runs
+        if not one.get("ok")
+    ]
 
 
 if __name__ == "__main__":

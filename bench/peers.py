@@ -20,12 +20,15 @@ gunicorn always runs ``-k gevent``; uvicorn runs with uvloop and httptools (what
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
 import typing as t
+
+from flask_ssecors._lifecycle import STREAM_SHARE
 
 from ._common import cpu_seconds
 from ._common import free_port
@@ -185,6 +188,9 @@ def server_command(spec: AppSpec, port: int, streams: int, gunicorn_conf: str) -
 
     control = ["--no-control-socket"] if hasattr(config, "ControlSocketDisable") else []
     # Every worker may be asked to hold every stream: gunicorn's workers race for accepts.
+    # Sized as docs/deployment.rst tells users: flask-ssecors takes 90 % of worker_connections
+    # for streams by default (SSECORS_MAX_STREAMS), and the rest stays free for other requests.
+    connections = math.ceil(streams / STREAM_SHARE) + 500
     return [
         sys.executable,
         "-m",
@@ -196,7 +202,7 @@ def server_command(spec: AppSpec, port: int, streams: int, gunicorn_conf: str) -
         "-w",
         str(spec.workers),
         "--worker-connections",
-        str(streams + 500),
+        str(connections),
         *control,
         "-b",
         f"127.0.0.1:{port}",
