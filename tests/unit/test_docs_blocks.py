@@ -13,8 +13,9 @@ PAGES = sorted((ROOT / "docs").glob("*.rst"))
 _DIRECTIVE = re.compile(r"^(\s*)\.\. (code-block|code|sourcecode|literalinclude)::(.*)$")
 
 
-def empty_blocks(text: str) -> list[int]:
-    """Line numbers (1-based) of code blocks with no content (or a literalinclude of nothing)."""
+def empty_blocks(text: str, directory: Path | None = None) -> list[int]:
+    """Line numbers (1-based) of code blocks with no content, and of ``literalinclude``
+    directives of nothing (no file, one missing under ``directory``, or an empty one)."""
     lines = text.splitlines()
     found = []
     for number, line in enumerate(lines):
@@ -23,7 +24,8 @@ def empty_blocks(text: str) -> list[int]:
             continue
         indent, directive, argument = match.groups()
         if directive == "literalinclude":
-            if not argument.strip():
+            target = (directory / argument.strip()) if directory and argument.strip() else None
+            if target is None or not target.is_file() or not target.read_text().strip():
                 found.append(number + 1)
             continue
         content = False
@@ -45,8 +47,9 @@ def test_the_checker_finds_an_empty_block() -> None:
     text = "Text\n\n.. code-block:: text\n\nMore text\n\n.. code-block:: python\n\n    x = 1\n"
     assert empty_blocks(text) == [3]
     assert empty_blocks(".. code-block:: text\n    :caption: c\n\nafter\n") == [1]
+    assert empty_blocks(".. literalinclude:: missing.txt\n", ROOT / "docs") == [1]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
 def test_no_code_block_is_empty(page: Path) -> None:
-    assert empty_blocks(page.read_text()) == []
+    assert empty_blocks(page.read_text(), page.parent) == []
