@@ -241,3 +241,21 @@ def smoke(port: int) -> None:
         assert event.event != RESET_EVENT
         assert (event.event, event.data) == ("message", '{"text":"hello"}')
         assert event.id == json.loads(answer)["id"]
+
+
+def test_building_from_the_checkout_warns_about_nothing(tmp_path: Path) -> None:
+    """Regression: every editable install (and a wheel built straight from the checkout)
+    printed setuptools' BuildBackendWarning box: flask_ssecors.static, a data directory, was
+    importable but absent from the packages."""
+    source = copy_checkout(tmp_path / "src")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "w"), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    output = result.stdout + result.stderr
+    assert "BuildBackendWarning" not in output, output[-4000:]
+    assert "is absent from the `packages`" not in output
