@@ -10,6 +10,7 @@ Pure module: no Flask, no gevent.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import typing as t
 import urllib.parse
 
@@ -285,6 +286,17 @@ def _site(url: str) -> str:
     return f"{parts.scheme}://{_audit._psl().privatesuffix(host) or host}"
 
 
+def _is_local(url: str) -> bool:
+    """Whether ``url``'s host is this machine (a loopback address or ``localhost``)."""
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _cookie(run: BrowserRun, url: str, origin: str) -> Item:
     sent = run.first_request_headers.get("cookie", "")
     names = [part.partition("=")[0].strip() for part in sent.split(";") if part.strip()]
@@ -298,6 +310,20 @@ def _cookie(run: BrowserRun, url: str, origin: str) -> Item:
             f"the stream request carried the cookie ({', '.join(ours)}), with withCredentials.",
         )
     page, stream = _site(origin), _site(url)
+    if page != stream and _is_local(url) and not _is_local(origin):
+        # The audit runs against a local server with a production page origin: the two can
+        # only be cross-site here, where Chromium blocks the test cookie as third-party. That
+        # says nothing about the deployment, where the API has its own host on the page's site.
+        return Item(
+            "browser-cookie",
+            "warn",
+            f"the stream request carried no cookie, as expected here: the stream is served from "
+            f"a local address ({stream}) and the page's origin is {origin}, so the two are "
+            "cross-site only in this local run, and Chromium blocks the cookie as third-party.",
+            "Nothing to fix for the deployment if the API is served on the page's site. For a "
+            "clean local run, use a same-site pair: the stream on http://localhost:PORT and "
+            "--origin http://localhost:OTHER_PORT (an origin the app allows).",
+        )
     if page != stream:
         reason = (
             f"the page's site ({page}) and the stream's ({stream}) differ, so the cookie is a "
