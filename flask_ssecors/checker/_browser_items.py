@@ -310,6 +310,9 @@ def _cookie(run: BrowserRun, url: str, origin: str) -> Item:
             f"the stream request carried the cookie ({', '.join(ours)}), with withCredentials.",
         )
     page, stream = _site(origin), _site(url)
+    chromium_says = (
+        f"; Chromium's reasons: {'; '.join(run.blocked_cookies)}" if run.blocked_cookies else ""
+    )
     if page != stream and _is_local(url) and not _is_local(origin):
         # The audit runs against a local server with a production page origin: the two can
         # only be cross-site here, where Chromium blocks the test cookie as third-party. That
@@ -319,7 +322,8 @@ def _cookie(run: BrowserRun, url: str, origin: str) -> Item:
             "warn",
             f"the stream request carried no cookie, as expected here: the stream is served from "
             f"a local address ({stream}) and the page's origin is {origin}, so the two are "
-            "cross-site only in this local run, and Chromium blocks the cookie as third-party.",
+            "cross-site only in this local run, and Chromium blocks the cookie as third-party"
+            f"{chromium_says}.",
             "Nothing to fix for the deployment if the API is served on the page's site. For a "
             "clean local run, use a same-site pair: the stream on http://localhost:PORT and "
             "--origin http://localhost:OTHER_PORT (an origin the app allows).",
@@ -336,13 +340,11 @@ def _cookie(run: BrowserRun, url: str, origin: str) -> Item:
     else:
         reason = "the sites match, so its SameSite or Secure attributes kept it back"
         fix = "Set the session cookie with SameSite=None; Secure (https), or Lax on one site."
-    if run.blocked_cookies:
-        reason += f"; Chromium's reasons: {'; '.join(run.blocked_cookies)}"
     return Item(
         "browser-cookie",
         "fail",
         f"the stream request carried no cookie ({', '.join(run.cookie_names)} was set for "
-        f"the stream's URL): {reason}.",
+        f"the stream's URL): {reason}{chromium_says}.",
         fix,
     )
 

@@ -45,3 +45,13 @@ def test_a_sent_cookie_passes() -> None:
     run = run_without_the_cookie()
     run.first_request_headers["cookie"] = "ssecors_check=1"
     assert _cookie(run, "http://127.0.0.1:8000/t", "https://app.example.com").status == "pass"
+
+
+def test_chromium_reasons_are_quoted_in_the_warning_and_the_failure() -> None:
+    run = run_without_the_cookie()
+    run.blocked_cookies = ["ssecors_check (ThirdPartyPhaseout)"]
+    warned = _cookie(run, "http://127.0.0.1:8000/t", "https://app.example.com")
+    failed = _cookie(run, "https://api.other.net/events", "https://app.example.com")
+    assert (warned.status, failed.status) == ("warn", "fail")
+    for item in (warned, failed):
+        assert item.detail.endswith("Chromium's reasons: ssecors_check (ThirdPartyPhaseout).")
