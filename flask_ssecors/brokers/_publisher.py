@@ -71,7 +71,6 @@ class Publisher:
             import redis
 
             from ._redis_conn import client_for
-            from ._redis_layout import LIVE_WINDOW
             from ._redis_layout import PUBLISH_SCRIPT
             from ._redis_publish import RedisPublishing
         except ImportError:
@@ -98,7 +97,6 @@ class Publisher:
                 int, values.get("broker_min_replicas", default_of("broker_min_replicas"))
             ),
             timeout=t.cast(float, values.get("broker_timeout", default_of("broker_timeout"))),
-            live_window=LIVE_WINDOW,
         )
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._client: t.Any = client_for(

@@ -1,27 +1,29 @@
 """The Redis broker: fan-out across workers and hosts (``SSECORS_BROKER_URL = "redis://..."``).
 
 Each channel keeps its backlog in a Redis Stream, for ``Last-Event-ID`` replay; each publish
-also appends the event to one of a fixed number of shard streams (see
-:mod:`flask_ssecors.brokers._redis_layout`), in one atomic script. Stream ids are global and
+appends the event there and sends it, in the same atomic script, on the channel's sharded
+pub/sub channel (see :mod:`flask_ssecors.brokers._redis_layout`). Stream ids are global and
 ordered, so a client can reconnect to any worker and resume after its ``Last-Event-ID``.
 
 This module is the broker's facade; its parts live beside it. Per worker process, **one**
-listening connection (:mod:`._redis_listener`) reads the shard streams (``XREAD BLOCK``) and
-dispatches each entry to the local subscribers of its channel, if any: the cost of a read does
-not grow with the number of channels the worker follows. A subscriber without
-``Last-Event-ID`` costs no Redis command at all. One with an id needs a snapshot of its channel
-(its tail and the first page of entries after the id, read atomically by a script; later pages
-are read the same way as the client reads, see :class:`~._base.Replay`); snapshots are batched
-on their own connection (:mod:`._redis_snapshots`), so that thousands of clients reconnecting
-at once never take a connection from publishing. Publishing (:mod:`._redis_publish`, shared
-with :class:`~flask_ssecors.Publisher`) uses a small, bounded pool. Connections are named
+listening connection (:mod:`._redis_listener`; one per shard on a cluster) is subscribed to the
+channels the worker follows, and dispatches each event to their local subscribers: a worker
+receives the events of its own channels and no others, and the cost of one does not grow with
+the number of channels it follows. The first subscriber of a channel in a process waits for
+its subscription (batched with every other channel joining meanwhile: a connect storm costs a
+few commands); later ones cost no Redis command at all. One with ``Last-Event-ID`` needs a
+snapshot of its channel (its tail and the first page of entries after the id, read atomically
+by a script; later pages are read the same way as the client reads, see
+:class:`~._base.Replay`); snapshots are batched on their own connection
+(:mod:`._redis_snapshots`), so that thousands of clients reconnecting at once never take a
+connection from publishing. Publishing (:mod:`._redis_publish`, shared with
+:class:`~flask_ssecors.Publisher`) uses a small, bounded pool. Connections are named
 ``ssecors-listen-<pid>``, ``ssecors-snap-<pid>`` and ``ssecors-cmd-<pid>`` in ``CLIENT LIST``.
 
-Each shard entry carries the shard's counter, so the listener notices entries it missed (the
-shard stream was trimmed while it was away, or Redis restarted): it then catches up from the
-streams of the channels it follows, which keep the backlog. The same catch-up runs after every
-reconnection, and sends the reset event to the streams of channels whose generation changed
-(Redis lost its data, or the channel was forgotten).
+Pub/sub delivers at most once: when the listening connection is lost, the listener reconnects,
+subscribes again, and catches each channel up from its stream, after the last event it
+dispatched, before anything newer; a channel whose generation changed (Redis lost its data,
+or the channel was forgotten) gets the reset event.
 
 Faults: when Redis goes away, open streams stay open (heartbeats go on); the listener reconnects
 with backoff and then delivers what was published since, in order, without duplicates.
@@ -56,13 +58,11 @@ from ._redis_layout import EMPTY_GENERATION
 from ._redis_layout import format_stream_id
 from ._redis_layout import frame_at
 from ._redis_layout import Keys
-from ._redis_layout import LIVE_WINDOW
 from ._redis_layout import parse_position
 from ._redis_layout import PUBLISH_SCRIPT
 from ._redis_layout import reset_at
 from ._redis_layout import StreamId
 from ._redis_layout import ZERO
-from ._redis_listener import Channel
 from ._redis_listener import Joined
 from ._redis_listener import Listener
 from ._redis_publish import RedisPublishing
@@ -97,8 +97,6 @@ class RedisBroker:
     :param pool_size: command connections per process, for publishing.
     :param min_replicas: replicas that must acknowledge each publish (Redis ``WAIT``) before
         :meth:`publish` returns (``SSECORS_BROKER_MIN_REPLICAS``).
-    :param live_window: seconds a shard stream keeps an event (see
-        :data:`~flask_ssecors.brokers._redis_layout.LIVE_WINDOW`).
     """
 
     def __init__(
@@ -112,10 +110,8 @@ class RedisBroker:
         prefix: str = "ssecors:",
         pool_size: int = 8,
         min_replicas: int = default_of("broker_min_replicas"),
-        live_window: float = LIVE_WINDOW,
     ) -> None:
         self.url = url
-        self.live_window = live_window
         self.address = parse_url(url)
         self.min_replicas = min_replicas
         self.backlog = backlog
@@ -132,7 +128,6 @@ class RedisBroker:
             max_event_size=max_event_size,
             min_replicas=min_replicas,
             timeout=timeout,
-            live_window=live_window,
         )
         self._pid = -1
         self._reset_process_state()
@@ -230,7 +225,8 @@ class RedisBroker:
         return client
 
     def publish(self, channel: str, event: Event) -> str:
-        """Append to the channel's stream and its shard; return ``<generation>.<stream id>``.
+        """Append to the channel's stream and send to its subscribers; return
+        ``<generation>.<stream id>``.
 
         An ``id`` given to the event is replaced by the one the broker assigns.
 
@@ -248,8 +244,6 @@ class RedisBroker:
 
     # -- subscribing -------------------------------------------------------------------------
 
-    # -- subscribing -------------------------------------------------------------------------
-
     def subscribe(
         self,
         channel: str,
@@ -259,10 +253,12 @@ class RedisBroker:
     ) -> Subscription:
         """Subscribe; replay strictly after ``last_event_id`` (see :class:`.base.Broker`).
 
-        Without ``last_event_id`` the subscription receives what the listener reads from now
-        on, with no round trip to Redis. With one, the subscriber's snapshot of the channel
-        (taken in a batch) gives what came after the id; what the listener reads meanwhile is
-        merged after it. Either way nothing is missed and nothing is delivered twice.
+        Without ``last_event_id`` the subscription receives what is published from now on
+        (the first subscriber of a channel in this process waits for the channel's
+        subscription; later ones cost no round trip to Redis). With one, the subscriber's
+        snapshot of the channel (taken in a batch) gives what came after the id; what the
+        listener reads meanwhile is merged after it. Either way nothing is missed and nothing
+        is delivered twice.
 
         :raises ChannelError: for a channel name no broker can store.
         :raises BrokerUnavailable: when Redis cannot be reached within the timeout.
@@ -275,22 +271,28 @@ class RedisBroker:
                 f"subscribe: the listener could not read from Redis within {self.timeout:g} s"
             )
         subscription = Subscription(channel, limit, self._release)
-        with self._listener.lock:
-            state = self._listener.channels.get(channel)
-            if state is None:
-                state = self._listener.channels[channel] = Channel(channel)
+        listener = self._listener
+        with listener.lock:
+            state = listener.follow(channel)
+            live: list[Joined] = []
             if last_event_id is None:
                 state.subscribers.add(subscription)
-                return subscription
-            live: list[Joined] = []
-            state.joining[subscription] = live
+            else:
+                state.joining[subscription] = live
+            waiter = listener.waiter(state)
+        if waiter is not None and not waiter.wait(self.timeout, home=thread_ident() == self._home):
+            subscription.close()
+            raise BrokerUnavailable(
+                f"subscribe: Redis did not confirm the subscription to the channel within "
+                f"{self.timeout:g} s"
+            )
+        if last_event_id is None:
+            return subscription
         parsed = _parse_event_id(last_event_id)
         try:
             snapshot = self._snapshot(channel, parsed)
         except BrokerUnavailable:
-            with self._listener.lock:
-                state.joining.pop(subscription, None)
-            subscription.close()
+            subscription.close()  # released: the channel is unfollowed if it was its last
             raise
         # Under the lock (nothing yields there): merge the snapshot with what arrived live.
         with self._listener.lock:
@@ -386,8 +388,8 @@ class RedisBroker:
                 return
             state.subscribers.discard(subscription)
             state.floors.pop(subscription, None)
-            if not state.subscribers and not state.joining:
-                del self._listener.channels[state.name]
+            if state.idle:
+                self._listener.unfollow(state)
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions in this process on ``channel``, or on every channel."""
@@ -429,7 +431,11 @@ class RedisBroker:
     def _spawn_background(self) -> list[gevent.Greenlet]:
         listener = self._listener
         listeners = [gevent.spawn(listener.listen, group) for group in listener.groups]
-        self._greenlets = [*listeners, gevent.spawn(self._batcher.run)]
+        self._greenlets = [
+            *listeners,
+            gevent.spawn(listener.manage),
+            gevent.spawn(self._batcher.run),
+        ]
         if self.channel_ttl is not None:
             self._greenlets.append(gevent.spawn(listener.refresh_ttls))
         return self._greenlets
@@ -447,6 +453,7 @@ class RedisBroker:
             for subscription in (*state.subscribers, *state.joining):
                 subscription.drop(EndReason.BROKER_CLOSED)
         self._listener.channels.clear()
+        self._listener.leaving.clear()
         for client in (self._commands, self._batcher.client):
             disconnect(client)
 

@@ -1,27 +1,26 @@
-"""How flask-ssecors lays channels out in Redis: keys, shards, ids, and the two Lua scripts.
+"""How flask-ssecors lays channels out in Redis: keys, pub/sub channels, ids, and the two Lua
+scripts.
 
 Shared by :class:`~flask_ssecors.brokers.RedisBroker` and anything else that publishes the same
 way, so that every process agrees on where an event goes and what its id means.
 
-Per channel (``<p>`` is the key prefix, ``K`` the channel's shard)::
+Per channel (``<p>`` is the key prefix, ``K`` the channel's shard, :func:`shard_of`)::
 
     <p>{sK}:c:<channel>   a Redis Stream: the channel's backlog (XADD MAXLEN backlog + 1,
                           exact: the oldest kept entry is the last one a client may resume
-                          from, so a replay never goes back more than the backlog)
+                          from, so a replay never goes back more than the backlog); also the
+                          name of the channel's sharded pub/sub channel (SPUBLISH), which
+                          carries each event to the workers that follow the channel
     <p>{sK}:g:<channel>   the channel's generation, a random token drawn at its first publish
 
-Per shard (a fixed number, :data:`SHARDS`, whatever the number of channels)::
-
-    <p>{sK}:live          a Redis Stream of every event published on the shard's channels,
-                          kept short: at most about LIVE_MAXLEN entries, none older than
-                          LIVE_WINDOW (XTRIM MINID), and the key expires LIVE_WINDOW after
-                          the shard's last publish: what listeners read
-    <p>{sK}:n             the shard's event counter, so that a listener notices entries it
-                          missed (trimmed while it was away, or lost with Redis' data)
-
-The ``{sK}`` hash tag puts a channel's keys and its shard's keys in one Redis Cluster slot, so
-each publish is one atomic script, and a listener reads the shards, never the channels: its cost
-does not grow with the number of channels.
+A publish is one atomic script: it appends the event to the channel's stream and ``SPUBLISH``-es
+it, with its generation and stream id, to the workers subscribed to that channel (and nobody
+else: Redis filters by channel, so a worker pays nothing for the channels it does not follow).
+Pub/sub delivers at most once; a listener that lost its connection (a restart, a failover, a
+slot that moved) catches up from the channel's stream, which keeps the backlog. The ``{sK}``
+hash tag puts a channel's keys and its pub/sub channel in one Redis Cluster slot, so the script
+runs on one node and ``SSUBSCRIBE`` reaches the node that publishes. Nothing else is kept: no
+per-deployment stream that every worker reads.
 
 An event id is ``<generation>.<stream id>``. The generation changes when a channel is forgotten
 (its keys expired, ``SSECORS_CHANNEL_TTL``) or Redis loses its data, so an id from another
@@ -30,8 +29,7 @@ A channel that has never been published to (or was forgotten) has the generation
 :data:`EMPTY_GENERATION`.
 
 Retention: every publish sets the TTL of the channel's two keys; listeners refresh it for the
-channels they follow. A shard stream keeps an event for :data:`LIVE_WINDOW` seconds at most, so
-nothing of a forgotten channel stays longer than that. Nothing ever scans the keyspace.
+channels they follow. Nothing ever scans the keyspace.
 """
 
 from __future__ import annotations
@@ -47,14 +45,9 @@ from ..events import Event
 from ..events import RESET_EVENT
 from ._base import EMPTY_GENERATION as EMPTY_GENERATION
 
-#: Shard streams: a listener reads all of them, whatever the number of channels.
+#: Shards: a channel's keys carry its shard's hash tag (``{sK}``), which fixes its Redis Cluster
+#: slot; a cluster listener holds one connection per shard, to the node serving its slot.
 SHARDS: t.Final = 16
-#: Entries kept per shard stream (approximately): how far a listener may fall behind before it
-#: catches up from the channels' own streams.
-LIVE_MAXLEN: t.Final = 10_000
-#: Seconds a shard stream keeps an entry (approximately: Redis trims whole nodes of at most
-#: 100 entries or 4 KiB). A listener further behind catches up from the channels' streams.
-LIVE_WINDOW: t.Final = 30.0
 
 #: A stream id as ``(milliseconds, sequence)``, which orders like Redis orders them.
 StreamId: t.TypeAlias = tuple[int, int]
@@ -83,55 +76,34 @@ class Keys:
         """The key that holds ``channel``'s generation."""
         return f"{self.prefix}{{s{shard_of(channel)}}}:g:{channel}"
 
-    def live(self, shard: int) -> str:
-        """The shard's live stream."""
-        return f"{self.prefix}{{s{shard}}}:live"
-
-    def counter(self, shard: int) -> str:
-        """The shard's event counter."""
-        return f"{self.prefix}{{s{shard}}}:n"
+    def tag(self, shard: int) -> str:
+        """A key of ``shard``'s Redis Cluster slot (for finding the node that serves it)."""
+        return f"{self.prefix}{{s{shard}}}"
 
     def publish_keys(self, channel: str) -> list[str]:
         """The keys :data:`PUBLISH_SCRIPT` takes, in order."""
-        shard = shard_of(channel)
-        return [
-            self.channel(channel),
-            self.generation(channel),
-            self.live(shard),
-            self.counter(shard),
-        ]
+        return [self.channel(channel), self.generation(channel)]
 
 
 def publish_args(
-    channel: str,
     encoded: bytes,
     *,
     backlog: int,
     ttl: float | None,
     generation: str,
-    live_window: float = LIVE_WINDOW,
 ) -> list[object]:
     """The arguments :data:`PUBLISH_SCRIPT` takes, in order."""
-    return [
-        encoded,
-        backlog + 1,
-        int(ttl * 1000) if ttl is not None else 0,
-        LIVE_MAXLEN,
-        channel,
-        generation,
-        max(1, int(live_window * 1000)),
-    ]
+    return [encoded, backlog + 1, int(ttl * 1000) if ttl is not None else 0, generation]
 
 
-#: Publish one event. KEYS: channel stream, generation, shard live stream, shard counter.
-#: ARGV: encoded event (without id), backlog + 1, TTL in ms (0: none), live MAXLEN, channel
-#: name, a new generation (used when the channel has none), the live window in ms. Returns
-#: {generation, stream id}. The live window is measured on the shard entry's own id (Redis'
-#: clock), so that publishers on several hosts agree.
+#: Publish one event. KEYS: channel stream (also the name of its pub/sub channel), generation.
+#: ARGV: encoded event (without id), backlog + 1, TTL in ms (0: none), a new generation (used
+#: when the channel has none). Sends ``<generation> <stream id>\n<encoded event>`` to the
+#: channel's subscribers; returns {generation, stream id}.
 PUBLISH_SCRIPT: t.Final = """
 local generation = redis.call('GET', KEYS[2])
 if not generation then
-  generation = ARGV[6]
+  generation = ARGV[4]
   redis.call('SET', KEYS[2], generation)
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'e', ARGV[1])
@@ -140,15 +112,7 @@ if ttl > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
   redis.call('PEXPIRE', KEYS[2], ttl)
 end
-local n = redis.call('INCR', KEYS[4])
-local live = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*',
-  'c', ARGV[5], 'g', generation, 'i', id, 'n', n, 'e', ARGV[1])
-local window = tonumber(ARGV[7])
-if window and window > 0 then
-  local ms = tonumber(string.match(live, '^(%d+)'))
-  redis.call('XTRIM', KEYS[3], 'MINID', '~', tostring(ms - window))
-  redis.call('PEXPIRE', KEYS[3], window)
-end
+redis.call('SPUBLISH', KEYS[1], generation .. ' ' .. id .. '\\n' .. ARGV[1])
 return {generation, id}
 """
 

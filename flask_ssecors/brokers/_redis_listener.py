@@ -1,13 +1,23 @@
-"""The Redis listener: one connection per worker process (per shard in a cluster) that reads
-the shard streams and hands each entry to the local subscribers of its channel.
+"""The Redis listener: per worker process, one connection in sharded pub/sub mode (one per
+shard in a cluster, to the node that serves the shard's slot), subscribed to exactly the
+channels this process follows, that hands each event to the local subscribers of its channel.
+
+Redis filters by channel, so a worker reads the events of the channels it follows and nothing
+else, and the cost of one event does not grow with the number of channels it follows.
 
 It owns the channels this process follows (:class:`Channel`): the broker's facade registers
-subscribers there (under :attr:`Listener.lock`), the listener delivers to them. Each shard entry
-carries the shard's counter, so the listener notices entries it missed (the shard stream was
-trimmed while it was away, or Redis restarted) and catches up from the channels' own streams;
-the same catch-up runs after every reconnection, and sends the reset event to the streams of
-channels whose generation changed. What one entry, channel or subscriber raises is contained
-there (:mod:`flask_ssecors._faults`).
+subscribers there (under :attr:`Listener.lock`) and waits until the channel is live; the
+listener subscribes and unsubscribes in batches (one ``SSUBSCRIBE`` per shard for every channel
+that joined meanwhile), so a connect storm costs a few commands, not one per client.
+
+Pub/sub delivers at most once, so each followed channel keeps the position of the last event
+the listener dispatched; before its first subscription, a channel's tail is read (batched), so
+that position is known from the start. When the connection is lost (a restart, a failover, a
+killed client, a slot that moved), the listener reconnects, subscribes again, and on each
+confirmation catches the channel up from its own stream, after that position, before it reads
+anything else: nothing is missed, nothing is delivered twice, and a channel whose generation
+changed gets the reset event. What one entry, channel or subscriber raises is contained
+(:mod:`flask_ssecors._faults`).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import collections.abc as cabc
 import contextlib
 import functools
 import random
+import time
 import typing as t
 
 import gevent
@@ -32,7 +43,6 @@ from ._base import deliver_contained
 from ._base import EndReason
 from ._base import Subscription
 from ._redis_conn import client_for
-from ._redis_conn import disconnect as _disconnect
 from ._redis_conn import node_address
 from ._redis_conn import redis as redis
 from ._redis_conn import RedisCluster
@@ -46,17 +56,23 @@ from ._redis_layout import shard_of
 from ._redis_layout import SHARDS
 from ._redis_layout import StreamId
 from ._redis_layout import ZERO
+from ._redis_pubsub import ProtocolError
+from ._redis_pubsub import PubSubConnection
+from ._redis_pubsub import Reply
+from ._redis_pubsub import ReplyError
 
 logger = get_logger(__name__)
 
-#: How long one ``XREAD`` blocks before the listener loops (milliseconds).
-BLOCK_MS: t.Final = 5000
-#: Most entries one ``XREAD`` returns per shard.
-READ_COUNT: t.Final = 1000
-#: Channels caught up (or whose TTL is refreshed) per round trip.
+#: Seconds between two ``PING`` on a listening connection: a connection silent for longer
+#: than this plus the broker timeout is taken for dead.
+PING_INTERVAL: t.Final = 5.0
+#: Channels per ``SSUBSCRIBE``, per tail read, per catch-up and per TTL refresh round trip.
 CHANNEL_BATCH: t.Final = 500
 #: Longest pause between two attempts of the listener to reconnect (seconds).
 MAX_BACKOFF: t.Final = 1.0
+#: Seconds a channel stays subscribed after its last subscriber left (between this and twice
+#: this): clients that come back (a deploy, a proxy restart, a page reload) find it live.
+LINGER: t.Final = 5.0
 
 _RLock: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading", "RLock")
 _Event: t.Final[t.Any] = gevent.monkey.get_original("threading", "Event")
@@ -65,11 +81,24 @@ _Event: t.Final[t.Any] = gevent.monkey.get_original("threading", "Event")
 #: reset event, which no later position makes obsolete).
 Joined: t.TypeAlias = tuple["StreamId | None", Frame]
 
+#: A channel's tail is to be read, then it is subscribed to.
+NEW: t.Final = 0
+#: ``SSUBSCRIBE`` sent; live once confirmed (and caught up, if :attr:`Channel.catch_up`).
+SUBSCRIBING: t.Final = 1
+#: Subscribed: its events arrive on the listening connection.
+LIVE: t.Final = 2
+#: Its last subscriber left a while ago: ``SUNSUBSCRIBE`` sent.
+LEAVING: t.Final = 3
+#: Not subscribed on the current connection, though it was on another (since lost), or was
+#: unsubscribed while a subscriber came back: to be subscribed again, and caught up from its
+#: stream once confirmed.
+LOST: t.Final = 4
+
 
 class Readiness:
-    """Whether the listener reads Redis: waited for by subscribers, in greenlets of the
-    broker's thread (a gevent event), or in other OS threads (a real event, since a gevent
-    event is waited for from one thread's hub at a time)."""
+    """A flag waited for by subscribers, in greenlets of the broker's thread (a gevent event),
+    or in other OS threads (a real event, since a gevent event is waited for from one thread's
+    hub at a time)."""
 
     def __init__(self) -> None:
         self._greenlets = gevent.event.Event()
@@ -93,14 +122,33 @@ class Readiness:
 
 
 class Channel:
-    __slots__ = ("floors", "generation", "joining", "last", "name", "shard", "subscribers")
+    __slots__ = (
+        "catch_up",
+        "floors",
+        "generation",
+        "joining",
+        "key",
+        "last",
+        "left",
+        "name",
+        "shard",
+        "status",
+        "subscribers",
+        "waiter",
+    )
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, key: bytes) -> None:
         self.name = name
+        #: The channel's stream key, also the name of its pub/sub channel.
+        self.key = key
         self.shard = shard_of(name)
+        self.status = NEW
+        #: Whether the channel is caught up from its stream once its subscription is confirmed.
+        self.catch_up = False
         #: The generation the listener last saw; None until it saw one.
         self.generation: str | None = None
-        #: The position of the last entry the listener dispatched; None until it did.
+        #: The position of the last entry the listener dispatched, or the channel's tail when
+        #: it was first followed; None when every entry of the channel's stream is owed.
         self.last: StreamId | None = None
         self.subscribers: set[Subscription] = set()
         #: Subscribers taking their snapshot: what the listener reads for them meanwhile is
@@ -109,10 +157,26 @@ class Channel:
         #: Subscribers whose snapshot went further than the listener had dispatched: they
         #: get nothing up to that position from the listener.
         self.floors: dict[Subscription, StreamId] = {}
+        #: Set when the channel is live, for subscribers waiting for it.
+        self.waiter: Readiness | None = None
+        #: When its last subscriber left (``time.monotonic()``).
+        self.left = 0.0
+
+    @property
+    def idle(self) -> bool:
+        return not self.subscribers and not self.joining
+
+    @property
+    def live(self) -> bool:
+        return self.status == LIVE
+
+
+class _Moved(Exception):
+    """Redis unsubscribed a channel this process follows (its slot moved to another node)."""
 
 
 class Listener:
-    """Reads the shard streams of one worker process and delivers to its subscribers.
+    """Follows the channels of one worker process and delivers to their subscribers.
 
     :param url: the broker URL.
     :param address: the URL, read.
@@ -147,156 +211,377 @@ class Listener:
         self.pid = pid
         self.commands = commands
         self.run = run
-        #: Shards read together by one listening connection: all of them, except in a cluster,
-        #: where a read names keys of one slot only, so each shard has its own.
+        #: Shards served by one listening connection: all of them, except in a cluster, where
+        #: each shard's slot may live on another node, so each shard has its own.
         self.groups: tuple[tuple[int, ...], ...] = (
             tuple((shard,) for shard in range(SHARDS))
             if address.kind == "cluster"
             else (tuple(range(SHARDS)),)
         )
+        self._group_of = {shard: group for group in self.groups for shard in group}
         #: Guards the channels between the listener and subscribers in other OS threads.
         self.lock = _RLock()
-        #: The channels this process follows.
+        #: The channels this process follows (those with subscribers).
         self.channels: dict[str, Channel] = {}
+        #: Channels whose last subscriber left, until Redis confirms the unsubscription.
+        self.leaving: dict[str, Channel] = {}
+        #: Every channel subscribed, being subscribed, or leaving, by pub/sub name.
+        self._by_key: dict[bytes, Channel] = {}
+        #: Channels whose subscription is to be changed at the next flush.
+        self._pending: set[Channel] = set()
+        #: Channels confirmed while their catch-up is owed (read before anything else).
+        self._owed: list[Channel] = []
+        #: Set when the manager has work (a thread-safe wake-up once it runs).
+        self._work = gevent.event.Event()
+        self._wake: t.Any = None
         self.ready = Readiness()
-        self._cursors: dict[int, bytes] = {}
-        self._counts: dict[int, int] = {}
-        self._listener_clients: dict[tuple[int, ...], t.Any] = {}
-        #: The listening groups that have read where their shards are (or caught up).
-        self._prepared: set[tuple[int, ...]] = set()
+        self._connections: dict[tuple[int, ...], PubSubConnection] = {}
         self.closed = False
-        #: Whether the listener is connected (for statistics and health checks).
+        #: Whether every listening connection is up (for statistics and health checks).
         self.connected = False
+
+    # -- what the facade calls (under the lock) ------------------------------------------------
+
+    def follow(self, name: str) -> Channel:
+        """The state of ``name``, created (or taken back from leaving) if needed; its
+        subscription is queued when it is new."""
+        state = self.channels.get(name)
+        if state is not None:
+            return state
+        state = self.leaving.pop(name, None)
+        if state is None:
+            key = self.keys.channel(name).encode("utf-8")
+            state = Channel(name, key)
+            self._by_key[key] = state
+            self._queue(state)
+        self.channels[name] = state
+        return state
+
+    def unfollow(self, state: Channel) -> None:
+        """``state`` has no subscriber left: it is unsubscribed after :data:`LINGER` seconds
+        (or at once, if it never was)."""
+        if self.channels.get(state.name) is state:
+            del self.channels[state.name]
+            self.leaving[state.name] = state
+            state.left = time.monotonic()
+            if state.status != LIVE:
+                self._queue(state)
+
+    def waiter(self, state: Channel) -> Readiness | None:
+        """What to wait for until ``state`` is live; None when it is."""
+        if state.status == LIVE:
+            return None
+        if state.waiter is None:
+            state.waiter = Readiness()
+        return state.waiter
+
+    def _queue(self, state: Channel) -> None:
+        self._pending.add(state)
+        self.wake()
+
+    def wake(self) -> None:
+        """Wake the manager (from any OS thread)."""
+        wake = self._wake
+        if wake is not None:
+            wake.send()
+        else:
+            self._work.set()
 
     def stop(self) -> None:
         """Stop listening and close the listening connections."""
         self.closed = True
-        for client in self._listener_clients.values():
-            _disconnect(client)
+        self.connected = False  # so that the readers' failing reads are not warned about
+        for connection in list(self._connections.values()):
+            with contextlib.suppress(Exception):
+                connection.close()
 
-    def _listening_client(self, group: tuple[int, ...]) -> t.Any:
-        """The connection ``group`` reads with: one for every shard on one server; in a
-        cluster, one per shard, to the node that serves the shard's slot (its catch-up reads
-        keys of that slot only), so a worker holds exactly one listening connection per shard."""
-        client = self._listener_clients.get(group)
-        if client is None:
-            url: str | Address = self.url
-            if self.address.kind == "cluster":
-                node = self.commands.get_node_from_key(self.keys.live(group[0]))
-                if node is None:
-                    raise redis.exceptions.ClusterDownError("no node serves the shard's slot")
-                url = node_address(self.address, node.host, node.port)
-            client = self._listener_clients[group] = client_for(
-                url,
-                timeout=BLOCK_MS / 1000 + self.timeout + 1,
-                max_connections=1,
-                name=f"ssecors-listen-{self.pid}",
+    # -- the manager greenlet: subscribes and unsubscribes in batches, pings ---------------------
+
+    def manage(self) -> None:
+        """Apply queued subscription changes in batches, and ping every connection."""
+        hub = gevent.get_hub()
+        wake = hub.loop.async_()
+        wake.start(self._work.set)
+        self._wake = wake
+        pinged = swept = time.monotonic()
+        try:
+            while not self.closed:
+                if self._work.wait(min(PING_INTERVAL, LINGER)):
+                    self._work.clear()
+                    try:
+                        self._flush()
+                    except Exception:
+                        logger.exception("Redis listener could not change its subscriptions")
+                        gevent.sleep(MAX_BACKOFF)
+                        self._work.set()
+                now = time.monotonic()
+                if now - swept >= LINGER:
+                    swept = now
+                    self._sweep(now)
+                if now - pinged >= PING_INTERVAL:
+                    pinged = now
+                    self._ping()
+        finally:
+            self._wake = None
+            wake.close()
+
+    def _sweep(self, now: float) -> None:
+        """Queue the channels left for :data:`LINGER` seconds, to be unsubscribed."""
+        with self.lock:
+            gone = [s for s in self.leaving.values() if now - s.left >= LINGER]
+            if gone:
+                self._pending.update(gone)
+                self._work.set()
+
+    def _ping(self) -> None:
+        for connection in list(self._connections.values()):
+            with contextlib.suppress(OSError):
+                connection.send([("PING",)])
+
+    def _flush(self) -> None:
+        with self.lock:
+            pending, self._pending = self._pending, set()
+            for state in pending:
+                if self.leaving.get(state.name) is state and state.status in (NEW, LOST):
+                    self._forget(state)  # left before it was subscribed (again)
+            fresh = [s for s in pending if s.status == NEW and self.channels.get(s.name) is s]
+            again = [s for s in pending if s.status == LOST and self.channels.get(s.name) is s]
+            leaving = [s for s in pending if s.status == LIVE and self.leaving.get(s.name) is s]
+            for state in leaving:
+                state.status = LEAVING
+        for start in range(0, len(fresh), CHANNEL_BATCH):
+            batch = fresh[start : start + CHANNEL_BATCH]
+            try:
+                tails = self.run("subscribe", functools.partial(self._read_tails, states=batch))
+            except BrokerUnavailable as error:
+                logger.warning("could not read the tail of %d channels: %s", len(batch), error)
+                with self.lock:
+                    self._pending.update(batch)
+                gevent.sleep(MAX_BACKOFF)
+                self._work.set()
+                continue
+            with self.lock:
+                for state, (generation, tail) in zip(batch, tails, strict=True):
+                    if state.status == NEW:
+                        state.generation = generation
+                        state.last = tail
+                        again.append(state)
+        by_group: dict[tuple[int, ...], list[tuple[str, Channel]]] = {}
+        with self.lock:
+            for state in again:
+                if state.status not in (NEW, LOST):
+                    continue  # a reconnection took it meanwhile
+                state.catch_up = state.status == LOST
+                state.status = SUBSCRIBING
+                group = self._group_of[state.shard]
+                by_group.setdefault(group, []).append(("SSUBSCRIBE", state))
+        for state in leaving:
+            by_group.setdefault(self._group_of[state.shard], []).append(("SUNSUBSCRIBE", state))
+        for group, changes in by_group.items():
+            self._send_changes(group, changes)
+
+    def _send_changes(self, group: tuple[int, ...], changes: list[tuple[str, Channel]]) -> None:
+        """One ``SSUBSCRIBE`` / ``SUNSUBSCRIBE`` per shard and batch (a cluster refuses a
+        command whose channels are in several slots)."""
+        connection = self._connections.get(group)
+        if connection is None:
+            return  # the reconnection subscribes every followed channel again
+        commands: dict[tuple[str, int], list[bytes]] = {}
+        for verb, state in changes:
+            commands.setdefault((verb, state.shard), []).append(state.key)
+        packed: list[tuple[bytes | str, ...]] = []
+        for (verb, _), keys in commands.items():
+            for start in range(0, len(keys), CHANNEL_BATCH):
+                packed.append((verb, *keys[start : start + CHANNEL_BATCH]))
+        with contextlib.suppress(OSError):  # the reader notices, and reconnects
+            connection.send(packed)
+
+    def _read_tails(
+        self, client: t.Any, states: list[Channel]
+    ) -> list[tuple[str | None, StreamId | None]]:
+        """Each channel's generation and last position (None, None for an empty channel)."""
+        pipe = client.pipeline(transaction=False)
+        for state in states:
+            pipe.get(self.keys.generation(state.name))
+            pipe.xrevrange(self.keys.channel(state.name), count=1)
+        replies = pipe.execute()
+        tails: list[tuple[str | None, StreamId | None]] = []
+        for index in range(len(states)):
+            generation, last = replies[2 * index], replies[2 * index + 1]
+            tails.append(
+                (
+                    generation.decode() if generation else None,
+                    parse_stream_id(last[0][0]) if generation and last else None,
+                )
             )
-        return client
+        return tails
+
+    # -- the reader greenlets: one per listening connection --------------------------------------
 
     def listen(self, group: tuple[int, ...]) -> None:
-        """Read the shards of ``group`` and dispatch their entries, for as long as the broker
-        is open: reconnect with backoff, and catch up after every fault."""
+        """Read ``group``'s connection and dispatch its events, for as long as the broker is
+        open: reconnect with backoff, subscribe again, and catch up after every fault."""
         backoff = 0.05
         while not self.closed:
+            connection: PubSubConnection | None = None
             try:
-                client = self._listening_client(group)
-                if group not in self._prepared:
-                    self._prepare(client, group)
-                    self._prepared.add(group)
-                    if len(self._prepared) == len(self.groups):
-                        self.ready.set()
-                        if not self.connected:
-                            logger.info("Redis listener connected")
-                        self.connected = True
-                streams = {self.keys.live(shard): self._cursors[shard] for shard in group}
-                reply = client.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+                connection = self._connect(group)
+                self._resubscribe(group, connection)
                 backoff = 0.05
-                gaps = self._dispatch(reply)
-                if gaps:
-                    self._catch_up(client, gaps)
-            except (redis.RedisError, OSError) as error:
-                if self.connected:
+                while not self.closed:
+                    replies = connection.read()
+                    self._handle(replies)
+            except (redis.RedisError, OSError, ProtocolError, _Moved, BrokerUnavailable) as error:
+                if self.connected or isinstance(error, _Moved):
                     logger.warning("Redis listener lost its connection: %s", error)
-                self._lost(group)
+                self._lost(group, connection)
                 gevent.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except Exception:
                 # A bug, not a fault of Redis: say so, and keep serving the other channels.
                 logger.exception("Redis listener failed; reading again")
-                self._lost(group)
+                self._lost(group, connection)
                 gevent.sleep(MAX_BACKOFF)
 
-    def _lost(self, group: tuple[int, ...]) -> None:
-        """A group's connection failed: subscribers wait until it has caught up again."""
+    def _connect(self, group: tuple[int, ...]) -> PubSubConnection:
+        url: str | Address = self.url
+        if self.address.kind == "cluster":
+            node = self.commands.get_node_from_key(self.keys.tag(group[0]))
+            if node is None:
+                raise redis.exceptions.ClusterDownError("no node serves the shard's slot")
+            url = node_address(self.address, node.host, node.port)
+        client = client_for(
+            url,
+            timeout=PING_INTERVAL + self.timeout + 1,
+            max_connections=1,
+            name=f"ssecors-listen-{self.pid}",
+        )
+        return PubSubConnection(client)
+
+    def _resubscribe(self, group: tuple[int, ...], connection: PubSubConnection) -> None:
+        """A new connection: every channel of ``group`` that was subscribed is to be again,
+        and caught up once confirmed; channels that were leaving are forgotten."""
+        with self.lock:
+            self._connections[group] = connection
+            for state in (*self.channels.values(), *self.leaving.values()):
+                if self._group_of[state.shard] != group:
+                    continue
+                if self.leaving.get(state.name) is state:
+                    self._forget(state)
+                    continue
+                if state.status != NEW:
+                    state.status = LOST
+                self._pending.add(state)
+            if len(self._connections) == len(self.groups):
+                self.ready.set()
+                if not self.connected:
+                    logger.info("Redis listener connected")
+                self.connected = True
+        self.wake()
+
+    def _lost(self, group: tuple[int, ...], connection: PubSubConnection | None) -> None:
+        """A group's connection failed: its channels wait until they are caught up again."""
         self.connected = False
-        self._prepared.discard(group)
-        self.ready.clear()
-        client = self._listener_clients.pop(group, None)
-        if client is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                _disconnect(client)
+        with self.lock:
+            if self._connections.get(group) is connection:
+                self._connections.pop(group, None)
+            self.ready.clear()
+            self._owed = [s for s in self._owed if self._group_of[s.shard] != group]
+            for state in (*self.channels.values(), *self.leaving.values()):
+                if self._group_of[state.shard] == group and state.status != NEW:
+                    state.status = LOST
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
         if isinstance(self.commands, RedisCluster):
             with contextlib.suppress(redis.RedisError, OSError):
                 self.commands.nodes_manager.initialize()  # after a failover: the new topology
 
-    def _prepare(self, client: t.Any, group: tuple[int, ...]) -> None:
-        """After (re)connecting: on the first start, read where each shard is; after a fault,
-        catch up every followed channel of the group's shards from its own stream."""
-        fresh = [shard for shard in group if shard not in self._cursors]
-        if fresh:
-            pipe = client.pipeline(transaction=False)
-            for shard in fresh:
-                pipe.xrevrange(self.keys.live(shard), count=1)
-                pipe.get(self.keys.counter(shard))
-            replies = pipe.execute()
-            for index, shard in enumerate(fresh):
-                last, count = replies[2 * index], replies[2 * index + 1]
-                self._cursors[shard] = last[0][0] if last else b"0-0"
-                self._counts[shard] = int(count) if count is not None else 0
-        known = set(group) - set(fresh)
-        if known:
-            self._catch_up(client, known)
+    def _forget(self, state: Channel) -> None:
+        self.leaving.pop(state.name, None)
+        self._by_key.pop(state.key, None)
+        self._pending.discard(state)
 
-    def _dispatch(self, reply: t.Any) -> set[int]:
-        """Hand each entry to its channel's local subscribers; return the shards where
-        entries were missed (the counter jumped)."""
-        with self.lock:
-            return self._dispatch_locked(reply)
+    def _handle(self, replies: list[Reply]) -> None:
+        """Dispatch events, note confirmations; a confirmed channel that is owed a catch-up is
+        caught up before any later event is dispatched."""
+        index = 0
+        while index < len(replies):
+            with self.lock:
+                index = self._handle_locked(replies, index)
+            if self._owed:
+                self._catch_up_owed()
 
-    def _dispatch_locked(self, reply: t.Any) -> set[int]:
-        gaps: set[int] = set()
-        channels = self.channels
-        for key, entries in reply or ():
-            shard = _shard_of_key(key)
-            if not entries:
+    def _handle_locked(self, replies: list[Reply], index: int) -> int:
+        by_key = self._by_key
+        while index < len(replies):
+            reply = replies[index]
+            if not isinstance(reply, list) or not reply:
+                if isinstance(reply, ReplyError):
+                    hint = (
+                        " (sharded pub/sub needs Redis 7.0 or later)"
+                        if "unknown" in str(reply)
+                        else ""
+                    )
+                    raise redis.exceptions.ResponseError(f"{reply}{hint}")
+                index += 1
                 continue
-            self._cursors[shard] = entries[-1][0]
-            count = self._counts.get(shard)
-            for _, fields in entries:
-                try:
-                    number = int(fields.get(b"n", 0))
-                except ValueError:
-                    number = 0
-                if count is not None and number != count + 1:
-                    gaps.add(shard)
-                count = number
-                state = channels.get(fields.get(b"c", b"").decode("utf-8", "replace"))
+            kind = reply[0]
+            if kind == b"smessage":
+                if self._owed:
+                    return index  # catch up first
+                state = by_key.get(t.cast(bytes, reply[1]))
                 if state is not None:
-                    self._dispatch_entry(state, fields)
-            self._counts[shard] = t.cast(int, count)
-        return gaps
+                    self._dispatch_message(state, t.cast(bytes, reply[2]))
+            elif kind == b"ssubscribe":
+                self._confirmed(by_key.get(t.cast(bytes, reply[1])))
+            elif kind == b"sunsubscribe":
+                self._unsubscribed(by_key.get(t.cast(bytes, reply[1])))
+            index += 1
+        return index
 
-    def _dispatch_entry(self, state: Channel, fields: dict[bytes, bytes]) -> None:
-        """Deliver one shard entry to its channel's subscribers. What it raises (a malformed
-        entry, a bug) is contained here: the channel's subscribers are dropped, to resume from
-        the channel's own stream, and every other channel goes on."""
+    def _confirmed(self, state: Channel | None) -> None:
+        if state is None or state.status != SUBSCRIBING:
+            return
+        if state.catch_up:
+            self._owed.append(state)
+        else:
+            self._live(state)
+
+    def _unsubscribed(self, state: Channel | None) -> None:
+        if state is None:
+            return
+        if state.status == LEAVING:
+            if self.leaving.get(state.name) is state:
+                self._forget(state)
+            else:
+                # A subscriber came back while Redis unsubscribed: subscribe again, and catch
+                # up from the last event dispatched (dispatch went on until this moment).
+                state.status = LOST
+                self._queue(state)
+        elif state.status in (LIVE, SUBSCRIBING):
+            raise _Moved(f"Redis unsubscribed channel {state.name!r} (its slot moved)")
+
+    def _live(self, state: Channel) -> None:
+        state.status = LIVE
+        state.catch_up = False
+        waiter, state.waiter = state.waiter, None
+        if waiter is not None:
+            waiter.set()
+
+    def _dispatch_message(self, state: Channel, message: bytes) -> None:
+        """Deliver one event to its channel's subscribers. What it raises (a malformed message,
+        a bug) is contained here: the channel's subscribers are dropped, to resume from the
+        channel's own stream, and every other channel goes on."""
         try:
-            generation = fields[b"g"].decode("ascii")
-            position = parse_stream_id(fields[b"i"])
-            data = fields[b"e"]
-            self._deliver(state, generation, position, data)
+            newline = message.index(b"\n")
+            generation, _, position = message[:newline].partition(b" ")
+            self._deliver(
+                state, generation.decode("ascii"), parse_stream_id(position), message[newline + 1 :]
+            )
         except Exception:
+            if state.idle:
+                return  # a channel left: nobody to drop (it resumes from its stream if followed)
             FAULTS.record(Stage.DISPATCH, "the channel's subscribers were dropped", state.name)
             self._drop_channel(state)
 
@@ -312,8 +597,10 @@ class Listener:
                 self._reset_channel(state, generation, "channel-restarted")
             state.generation = generation
         elif state.last is not None and position <= state.last:
-            return  # read again (a catch-up and the shard both had it)
+            return  # read again (a catch-up and pub/sub both had it)
         state.last = position
+        if state.idle:
+            return  # leaving: only its position is kept
         try:
             frame = frame_at(generation, position, data)
         except Exception:
@@ -335,8 +622,9 @@ class Listener:
     def _reset_channel(self, state: Channel, generation: str, reason: str) -> None:
         """The channel's data is gone (Redis lost it, or it was forgotten): tell its streams.
 
-        After a reset to the empty generation, the first events of the channel's next life
-        arrive without a second reset.
+        After a reset, every entry of the channel's stream is owed (the clients stand at the
+        start of ``generation``); after a reset to the empty generation, the first events of
+        the channel's next life arrive without a second reset.
         """
         reset = reset_at(generation, ZERO, reason)
         for subscription in tuple(state.subscribers):
@@ -347,26 +635,19 @@ class Listener:
         state.generation = None if generation == EMPTY_GENERATION else generation
         state.last = None
 
-    def _catch_up(self, client: t.Any, shards: set[int]) -> None:
-        """Deliver, from the channels' own streams, what the listener may have missed on
-        ``shards``; reset channels whose generation changed."""
-        followed = [s for s in self.channels.values() if s.shard in shards]
-        if followed:
-            logger.info("catching up %d channels from Redis", len(followed))
-        for start in range(0, len(followed), CHANNEL_BATCH):
-            batch = followed[start : start + CHANNEL_BATCH]
-            pipe = client.pipeline(transaction=False)
-            read = []
-            for state in batch:
-                pipe.get(self.keys.generation(state.name))
-                if state.last is not None:
-                    after = f"({format_stream_id(state.last)}"
-                    pipe.xrange(self.keys.channel(state.name), after, "+", count=self.backlog + 1)
-                read.append(state.last is not None)
-            replies = iter(pipe.execute())
-            answers = [(next(replies), next(replies) if r else None) for r in read]
+    # -- catching up -----------------------------------------------------------------------------
+
+    def _catch_up_owed(self) -> None:
+        """Catch up the channels confirmed on a new subscription, then mark them live."""
+        owed, self._owed = self._owed, []
+        for start in range(0, len(owed), CHANNEL_BATCH):
+            batch = owed[start : start + CHANNEL_BATCH]
+            logger.info("catching up %d channels from Redis", len(batch))
+            read = self.run("catch-up", functools.partial(self._read_missed, states=batch))
             with self.lock:
-                for state, (raw_generation, entries) in zip(batch, answers, strict=True):
+                for state, (raw_generation, entries) in zip(batch, read, strict=True):
+                    if state.status != SUBSCRIBING:
+                        continue
                     try:
                         self._deliver_caught_up(state, raw_generation, entries)
                     except Exception:
@@ -374,23 +655,33 @@ class Listener:
                             Stage.DISPATCH, "the channel's subscribers were dropped", state.name
                         )
                         self._drop_channel(state)
+                    self._live(state)
+
+    def _read_missed(
+        self, client: t.Any, states: list[Channel]
+    ) -> list[tuple[bytes | None, list[t.Any]]]:
+        pipe = client.pipeline(transaction=False)
+        for state in states:
+            pipe.get(self.keys.generation(state.name))
+            after = f"({format_stream_id(state.last)}" if state.last is not None else "-"
+            pipe.xrange(self.keys.channel(state.name), after, "+", count=self.backlog + 1)
+        replies = pipe.execute()
+        return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(states))]
 
     def _deliver_caught_up(
-        self, state: Channel, raw_generation: bytes | None, entries: list[t.Any] | None
+        self, state: Channel, raw_generation: bytes | None, entries: list[t.Any]
     ) -> None:
-        if self.channels.get(state.name) is not state:
-            return  # its subscribers left meanwhile
         generation = raw_generation.decode() if raw_generation else EMPTY_GENERATION
         if state.generation is not None and generation != state.generation:
             self._reset_channel(state, generation, "broker-restarted")
-            return
-        if entries is None:
             return
         if len(entries) > self.backlog:
             self._reset_channel(state, generation, "expired")
             return
         for entry_id, fields in entries:
             self._deliver(state, generation, parse_stream_id(entry_id), fields[b"e"])
+
+    # -- keeping followed channels alive ---------------------------------------------------------
 
     def refresh_ttls(self) -> None:
         """Keep the channels this process follows alive: refresh their keys' TTL, in batches,
@@ -413,9 +704,3 @@ class Listener:
             pipe.pexpire(self.keys.channel(name), milliseconds)
             pipe.pexpire(self.keys.generation(name), milliseconds)
         pipe.execute()
-
-
-def _shard_of_key(key: bytes | str) -> int:
-    text = key.decode() if isinstance(key, bytes) else key
-    start = text.rindex("{s") + 2
-    return int(text[start : text.index("}", start)])

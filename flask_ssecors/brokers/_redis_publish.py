@@ -26,14 +26,12 @@ class RedisPublishing:
     :param max_event_size: ``SSECORS_MAX_EVENT_SIZE``.
     :param min_replicas: ``SSECORS_BROKER_MIN_REPLICAS``.
     :param timeout: ``SSECORS_BROKER_TIMEOUT``, the bound on ``WAIT``.
-    :param live_window: seconds a shard stream keeps an event.
     """
 
     __slots__ = (
         "backlog",
         "channel_ttl",
         "keys",
-        "live_window",
         "max_event_size",
         "min_replicas",
         "timeout",
@@ -48,7 +46,6 @@ class RedisPublishing:
         max_event_size: int | None,
         min_replicas: int,
         timeout: float,
-        live_window: float,
     ) -> None:
         self.keys = Keys(prefix)
         self.backlog = backlog
@@ -56,7 +53,6 @@ class RedisPublishing:
         self.max_event_size = max_event_size
         self.min_replicas = min_replicas
         self.timeout = timeout
-        self.live_window = live_window
 
     def prepare(self, channel: str, event: Event) -> tuple[list[str], list[object]]:
         """The keys and arguments of the publish script for ``event`` on ``channel``.
@@ -68,12 +64,7 @@ class RedisPublishing:
         encoded = encode_without_id(event)
         check_event_size(encoded, self.max_event_size)
         args = publish_args(
-            channel,
-            encoded,
-            backlog=self.backlog,
-            ttl=self.channel_ttl,
-            generation=new_generation(),
-            live_window=self.live_window,
+            encoded, backlog=self.backlog, ttl=self.channel_ttl, generation=new_generation()
         )
         return self.keys.publish_keys(channel), args
 

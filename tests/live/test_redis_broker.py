@@ -33,6 +33,7 @@ from flask_ssecors._wire import Frame
 from flask_ssecors.brokers import create_broker
 from flask_ssecors.brokers._redis import _parse_event_id as parse_event_id
 from flask_ssecors.brokers._redis import RedisBroker
+from flask_ssecors.brokers._redis_listener import LINGER
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import BrokerUnavailable
@@ -254,8 +255,18 @@ def test_one_listener_connection_per_process_for_every_channel_and_subscriber(
     pid = os.getpid()
     assert len(connections(admin, f"ssecors-listen-{pid}")) == 1  # the publisher never listens
     assert len(connections(admin, f"ssecors-cmd-{pid}")) <= 4 + 8
-    listening = [c for c in connections(admin, f"ssecors-listen-{pid}") if c["cmd"] == "xread"]
-    assert listening
+    (listening,) = connections(admin, f"ssecors-listen-{pid}")
+    assert int(listening["ssub"]) == 30  # one sharded subscription per followed channel
+    for subscription in subscriptions:
+        subscription.close()
+    assert int(connections(admin, f"ssecors-listen-{pid}")[0]["ssub"]) == 30  # they linger
+    deadline = time.monotonic() + 3 * LINGER
+    while (
+        int(connections(admin, f"ssecors-listen-{pid}")[0]["ssub"]) and time.monotonic() < deadline
+    ):
+        gevent.sleep(0.02)
+    assert int(connections(admin, f"ssecors-listen-{pid}")[0]["ssub"]) == 0  # all unsubscribed
+    assert worker._listener.leaving == {}
 
 
 def test_subscriber_count_goes_back_to_zero(make_broker: MakeBroker) -> None:
@@ -271,17 +282,18 @@ def test_subscriber_count_goes_back_to_zero(make_broker: MakeBroker) -> None:
     assert broker._listener.channels == {}
 
 
-def test_a_new_channel_joins_the_blocked_read_at_once(
+def test_a_new_channel_joins_the_waiting_listener_at_once(
     make_broker: MakeBroker, admin: redis.Redis[bytes]
 ) -> None:
-    """A channel subscribed while the listener blocks in XREAD (up to 5 s) wakes it."""
+    """A channel subscribed while the listener waits for events (pings every 5 s) is
+    subscribed to at once, and its first event arrives without delay."""
     worker, publisher = make_broker(), make_broker()
     old = worker.subscribe("wake:old")
     delays = []
     for n in range(10):
-        gevent.sleep(0.1)  # the listener is blocked in XREAD without the new channel
-        blocked = connections(admin, f"ssecors-listen-{os.getpid()}")
-        assert any(c["cmd"] == "xread" for c in blocked)
+        gevent.sleep(0.1)  # the listener waits, subscribed to the channels so far
+        (waiting,) = connections(admin, f"ssecors-listen-{os.getpid()}")
+        assert int(waiting["ssub"]) == n + 1
         subscription = worker.subscribe(f"wake:new{n}")
         began = time.monotonic()
         publisher.publish(f"wake:new{n}", Event("first"))
@@ -335,17 +347,17 @@ def test_a_client_ahead_of_this_workers_listener_gets_no_duplicates(
     then the listener delivered everything after it)."""
     publisher, worker = make_broker(), make_broker()
     keep = worker.subscribe("lag")
-    dispatch, snapshot = worker._listener._dispatch, worker._snapshot
+    dispatch, snapshot = worker._listener._handle, worker._snapshot
 
-    def slow_dispatch(reply: t.Any) -> None:
+    def slow_dispatch(replies: t.Any) -> None:
         gevent.sleep(0.1)
-        dispatch(reply)
+        dispatch(replies)
 
     def slow_snapshot(*args: t.Any) -> t.Any:
         gevent.sleep(0.3)
         return snapshot(*args)
 
-    monkeypatch.setattr(worker._listener, "_dispatch", slow_dispatch)
+    monkeypatch.setattr(worker._listener, "_handle", slow_dispatch)
     if live_during_snapshot:
         monkeypatch.setattr(worker, "_snapshot", slow_snapshot)
     ids = [publisher.publish("lag", Event(str(n))) for n in range(4)]
@@ -358,22 +370,22 @@ def test_a_client_ahead_of_this_workers_listener_gets_no_duplicates(
 def test_a_stale_read_of_a_retracked_channel_delivers_nothing_twice(
     make_broker: MakeBroker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Regression: when a channel's last subscriber left while XREAD still covered it, and a new
-    subscriber joined before the reply was handled, the reply's entries were delivered again on
-    top of the new subscriber's replay."""
+    """Regression: when a channel's last subscriber left while the listener still read it, and a
+    new subscriber joined before what was read was handled, those events were delivered again
+    on top of the new subscriber's replay."""
     publisher, worker = make_broker(), make_broker()
     first = publisher.publish("stale", Event("0"))
     gone = worker.subscribe("stale")
-    gevent.sleep(0.1)  # the listener blocks in XREAD, covering "stale"
-    dispatch = worker._listener._dispatch
+    gevent.sleep(0.1)  # the listener waits, subscribed to "stale"
+    dispatch = worker._listener._handle
 
-    def slow_dispatch(reply: t.Any) -> None:
+    def slow_dispatch(replies: t.Any) -> None:
         gevent.sleep(0.2)
-        dispatch(reply)
+        dispatch(replies)
 
-    monkeypatch.setattr(worker._listener, "_dispatch", slow_dispatch)
+    monkeypatch.setattr(worker._listener, "_handle", slow_dispatch)
     gone.close()
-    second = publisher.publish("stale", Event("1"))  # answers the blocked XREAD
+    second = publisher.publish("stale", Event("1"))  # read while the channel is leaving
     resumed = worker.subscribe("stale", last_event_id=first)
     assert ids_of(take(resumed, 1)) == [second]
     assert nothing_more(resumed, 0.5)

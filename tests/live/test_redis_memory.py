@@ -1,9 +1,9 @@
 """Redis memory stays within the sizing rule of docs/deployment.rst ("Sizing Redis's memory").
 
-Measured with ``INFO memory`` on a real redis-server: the backlogs and the shard streams stay
-below the documented formula, and once every channel's TTL and the shard window have passed,
-nothing of the channels stays (before 0.1.0 the shard streams kept about 10,000 events each,
-payloads and channel names included, for good).
+Measured with ``INFO memory`` on a real redis-server: the backlogs stay below the documented
+formula, and once every channel's TTL has passed, nothing of the channels stays (before 0.1.0,
+shard streams that every worker read kept about 10,000 events each, payloads and channel names
+included, for good; events now travel by sharded pub/sub, which keeps nothing).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import pytest
 import redis
 
 from flask_ssecors.brokers._redis import RedisBroker
-from flask_ssecors.brokers._redis_layout import LIVE_MAXLEN
-from flask_ssecors.brokers._redis_layout import LIVE_WINDOW
 from flask_ssecors.events import Event
 from tests.support.servers import RedisServer
 
@@ -25,13 +23,9 @@ pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
 KIB = 1024
 
 
-def documented_bound(
-    *, channels: int, backlog: int, size: int, name: int, published: int, window: float
-) -> float:
-    """The formula of docs/deployment.rst, for ``published`` events within one window."""
-    backlogs = channels * (1.25 * (backlog + 2) * (size + 128) + 6 * KIB)
-    shard_entries = min(16 * (LIVE_MAXLEN + 100), published + 1600)
-    return backlogs + shard_entries * 1.3 * (size + name + 200)
+def documented_bound(*, channels: int, backlog: int, size: int) -> float:
+    """The formula of docs/deployment.rst."""
+    return channels * (1.25 * (backlog + 2) * (size + 128) + 6 * KIB)
 
 
 @pytest.fixture
@@ -55,23 +49,14 @@ def test_memory_stays_within_the_documented_formula(
     base = used_memory(client)
     broker = RedisBroker(server.url, backlog=backlog, max_event_size=65536)
     data = "x" * (size - 12)
-    published = 0
     try:
         for _ in range(backlog + 3):  # enough to trim every backlog
             for number in range(channels):
                 broker.publish(f"channel:{number:05d}", Event(data))
-                published += 1
     finally:
         broker.close()
     encoded = len(Event(data).encode())
-    bound = documented_bound(
-        channels=channels,
-        backlog=backlog,
-        size=encoded,
-        name=len("channel:00000"),
-        published=published,
-        window=LIVE_WINDOW,
-    )
+    bound = documented_bound(channels=channels, backlog=backlog, size=encoded)
     used = used_memory(client) - base
     assert used <= bound, f"{used} bytes used, the documented bound is {bound:.0f}"
     assert used >= bound / 4, f"the bound {bound:.0f} is far above what is used ({used})"
@@ -79,11 +64,11 @@ def test_memory_stays_within_the_documented_formula(
 
 
 def test_nothing_of_forgotten_channels_stays(server: RedisServer) -> None:
-    """Backlog 10, TTL 1 s, 12,000 events of 5 KB on 1,200 channels: once the TTL and the
-    shard window passed, only the 16 shard counters are left."""
+    """Backlog 10, TTL 1 s, 12,000 events of 5 KB on 1,200 channels: once the TTL passed,
+    no key is left."""
     client: redis.Redis[bytes] = redis.Redis.from_url(server.url)
     base = used_memory(client)
-    broker = RedisBroker(server.url, backlog=10, channel_ttl=1.0, live_window=1.0)
+    broker = RedisBroker(server.url, backlog=10, channel_ttl=1.0)
     try:
         for number in range(12_000):
             broker.publish(f"user:{number % 1200}", Event("x" * 5000))
@@ -92,10 +77,9 @@ def test_nothing_of_forgotten_channels_stays(server: RedisServer) -> None:
     held = used_memory(client) - base
     assert held > 50_000_000  # ~60 MB while the channels live
     deadline = time.monotonic() + 20
-    while client.dbsize() > 16 and time.monotonic() < deadline:
+    while client.dbsize() and time.monotonic() < deadline:
         time.sleep(0.2)
-    keys = sorted(key.decode() for key in client.keys("*"))
-    assert keys == sorted(f"ssecors:{{s{shard}}}:n" for shard in range(16))
+    assert client.keys("*") == []
     # What is left is Redis's own (the script cache, a hash table grown for 1,200 channels).
     assert used_memory(client) - base < held / 50
     client.close()
