@@ -13,6 +13,9 @@ Apps, all with one subscriber per channel:
 
 - ``bare``: the floor, a Flask generator per stream reading a :class:`gevent.queue.Queue`
   that ``POST /publish`` fills in the same process (one worker: nothing crosses processes);
+- ``redis-pubsub``: the Redis floor, a hand-written fan-out: per worker one pub/sub connection,
+  ``SUBSCRIBE`` once per followed channel, ``PUBLISH`` per event (two workers; no replay, no
+  ids, no checks); run up to 10,000 channels, one stream each;
 - ``flask-sse``: its blueprint, one Redis pub/sub connection per stream (two workers); run up
   to 1,000 channels (10,000 would be 10,000 Redis connections, redis-server's default
   ``maxclients``);
@@ -23,7 +26,8 @@ Apps, all with one subscriber per channel:
 
 Measured per app and size: p50 and p99 latency over every delivery; worker CPU per delivery
 (µs, the workers' CPU over the publishing phase divided by deliveries, the POST that publishes
-included); throughput, deliveries per second of a burst of ``--burst`` events POSTed back to back
+included), and redis-server's beside it; throughput, deliveries per second of a burst of
+``--burst`` events POSTed back to back
 from four connections; and, at 10,000 channels,
 a reconnect storm: every connection cut, one event published to every channel meanwhile, all
 clients back at once (with ``Last-Event-ID`` for flask-ssecors): seconds until every client has
@@ -51,7 +55,7 @@ from pathlib import Path
 if t.TYPE_CHECKING:
     from flask import Flask
 
-APPS = ("bare", "flask-sse", "flask-ssecors")
+APPS = ("bare", "redis-pubsub", "flask-sse", "flask-ssecors")
 #: Channels one flask-ssecors stream follows at 50,000 channels (see the module documentation).
 WIDE = 8
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +135,61 @@ def ssecors_app() -> Flask:
     return app
 
 
+def pubsub_app() -> Flask:
+    """The Redis floor: per worker, one pub/sub connection (``SUBSCRIBE`` once per followed
+    channel) read by one greenlet that fills each stream's queue; ``POST /publish`` is one
+    ``PUBLISH``. What a hand-written Redis fan-out costs, with no replay, ids or checks."""
+    import gevent
+    import gevent.queue
+    import redis
+    from flask import Flask
+    from flask import request
+    from flask import Response
+
+    app = Flask("bench_channels_pubsub")
+    client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    queues: dict[bytes, set[gevent.queue.Queue[bytes]]] = {}
+    listening: list[gevent.Greenlet] = []
+
+    def listen() -> None:
+        for message in pubsub.listen():
+            if message["type"] == "message":
+                frame = b"data: " + message["data"] + b"\n\n"
+                for queue in queues.get(message["channel"], ()):
+                    queue.put(frame)
+
+    @app.get("/events")
+    def events() -> t.Any:
+        names = [name.encode() for name in request.args["c"].split(",")]
+        queue: gevent.queue.Queue[bytes] = gevent.queue.Queue()
+        fresh = [name for name in names if name not in queues]
+        for name in names:
+            queues.setdefault(name, set()).add(queue)
+        if fresh:
+            pubsub.subscribe(*fresh)
+        if not listening:
+            listening.append(gevent.spawn(listen))
+
+        def stream() -> t.Iterator[bytes]:
+            try:
+                yield b": ok\n\n"
+                while True:
+                    yield queue.get()
+            finally:
+                for name in names:
+                    queues.get(name, set()).discard(queue)
+
+        return Response(stream(), mimetype="text/event-stream")
+
+    @app.post("/publish/<channel>")
+    def publish(channel: str) -> t.Any:
+        client.publish(channel, json.dumps({"t": float(request.args["t"]), "c": channel}))
+        return "ok\n"
+
+    return app
+
+
 def flask_sse_app() -> Flask:
     """flask-sse's blueprint as its README shows it; URL from ``BENCH_REDIS_URL``."""
     from flask import Flask
@@ -151,6 +210,7 @@ def flask_sse_app() -> Flask:
 
 TARGETS = {
     "bare": ("bench.channels:bare_app()", 1),
+    "redis-pubsub": ("bench.channels:pubsub_app()", 2),
     "flask-sse": ("bench.channels:flask_sse_app()", 2),
     "flask-ssecors": ("bench.channels:ssecors_app()", 2),
 }
@@ -188,7 +248,13 @@ class Poster:
 
 
 def run_one(
-    app: str, channels: int, redis_url: str, opts: argparse.Namespace, *, topology: str = "single"
+    app: str,
+    channels: int,
+    redis_url: str,
+    opts: argparse.Namespace,
+    *,
+    topology: str = "single",
+    redis_pid: int | None = None,
 ) -> dict[str, t.Any]:
     import redis
 
@@ -260,6 +326,7 @@ def run_one(
             names = list(by_channel)
             targets = [rng.choice(names) for _ in range(opts.events)]
             cpu_before = sum(cpu_seconds(pid) for pid in pids)
+            redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
             started = time.monotonic()
             failures = 0
             for n, channel in enumerate(targets):
@@ -280,6 +347,7 @@ def run_one(
             with contextlib.suppress(AssertionError):  # what arrived is reported
                 swarm.wait_until(lambda: delivered() >= opts.events, 30)
             cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+            redis_cpu = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
             latencies = [
                 (event.at - event.json()["t"]) * 1000
                 for stream in opened
@@ -293,6 +361,9 @@ def run_one(
                 p50_ms=round(percentile(latencies, 0.5), 2),
                 p99_ms=round(percentile(latencies, 0.99), 2),
                 cpu_us_per_delivery=round(cpu / max(count, 1) * 1e6, 1),
+                redis_cpu_us_per_delivery=round(redis_cpu / max(count, 1) * 1e6, 1)
+                if redis_pid and app != "bare"
+                else 0.0,
             )
             result["deliveries_per_s"] = burst(server.port, swarm, opened, by_channel, opts)
             if channels == opts.storm and app == "flask-ssecors":
@@ -417,9 +488,12 @@ def main(argv: list[str] | None = None) -> int:
             for app in opts.apps.split(","):
                 if app == "flask-sse" and channels > 1000:
                     continue
-                if app == "bare" and channels > 20_000:
+                if app in ("bare", "redis-pubsub") and channels > 20_000:
                     continue
-                row = run_one(app, channels, redis_server.url, opts)
+                assert redis_server.process is not None
+                row = run_one(
+                    app, channels, redis_server.url, opts, redis_pid=redis_server.process.pid
+                )
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if opts.cluster:
@@ -463,6 +537,7 @@ HEADERS = (
     "p50 ms",
     "p99 ms",
     "CPU µs/delivery",
+    "+ Redis µs",
     "delivered",
     "burst deliveries/s",
     "storm s",
@@ -479,6 +554,7 @@ def table_rows(report: dict[str, t.Any]) -> list[list[object]]:
             row["p50_ms"],
             row["p99_ms"],
             row["cpu_us_per_delivery"],
+            row.get("redis_cpu_us_per_delivery", ""),
             f"{row['delivered']:.0%}",
             row["deliveries_per_s"],
             row.get("storm_s", ""),
@@ -492,6 +568,19 @@ def to_markdown(report: dict[str, t.Any]) -> str:
 
     ours = [r for r in report["rows"] if r["app"] == "flask-ssecors" and r["redis"] == "single"]
     lines = [markdown_table(HEADERS, table_rows(report))]
+    floors = {r["channels"]: r for r in report["rows"] if r["app"] == "redis-pubsub"}
+    for row in ours:
+        floor = floors.get(row["channels"])
+        if floor is None or not floor["deliveries_per_s"]:
+            continue
+        mine = row["cpu_us_per_delivery"] + row.get("redis_cpu_us_per_delivery", 0.0)
+        theirs = floor["cpu_us_per_delivery"] + floor.get("redis_cpu_us_per_delivery", 0.0)
+        lines.append(
+            f"\nflask-ssecors against a bare Redis pub/sub app at {row['channels']:,} channels: "
+            f"CPU per delivery (workers + Redis) {mine / max(theirs, 0.1):.2f}x (goal: 1.2x), "
+            f"burst throughput {row['deliveries_per_s'] / floor['deliveries_per_s']:.2f}x "
+            "(goal: 0.8x)"
+        )
     if len(ours) > 1:
         one, most = ours[0], ours[-1]
         lines.append(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import enum
+import os
 import re
 import secrets
 import sys
@@ -110,13 +111,40 @@ def check_event_size(encoded: bytes, limit: int | None) -> None:
 
 def new_generation() -> str:
     """A random token naming one life of a channel: ids carry it, so an id from another
-    channel, from before a restart, or from before the channel was forgotten is told apart."""
-    number = 1 + secrets.randbelow(36**GENERATION_LENGTH - 1)  # never all zeros: "empty"
+    channel, from before a restart, or from before the channel was forgotten is told apart.
+
+    Drawn from the system's randomness a batch at a time (every Redis publish passes one, used
+    only when the channel has none yet), per process: a forked worker never reuses its
+    parent's tokens.
+    """
+    pid = os.getpid()
+    if _GENERATIONS.pid != pid or not _GENERATIONS.tokens:
+        _GENERATIONS.pid = pid
+        _GENERATIONS.tokens = [_token(secrets.randbits(64)) for _ in range(256)]
+    try:
+        return _GENERATIONS.tokens.pop()
+    except IndexError:  # emptied by another thread meanwhile
+        return _token(secrets.randbits(64))
+
+
+def _token(bits: int) -> str:
+    number = 1 + bits % (36**GENERATION_LENGTH - 1)  # never all zeros: "empty"
     chars = []
     for _ in range(GENERATION_LENGTH):
         number, digit = divmod(number, 36)
         chars.append(_BASE36[digit])
     return "".join(chars)
+
+
+class _Generations:
+    __slots__ = ("pid", "tokens")
+
+    def __init__(self) -> None:
+        self.pid = -1
+        self.tokens: list[str] = []
+
+
+_GENERATIONS: t.Final = _Generations()
 
 
 def split_id(event_id: str) -> tuple[str, str] | None:
