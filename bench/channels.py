@@ -34,6 +34,10 @@ clients back at once (with ``Last-Event-ID`` for flask-ssecors): seconds until e
 its missed event (flask-ssecors) or is connected again (the floor, which replays nothing).
 flask-sse cannot resume, so it has no storm figure.
 
+``--deployment`` runs the deployment scenario instead (:mod:`bench.deployment`: W workers,
+each on its own channels, events published to all of them; what each worker pays per event
+published anywhere).
+
 Results: printed as Markdown, saved to ``bench/results/channels-<timestamp>.json``; ``--plot``
 also draws ``docs/_static/bench/channels.png`` and writes ``docs/_static/bench/channels.csv``.
 """
@@ -150,11 +154,19 @@ def pubsub_app() -> Flask:
     client = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"])
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     queues: dict[bytes, set[gevent.queue.Queue[bytes]]] = {}
+    pending: set[bytes] = set()
     listening: list[gevent.Greenlet] = []
 
     def listen() -> None:
-        for message in pubsub.listen():
-            if message["type"] == "message":
+        # One greenlet owns the connection: it subscribes what streams asked for between
+        # reads (redis-py's PubSub is not meant for a second greenlet sending meanwhile).
+        while True:
+            if pending:
+                fresh = list(pending)
+                pending.clear()
+                pubsub.subscribe(*fresh)
+            message = pubsub.get_message(timeout=0.01)
+            if message is not None and message["type"] == "message":
                 frame = b"data: " + message["data"] + b"\n\n"
                 for queue in queues.get(message["channel"], ()):
                     queue.put(frame)
@@ -163,11 +175,9 @@ def pubsub_app() -> Flask:
     def events() -> t.Any:
         names = [name.encode() for name in request.args["c"].split(",")]
         queue: gevent.queue.Queue[bytes] = gevent.queue.Queue()
-        fresh = [name for name in names if name not in queues]
+        pending.update(name for name in names if name not in queues)
         for name in names:
             queues.setdefault(name, set()).add(queue)
-        if fresh:
-            pubsub.subscribe(*fresh)
         if not listening:
             listening.append(gevent.spawn(listen))
 
@@ -453,6 +463,11 @@ def storm(swarm: t.Any, opened: list[t.Any], redis_url: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--deployment" in argv:  # the deployment scenario: bench/deployment.py
+        from bench import deployment
+
+        return deployment.main([arg for arg in argv if arg != "--deployment"])
     parser = argparse.ArgumentParser(prog="python -m bench.channels", description=__doc__)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="full", action="store_false", help="1, 1,000, 10,000")

@@ -65,7 +65,11 @@ from ._redis_layout import StreamId
 from ._redis_layout import ZERO
 from ._redis_listener import Joined
 from ._redis_listener import Listener
+from ._redis_publish import LeanSender
 from ._redis_publish import RedisPublishing
+from ._redis_resp import ProtocolError
+from ._redis_snapshots import QUEUE_TIMEOUT_FACTOR
+from ._redis_snapshots import QUEUE_TIMEOUT_MIN
 from ._redis_snapshots import Snapshot
 from ._redis_snapshots import SnapshotBatcher
 from ._redis_snapshots import SnapshotRequest
@@ -142,6 +146,20 @@ class RedisBroker:
             name=f"ssecors-cmd-{self._pid}",
         )
         self._publish_script = self._commands.register_script(PUBLISH_SCRIPT)
+        #: The publish path without redis-py's per-command work, where it applies (one server
+        #: or Sentinel, no WAIT); its connections are named like the command pool's.
+        self._lean = (
+            LeanSender(
+                client_for(
+                    self.url,
+                    timeout=self.timeout,
+                    max_connections=self.pool_size,
+                    name=f"ssecors-cmd-{self._pid}",
+                )
+            )
+            if self.address.kind != "cluster" and not self.min_replicas
+            else None
+        )
         self._slots = gevent.lock.BoundedSemaphore(self.pool_size)
         self._home = thread_ident()
         self._threads = _ThreadLocal()
@@ -208,7 +226,7 @@ class RedisBroker:
             raise BrokerUnavailable(
                 f"{what}: no answer from Redis within {self.timeout:g} s"
             ) from None
-        except (redis.RedisError, OSError) as error:
+        except (redis.RedisError, OSError, ProtocolError) as error:
             raise BrokerUnavailable(f"{what}: {error}") from error
         finally:
             timer.close()
@@ -236,6 +254,9 @@ class RedisBroker:
         """
         self._check_pid()
         keys, args = self._publishing.prepare(channel, event)
+        lean = self._lean
+        if lean is not None and thread_ident() == self._home:
+            return t.cast(str, self._run("publish", lambda _: lean.send(keys, args)))
         script = self._publish_script
         return t.cast(
             str,
@@ -280,11 +301,15 @@ class RedisBroker:
             else:
                 state.joining[subscription] = live
             waiter = listener.waiter(state)
-        if waiter is not None and not waiter.wait(self.timeout, home=thread_ident() == self._home):
+        # In a connect storm thousands of channels queue for their subscription, and the
+        # listener shares the worker's CPU with their requests: like a snapshot's turn, the
+        # wait is bounded loosely (a listener that is not connected was waited for above).
+        patience = max(QUEUE_TIMEOUT_FACTOR * self.timeout, QUEUE_TIMEOUT_MIN)
+        if waiter is not None and not waiter.wait(patience, home=thread_ident() == self._home):
             subscription.close()
             raise BrokerUnavailable(
                 f"subscribe: Redis did not confirm the subscription to the channel within "
-                f"{self.timeout:g} s"
+                f"{patience:g} s"
             )
         if last_event_id is None:
             return subscription
@@ -456,6 +481,8 @@ class RedisBroker:
         self._listener.leaving.clear()
         for client in (self._commands, self._batcher.client):
             disconnect(client)
+        if self._lean is not None:
+            self._lean.close()
 
 
 class _Replay:

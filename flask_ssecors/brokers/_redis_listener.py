@@ -56,10 +56,10 @@ from ._redis_layout import shard_of
 from ._redis_layout import SHARDS
 from ._redis_layout import StreamId
 from ._redis_layout import ZERO
-from ._redis_pubsub import ProtocolError
-from ._redis_pubsub import PubSubConnection
-from ._redis_pubsub import Reply
-from ._redis_pubsub import ReplyError
+from ._redis_resp import ProtocolError
+from ._redis_resp import Reply
+from ._redis_resp import ReplyError
+from ._redis_resp import RespConnection
 
 logger = get_logger(__name__)
 
@@ -235,7 +235,7 @@ class Listener:
         self._work = gevent.event.Event()
         self._wake: t.Any = None
         self.ready = Readiness()
-        self._connections: dict[tuple[int, ...], PubSubConnection] = {}
+        self._connections: dict[tuple[int, ...], RespConnection] = {}
         self.closed = False
         #: Whether every listening connection is up (for statistics and health checks).
         self.connected = False
@@ -349,6 +349,10 @@ class Listener:
             leaving = [s for s in pending if s.status == LIVE and self.leaving.get(s.name) is s]
             for state in leaving:
                 state.status = LEAVING
+        # Channels subscribed again (and those leaving) first; then new ones, a batch of tails
+        # and its SSUBSCRIBE at a time, so that in a connect storm the first channels do not
+        # wait for the last ones' tails.
+        self._subscribe(again, leaving)
         for start in range(0, len(fresh), CHANNEL_BATCH):
             batch = fresh[start : start + CHANNEL_BATCH]
             try:
@@ -356,19 +360,25 @@ class Listener:
             except BrokerUnavailable as error:
                 logger.warning("could not read the tail of %d channels: %s", len(batch), error)
                 with self.lock:
-                    self._pending.update(batch)
+                    self._pending.update(fresh[start:])
                 gevent.sleep(MAX_BACKOFF)
                 self._work.set()
-                continue
+                return
+            ready = []
             with self.lock:
                 for state, (generation, tail) in zip(batch, tails, strict=True):
                     if state.status == NEW:
                         state.generation = generation
                         state.last = tail
-                        again.append(state)
+                        ready.append(state)
+            self._subscribe(ready, [])
+
+    def _subscribe(self, states: list[Channel], leaving: list[Channel]) -> None:
+        """Send ``SSUBSCRIBE`` for ``states`` (new, or to be caught up) and ``SUNSUBSCRIBE``
+        for ``leaving``."""
         by_group: dict[tuple[int, ...], list[tuple[str, Channel]]] = {}
         with self.lock:
-            for state in again:
+            for state in states:
                 if state.status not in (NEW, LOST):
                     continue  # a reconnection took it meanwhile
                 state.catch_up = state.status == LOST
@@ -423,7 +433,7 @@ class Listener:
         open: reconnect with backoff, subscribe again, and catch up after every fault."""
         backoff = 0.05
         while not self.closed:
-            connection: PubSubConnection | None = None
+            connection: RespConnection | None = None
             try:
                 connection = self._connect(group)
                 self._resubscribe(group, connection)
@@ -443,7 +453,7 @@ class Listener:
                 self._lost(group, connection)
                 gevent.sleep(MAX_BACKOFF)
 
-    def _connect(self, group: tuple[int, ...]) -> PubSubConnection:
+    def _connect(self, group: tuple[int, ...]) -> RespConnection:
         url: str | Address = self.url
         if self.address.kind == "cluster":
             node = self.commands.get_node_from_key(self.keys.tag(group[0]))
@@ -456,9 +466,9 @@ class Listener:
             max_connections=1,
             name=f"ssecors-listen-{self.pid}",
         )
-        return PubSubConnection(client)
+        return RespConnection(client)
 
-    def _resubscribe(self, group: tuple[int, ...], connection: PubSubConnection) -> None:
+    def _resubscribe(self, group: tuple[int, ...], connection: RespConnection) -> None:
         """A new connection: every channel of ``group`` that was subscribed is to be again,
         and caught up once confirmed; channels that were leaving are forgotten."""
         with self.lock:
@@ -479,7 +489,7 @@ class Listener:
                 self.connected = True
         self.wake()
 
-    def _lost(self, group: tuple[int, ...], connection: PubSubConnection | None) -> None:
+    def _lost(self, group: tuple[int, ...], connection: RespConnection | None) -> None:
         """A group's connection failed: its channels wait until they are caught up again."""
         self.connected = False
         with self.lock:

@@ -160,6 +160,11 @@ def _judge(report: Report, min_replicas: int) -> None:
         if "error" in node:
             continue
         name = node["address"]
+        if _major(node.get("version")) < 7:
+            problems.append(
+                f"{name}: Redis {node.get('version')}: flask-ssecors needs Redis 7.0 or later "
+                "(its listeners use sharded pub/sub, SSUBSCRIBE); streams would get no events."
+            )
         policy = node.get("maxmemory_policy")
         if node.get("maxmemory") and policy != "noeviction":
             problems.append(
@@ -178,6 +183,12 @@ def _judge(report: Report, min_replicas: int) -> None:
                     f"{name}: {node.get('connected_replicas', 0)} replicas connected, fewer than "
                     f"SSECORS_BROKER_MIN_REPLICAS = {min_replicas}: every publish would fail."
                 )
+
+
+def _major(version: object) -> int:
+    """The major version of ``"7.0.15"``; 0 when unknown."""
+    head = str(version or "").partition(".")[0]
+    return int(head) if head.isdigit() else 0
 
 
 def _slots(cluster: t.Any) -> list[dict[str, t.Any]]:
@@ -248,7 +259,8 @@ def to_text(report: Report) -> str:
         found = report["channel"]
         lines.append(
             f"channel  {found['name']!r}: shard {found['shard']}, slot {found['slot']}, "
-            f"node {found.get('node')}, keys {', '.join(found['keys'])}"
+            f"node {found.get('node')}, keys {', '.join(found['keys'])}, "
+            f"pub/sub channel {found['keys'][0]} (sharded)"
         )
     for problem in report["problems"]:
         lines.append(f"warning  {problem}")

@@ -1,17 +1,18 @@
-"""One Redis connection in sharded pub/sub mode, read and written without redis-py's per-reply
-machinery.
+"""One Redis connection read and written without redis-py's per-reply machinery: the
+listener's (sharded pub/sub) and the publishing pool's (one ``EVALSHA`` per event).
 
 redis-py opens the connection (TLS, ``AUTH``, ``SELECT``, ``CLIENT SETNAME``, asking the
 Sentinels for the primary); from then on this class owns its socket: commands are packed and
-sent whole, and each ``recv`` is parsed for every complete reply it holds (RESP2: the arrays
-of bulk strings and integers that pub/sub sends, simple strings and errors). A listener reads
-in one greenlet while another sends ``SSUBSCRIBE``, ``SUNSUBSCRIBE`` and ``PING`` on the same
-socket: gevent lets one greenlet wait to read and another to write at once.
+sent whole, and each ``recv`` is parsed for every complete reply it holds (RESP2: arrays of
+bulk strings and integers, simple strings and errors; Redis 7.0 also sends pushes). A listener
+reads in one greenlet while another sends ``SSUBSCRIBE``, ``SUNSUBSCRIBE`` and ``PING`` on the
+same socket: gevent lets one greenlet wait to read and another to write at once.
 """
 
 from __future__ import annotations
 
 import collections.abc as cabc
+import select
 import typing as t
 
 #: Bytes asked of the socket per read.
@@ -29,8 +30,8 @@ class ProtocolError(Exception):
     """Bytes that are not RESP2: the connection cannot be read any further."""
 
 
-class PubSubConnection:
-    """A connection of ``client``'s pool, taken over for pub/sub.
+class RespConnection:
+    """A connection of ``client``'s pool, taken over.
 
     :param client: a redis-py client of one server (or of Sentinel's primary); its pool opens
         the connection.
@@ -54,7 +55,7 @@ class PubSubConnection:
         if not packed:
             return
         if self.closed:
-            raise ConnectionResetError("the pub/sub connection is closed")
+            raise ConnectionResetError("the connection is closed")
         try:
             self._socket.sendall(packed)
         except BaseException:
@@ -69,11 +70,11 @@ class PubSubConnection:
         :raises ProtocolError: on bytes that are not RESP2.
         """
         if self.closed:
-            raise ConnectionResetError("the pub/sub connection is closed")
+            raise ConnectionResetError("the connection is closed")
         data = self._socket.recv(RECV_SIZE)
         if not data:
             self.close()
-            raise ConnectionResetError("Redis closed the pub/sub connection")
+            raise ConnectionResetError("Redis closed the connection")
         buffer = self._buffer
         buffer += data
         replies: list[Reply] = []
@@ -87,6 +88,17 @@ class PubSubConnection:
         if position:
             del buffer[:position]
         return replies
+
+    def stale(self) -> bool:
+        """Whether an idle connection has something to read: Redis closed it (a restart, a
+        timeout) or sent what nobody asked for. Either way it is not to be reused."""
+        if self.closed or self._buffer:
+            return True
+        try:
+            readable, _, _ = select.select([self._socket], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def close(self) -> None:
         """Close the socket (the pool forgets the connection)."""
