@@ -102,7 +102,7 @@ def process_cpu_seconds(pid: int) -> float:
         _LIBC.clock_getcpuclockid(pid, ctypes.byref(clock)) == 0
         and _LIBC.clock_gettime(clock.value, ctypes.byref(spec)) == 0
     ):
-        return spec.tv_sec + spec.tv_nsec / 1e9
+        return float(spec.tv_sec) + float(spec.tv_nsec) / 1e9
     return cpu_seconds(pid)
 
 
