@@ -42,11 +42,11 @@ def owner_of(cluster: Cluster, slot: int) -> redis.Redis[bytes]:
             if start <= slot <= end:
                 host, port = primary[0], primary[1]
                 host = host.decode() if isinstance(host, bytes) else host
-                return t_client(host, int(port))
+                return client_at(host, int(port))
     raise AssertionError(f"no node serves slot {slot}")
 
 
-def t_client(host: str, port: int) -> redis.Redis[bytes]:
+def client_at(host: str, port: int) -> redis.Redis[bytes]:
     return redis.Redis(host=host, port=port)
 
 
