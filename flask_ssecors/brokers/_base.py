@@ -551,7 +551,16 @@ def deliver_contained(subscription: Subscription, item: bytes | Frame) -> None:
 
 
 class Broker(t.Protocol):
-    """What every broker provides. Brokers are created once per app, at ``init_app``."""
+    """What every broker provides. Brokers are created once per app, at ``init_app``.
+
+    A broker shared by several processes delivers to each process the events of the channels
+    its subscribers follow and no others: a worker's cost per event does not grow with the
+    deployment's event rate nor with the number of channels it follows (the Redis broker does
+    it with sharded pub/sub, ``tests/live/test_scale_out_live.py``). Whatever carries events
+    live may lose them on a fault; the broker then repairs from each channel's backlog before
+    delivering anything later, so subscribers get every event once, in order, or the reset
+    event.
+    """
 
     def publish(self, channel: str, event: Event) -> str:
         """Assign ``event`` an id, keep it in the channel's backlog, and deliver it.
