@@ -120,6 +120,8 @@ class RedisBroker:
         self.min_replicas = min_replicas
         self.backlog = backlog
         self.timeout = timeout
+        #: How long a first subscriber waits for its channel's subscription (see subscribe).
+        self._patience = max(QUEUE_TIMEOUT_FACTOR * timeout, QUEUE_TIMEOUT_MIN)
         self.channel_ttl = channel_ttl
         self.max_event_size = max_event_size
         self.prefix = prefix
@@ -304,7 +306,7 @@ class RedisBroker:
         # In a connect storm thousands of channels queue for their subscription, and the
         # listener shares the worker's CPU with their requests: like a snapshot's turn, the
         # wait is bounded loosely (a listener that is not connected was waited for above).
-        patience = max(QUEUE_TIMEOUT_FACTOR * self.timeout, QUEUE_TIMEOUT_MIN)
+        patience = self._patience
         if waiter is not None and not waiter.wait(patience, home=thread_ident() == self._home):
             subscription.close()
             raise BrokerUnavailable(

@@ -104,9 +104,6 @@ class Readiness:
         self._greenlets = gevent.event.Event()
         self._threads = _Event()
 
-    def is_set(self) -> bool:
-        return bool(self._greenlets.is_set())
-
     def set(self) -> None:
         self._greenlets.set()
         self._threads.set()
@@ -165,10 +162,6 @@ class Channel:
     @property
     def idle(self) -> bool:
         return not self.subscribers and not self.joining
-
-    @property
-    def live(self) -> bool:
-        return self.status == LIVE
 
 
 class _Moved(Exception):

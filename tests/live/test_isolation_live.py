@@ -27,11 +27,11 @@ APP = "tests.live_apps.channels_app:create_app()"
 
 
 @contextlib.contextmanager
-def serving(broker_url: str, log: Path) -> cabc.Iterator[LiveServer]:
+def serving(broker_url: str, log: Path, workers: int = 1) -> cabc.Iterator[LiveServer]:
     server = LiveServer(
         APP,
         env={"BROKER_URL": broker_url, "HEARTBEAT": "1"},
-        workers=1,
+        workers=workers,
         log_path=log,
         extra_args=["--keep-alive", "30"],
     ).start()

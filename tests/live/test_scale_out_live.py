@@ -8,8 +8,6 @@ later event. docs/deployment.rst ("Capacity past one host") has the figures.
 
 from __future__ import annotations
 
-import collections.abc as cabc
-import contextlib
 import random
 import threading
 import time
@@ -24,28 +22,11 @@ from flask_ssecors import Event
 from flask_ssecors import Publisher
 from flask_ssecors.brokers._redis_layout import Keys
 from tests.live.test_channels_live import messages
-from tests.support.servers import LiveServer
+from tests.live.test_isolation_live import serving
 from tests.support.servers import RedisServer
 from tests.support.swarm import Swarm
 
 pytestmark = [pytest.mark.redis, pytest.mark.live, pytest.mark.timeout(240)]
-
-APP = "tests.live_apps.channels_app:create_app()"
-
-
-@contextlib.contextmanager
-def serving(broker_url: str, log: Path, workers: int = 1) -> cabc.Iterator[LiveServer]:
-    server = LiveServer(
-        APP,
-        env={"BROKER_URL": broker_url, "HEARTBEAT": "1"},
-        workers=workers,
-        log_path=log,
-        extra_args=["--keep-alive", "30"],
-    ).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def listeners(client: redis.Redis[bytes]) -> list[dict[str, str]]:
