@@ -26,8 +26,8 @@ Apps, all with one subscriber per channel:
 
 Measured per app and size: p50 and p99 latency over every delivery; worker CPU per delivery
 (µs, the workers' CPU over the publishing phase divided by deliveries, the POST that publishes
-included), and redis-server's beside it; throughput, deliveries per second of a burst of
-``--burst`` events POSTed back to back
+included; each process's CPU-time clock, nanosecond resolution), and redis-server's beside it;
+throughput, deliveries per second of a burst of ``--burst`` events POSTed back to back
 from four connections; and, at 10,000 channels,
 a reconnect storm: every connection cut, one event published to every channel meanwhile, all
 clients back at once (with ``Last-Event-ID`` for flask-ssecors): seconds until every client has
@@ -37,6 +37,10 @@ flask-sse cannot resume, so it has no storm figure.
 ``--deployment`` runs the deployment scenario instead (:mod:`bench.deployment`: W workers,
 each on its own channels, events published to all of them; what each worker pays per event
 published anywhere).
+
+``--repeat N`` runs every app N times per size, the apps taking turns, and reports the median
+of each figure (the machine is shared: one run can be slowed by a neighbour); the ratios against
+the Redis floor are taken between medians.
 
 Results: printed as Markdown, saved to ``bench/results/channels-<timestamp>.json``; ``--plot``
 also draws ``docs/_static/bench/channels.png`` and writes ``docs/_static/bench/channels.csv``.
@@ -265,12 +269,13 @@ def run_one(
     *,
     topology: str = "single",
     redis_pid: int | None = None,
+    storm_run: bool = True,
 ) -> dict[str, t.Any]:
     import redis
 
     from bench._common import children_of
-    from bench._common import cpu_seconds
     from bench._common import percentile
+    from bench._common import process_cpu_seconds as cpu_seconds
     from tests.support.servers import LiveServer
     from tests.support.swarm import Swarm
 
@@ -376,13 +381,40 @@ def run_one(
                 else 0.0,
             )
             result["deliveries_per_s"] = burst(server.port, swarm, opened, by_channel, opts)
-            if channels == opts.storm and app == "flask-ssecors":
+            if channels == opts.storm and app == "flask-ssecors" and storm_run:
                 result["storm_s"] = storm(swarm, opened, redis_url)
     finally:
         server.stop()
         if admin is not None:
             admin.close()
     return result
+
+
+#: Figures of a row that :func:`median_row` takes the median of.
+MEASURED = (
+    "delivered",
+    "p50_ms",
+    "p99_ms",
+    "cpu_us_per_delivery",
+    "redis_cpu_us_per_delivery",
+    "deliveries_per_s",
+)
+
+
+def median_row(runs: list[dict[str, t.Any]]) -> dict[str, t.Any]:
+    """One row for the runs of one app and size: each measured figure the median of the runs
+    (each run's figures kept under ``"runs"``); failures summed; the storm of the first run."""
+    from bench._common import median
+
+    if len(runs) == 1:
+        return runs[0]
+    row = dict(runs[0])
+    for name in MEASURED:
+        row[name] = round(median(r[name] for r in runs), 2)
+    for name in ("open_failures", "publish_failures"):
+        row[name] = sum(r[name] for r in runs)
+    row["runs"] = [{name: r[name] for name in MEASURED} for r in runs]
+    return row
 
 
 def burst(
@@ -483,6 +515,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run flask-ssecors on a 3-primary Redis Cluster (3 replicas) on loopback",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per app and size, the apps taking turns; each figure is the median of the "
+        "runs (the machine is shared: one run can be slowed by a neighbour)",
+    )
     parser.add_argument("--plot", action="store_true", help="draw the docs' figure and table")
     parser.add_argument("--no-save", action="store_true", help="print only")
     opts = parser.parse_args(argv)
@@ -497,20 +536,28 @@ def main(argv: list[str] | None = None) -> int:
     from tests.support.servers import RedisServer
 
     raise_nofile_limit()
-    rows = []
+    rows: list[dict[str, t.Any]] = []
     with RedisServer() as redis_server:
         for channels in sizes:
-            for app in opts.apps.split(","):
-                if app == "flask-sse" and channels > 1000:
-                    continue
-                if app in ("bare", "redis-pubsub") and channels > 20_000:
-                    continue
-                assert redis_server.process is not None
-                row = run_one(
-                    app, channels, redis_server.url, opts, redis_pid=redis_server.process.pid
-                )
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+            runs: dict[str, list[dict[str, t.Any]]] = {}
+            for turn in range(opts.repeat):
+                for app in opts.apps.split(","):
+                    if app == "flask-sse" and channels > 1000:
+                        continue
+                    if app in ("bare", "redis-pubsub") and channels > 20_000:
+                        continue
+                    assert redis_server.process is not None
+                    row = run_one(
+                        app,
+                        channels,
+                        redis_server.url,
+                        opts,
+                        redis_pid=redis_server.process.pid,
+                        storm_run=turn == 0,
+                    )
+                    print(json.dumps(row), flush=True)
+                    runs.setdefault(app, []).append(row)
+            rows.extend(median_row(repeats) for repeats in runs.values())
     if opts.cluster:
         import tempfile
 

@@ -566,6 +566,37 @@ def test_close_releases_the_connections(make_broker: MakeBroker, admin: redis.Re
     assert after <= before - 2
 
 
+def test_publishes_reuse_their_connection_past_1024_open_descriptors(
+    make_broker: MakeBroker, admin: redis.Redis[bytes]
+) -> None:
+    """A worker holding thousands of streams gives its Redis connections descriptors past
+    1,023, which ``select`` cannot watch: the idle check must not take that for a dead
+    connection and open a new one for every publish."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.fail(f"this test needs 1,200 open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.dup(0))
+        broker = make_broker(prefix="manyfds:")
+        subscription = broker.subscribe("x")
+        broker.publish("x", Event("warm"))  # opens the publish connection, past 1,023
+        before = admin.info("stats")["total_connections_received"]
+        for n in range(50):
+            broker.publish("x", Event(str(n)))
+        opened = admin.info("stats")["total_connections_received"] - before
+        assert opened <= 1, f"{opened} connections opened for 50 publishes"
+        assert len(take(subscription, 51)) == 51
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 # -- configuration and the extension ---------------------------------------------------------
 
 
