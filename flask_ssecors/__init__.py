@@ -14,6 +14,7 @@ from ._assets import assets_blueprint as assets_blueprint
 from ._extension import SSECors as SSECors
 from ._lifecycle import end_all_streams as end_all_streams
 from ._request import last_event_id as last_event_id
+from .brokers._presence import Presence as Presence
 from .brokers._publisher import Publisher as Publisher
 from .events import Event as Event
 
@@ -21,6 +22,7 @@ __version__: str = importlib.metadata.version("flask-ssecors")
 
 __all__ = [
     "Event",
+    "Presence",
     "Publisher",
     "SSECors",
     "__version__",

@@ -73,6 +73,9 @@ class StreamOptions:
     require_token: bool = False
     #: Seconds after which the stream ends so that the client reconnects, or None.
     max_stream_age: float | None = None
+    #: Whether members' first and last streams publish join and leave events: True, False, or
+    #: the channel patterns that do.
+    presence_events: bool | tuple[str, ...] = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -98,6 +101,8 @@ class Settings:
     warn_cors_hooks: bool
     drain_on_shutdown: bool
     helper_url_prefix: str | None
+    presence_ttl: float
+    presence_max_members: int
 
 
 #: One problem a check found: the offending value (an entry of a list, or the value itself)
@@ -191,6 +196,22 @@ def _bool(value: object) -> tuple[object, list[Problem]]:
     if isinstance(value, bool):
         return _accept(value)
     return _refuse(value, "must be True or False.")
+
+
+def _presence_events(value: object) -> tuple[object, list[Problem]]:
+    """True, False, or channel patterns (``*`` matches any run of characters)."""
+    if isinstance(value, bool):
+        return _accept(value)
+    items = _string_list(value)
+    if items is None:
+        return _refuse(value, "must be True, False, or a list of channel patterns ('room:*').")
+    problems: list[Problem] = [
+        (item, f"{item!r} is not a channel pattern (empty, or with a control character).")
+        for item in items
+        if not item or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in item)
+    ]
+    patterns: object = tuple(items)
+    return (patterns, list(problems)) if problems else _accept(patterns)
 
 
 def _number(low: float, high: float, *, low_open: bool = False, optional: bool = False) -> Check:
@@ -460,6 +481,13 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
         check=_number(0.0, 604800.0, low_open=True, optional=True),
         group="stream",
     ),
+    Option(
+        "presence_events",
+        default=False,
+        check=_presence_events,
+        group="stream",
+        default_doc="``False``",
+    ),
     # -- the app --
     Option("broker_url", default="memory://", check=_broker_url, group="app"),
     Option("backlog", default=1000, check=_integer(0), group="app"),
@@ -496,6 +524,8 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
     Option("warn_cors_hooks", default=True, check=_bool, group="app"),
     Option("drain_on_shutdown", default=True, check=_bool, group="app"),
     Option("helper_url_prefix", default="/_ssecors", check=_url_prefix, group="app"),
+    Option("presence_ttl", default=30.0, check=_number(1.0, 3600.0), group="app"),
+    Option("presence_max_members", default=1000, check=_integer(0), group="app"),
 )
 _BY_KEY: t.Final = {option.key: option for option in OPTIONS}
 _BY_KWARG: t.Final = {option.kwarg: option for option in OPTIONS}

@@ -68,6 +68,9 @@ from .brokers import create_broker
 from .brokers import MemoryBroker
 from .brokers import Subscription
 from .brokers._multi import subscribe_many
+from .brokers._presence import announces
+from .brokers._presence import check_member
+from .brokers._presence import Presence
 from .exceptions import BrokerUnavailable
 from .exceptions import ChannelError
 from .exceptions import ConfigError
@@ -152,6 +155,7 @@ class SSECors:
                 channel_ttl=settings.channel_ttl,
                 max_event_size=settings.max_event_size,
                 min_replicas=settings.broker_min_replicas,
+                presence_ttl=settings.presence_ttl,
             ),
             streams=StreamTracker(app, settings, counters),
             tokens=_token_codec(app, settings),
@@ -382,11 +386,23 @@ class SSECors:
             "cannot tell which app's broker to use: publish under `with app.app_context():`."
         )
 
-    def subscribe(self, *channels: str, last_event_id: str | None = None) -> Subscription:
+    def subscribe(
+        self,
+        *channels: str,
+        member: str | t.Literal[False] | None = None,
+        last_event_id: str | None = None,
+    ) -> Subscription:
         """Subscribe the current stream to one channel, or to several on one stream.
 
         Replays what was published after ``last_event_id`` (by default the request's validated
         ``Last-Event-ID``), then delivers live events.
+
+        With ``member`` (a string the view chooses, typically the signed-in user's id), the
+        stream counts in each channel's :meth:`presence` until it ends; by default a stream
+        with a verified stream token declares the token's subject, and ``member=False``
+        declares nobody. Where ``SSECORS_PRESENCE_EVENTS`` asks for them, a member's first
+        stream on a channel publishes ``ssecors-join`` and its last one ``ssecors-leave``
+        (see :ref:`presence`).
 
         With several channels (at most 8), one stream carries them all: an event's type becomes
         ``<channel>/<type>`` (``<channel>/message`` when it had none), its data is untouched,
@@ -395,8 +411,12 @@ class SSECors:
 
         :raises flask_ssecors.exceptions.TokenRefused: when the request's stream token does not
             grant a channel (the extension answers ``403``).
-        :raises flask_ssecors.exceptions.ChannelError: for a name no broker can store, or too
-            many channels (the extension answers ``400``).
+        :raises flask_ssecors.exceptions.ChannelError: for a name no broker can store, too
+            many channels, or a member that is not a short string without control
+            characters (the extension answers ``400``).
+
+        .. versionchanged:: 0.2
+           ``member``.
         """
         if not channels:
             raise UsageError("subscribe() needs at least one channel")
@@ -405,11 +425,46 @@ class SSECors:
             _request.check_channel(channel)
         if last_event_id is None:
             last_event_id = _request.last_event_id()
+        if member is None:
+            granted = _request.grant()
+            member = granted.subject if granted is not None else None
+        elif member is not False:
+            check_member(member)
         view = state.view_for(_request.endpoint())
-        limit = (view.settings if view is not None else state.settings).stream.queue_size
+        stream = (view.settings if view is not None else state.settings).stream
+        limit = stream.queue_size
+        if not member:
+            if len(channels) == 1:
+                return state.broker.subscribe(channels[0], last_event_id, limit=limit)
+            return subscribe_many(state.broker, channels, last_event_id, limit=limit)
+        announced = frozenset(c for c in channels if announces(stream.presence_events, c))
         if len(channels) == 1:
-            return state.broker.subscribe(channels[0], last_event_id, limit=limit)
-        return subscribe_many(state.broker, channels, last_event_id, limit=limit)
+            return state.broker.subscribe(
+                channels[0],
+                last_event_id,
+                limit=limit,
+                member=member,
+                announce=channels[0] in announced,
+            )
+        return subscribe_many(
+            state.broker, channels, last_event_id, limit=limit, member=member, announce=announced
+        )
+
+    def presence(self, channel: str) -> Presence:
+        """Who holds streams on ``channel``: the members (strings given to :meth:`subscribe`)
+        and the number of their streams, across every worker and host that shares the broker.
+
+        Above ``SSECORS_PRESENCE_MAX_MEMBERS`` members, the members are not read
+        (:attr:`Presence.counts_only`); the counts stay exact. A worker that died (killed,
+        its host lost) stops counting within ``SSECORS_PRESENCE_TTL`` seconds.
+
+        :raises flask_ssecors.exceptions.ChannelError: for a name no broker can store.
+        :raises flask_ssecors.exceptions.BrokerUnavailable: when the broker cannot be reached.
+
+        .. versionadded:: 0.2
+        """
+        state = self._state()
+        return state.broker.presence(channel, max_members=state.settings.presence_max_members)
 
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions on ``channel`` (or all channels) in the current app's broker."""

@@ -91,7 +91,12 @@ class AppState:
     def stats(self) -> StatsSnapshot:
         """The app's statistics in this worker process (see :mod:`flask_ssecors.stats`)."""
         streams = self.streams
-        return self.counters.snapshot(len(streams.streams), streams.events_in_open_streams())
+        presence = getattr(self.broker, "presence_stats", None)  # a broker of the app's own
+        return self.counters.snapshot(
+            len(streams.streams),
+            streams.events_in_open_streams(),
+            presence() if presence is not None else None,
+        )
 
     def view_for(self, endpoint: str | None) -> ViewPolicy | None:
         """The policy of the view that serves ``endpoint``, or None when it is not policed.

@@ -67,7 +67,9 @@ class Counters:
         elif reason in SERVER_END_REASONS:
             self.streams_ended[reason] += 1
 
-    def snapshot(self, open_streams: int, events_in_open: int) -> StatsSnapshot:
+    def snapshot(
+        self, open_streams: int, events_in_open: int, presence: dict[str, int] | None = None
+    ) -> StatsSnapshot:
         """The counters as a plain ``dict``."""
         return StatsSnapshot(
             open_streams=open_streams,
@@ -80,6 +82,7 @@ class Counters:
             streams_refused_busy=self.streams_refused_busy,
             streams_ended={str(k): v for k, v in self.streams_ended.items()},
             faults=FAULTS.snapshot(),
+            presence=presence or {"members": 0, "streams": 0, "updates": 0},
         )
 
 

@@ -27,6 +27,10 @@
     and every other one went on being served. Each stage's first fault is logged with its
     traceback, later ones at most once a minute. Counted per process, for every app in it.
     Anything but zero is worth a look.
+``presence``
+    this process's part of presence (:meth:`~flask_ssecors.SSECors.presence`): ``members``,
+    the (channel, member) pairs with a stream here; ``streams``, the streams that declared a
+    member; ``updates``, the presence changes this process wrote to its broker.
 
 Counters are per app and per worker process: with several gunicorn workers, each has its own.
 Nothing is counted per event besides one integer per stream.
@@ -95,6 +99,7 @@ class StatsSnapshot(t.TypedDict):
     streams_refused_busy: int
     streams_ended: dict[str, int]
     faults: dict[str, int]
+    presence: dict[str, int]
 
 
 class PrometheusCollector:
@@ -108,7 +113,9 @@ class PrometheusCollector:
     ``<prefix>_events_sent_total``, ``<prefix>_slow_clients_dropped_total``,
     ``<prefix>_streams_refused_busy_total``, and, labelled by ``reason``,
     ``<prefix>_refused_origins_total``, ``<prefix>_token_refusals_total`` and
-    ``<prefix>_streams_ended_total``; labelled by ``stage``, ``<prefix>_faults_total``.
+    ``<prefix>_streams_ended_total``; labelled by ``stage``, ``<prefix>_faults_total``;
+    ``<prefix>_presence_members`` and ``<prefix>_presence_streams`` (gauges) and
+    ``<prefix>_presence_updates_total``.
 
     .. versionadded:: 0.1
     """
@@ -148,3 +155,19 @@ class PrometheusCollector:
         for stage, count in sorted(stats["faults"].items()):
             faults.add_metric([stage], count)
         yield faults
+        presence = stats["presence"]
+        yield GaugeMetricFamily(
+            f"{p}_presence_members",
+            "(channel, member) pairs with a stream in this process.",
+            value=presence.get("members", 0),
+        )
+        yield GaugeMetricFamily(
+            f"{p}_presence_streams",
+            "Streams that declared a member.",
+            value=presence.get("streams", 0),
+        )
+        yield CounterMetricFamily(
+            f"{p}_presence_updates",
+            "Presence changes written to the broker.",
+            value=presence.get("updates", 0),
+        )

@@ -49,6 +49,7 @@ def create_broker(
     channel_ttl: float | None = default_of("channel_ttl"),
     max_event_size: int | None = default_of("max_event_size"),
     min_replicas: int = default_of("broker_min_replicas"),
+    presence_ttl: float = default_of("presence_ttl"),
 ) -> Broker:
     """Create the broker a validated ``SSECORS_BROKER_URL`` names.
 
@@ -59,6 +60,8 @@ def create_broker(
     :param channel_ttl: seconds an unused channel is kept (``SSECORS_CHANNEL_TTL``).
     :param max_event_size: largest encoded event, in bytes (``SSECORS_MAX_EVENT_SIZE``).
     :param min_replicas: replicas that acknowledge each publish (``SSECORS_BROKER_MIN_REPLICAS``).
+    :param presence_ttl: seconds within which a dead process's members leave
+        (``SSECORS_PRESENCE_TTL``; shared brokers only).
     :raises ConfigError: when the URL names Redis and the ``redis`` package is missing.
     """
     scheme = url.partition("://")[0].lower()
@@ -79,4 +82,5 @@ def create_broker(
         channel_ttl=channel_ttl,
         max_event_size=max_event_size,
         min_replicas=min_replicas,
+        presence_ttl=presence_ttl,
     )

@@ -39,6 +39,7 @@ from ..exceptions import SSECorsError
 
 if t.TYPE_CHECKING:
     from ..events import Event
+    from ._presence import Presence
 
 logger = get_logger(__name__)
 
@@ -518,6 +519,29 @@ class Subscription:
         if self._sink is not None:
             self._sink(self, None)
 
+    def chain_release(self, callback: t.Callable[[Subscription], None]) -> None:
+        """Call ``callback(self)`` once when the subscription closes or is dropped, after the
+        broker's own release; at once if it already is. Brokers use it for presence: a
+        member's stream leaves when its subscription ends, whatever ended it.
+
+        .. versionadded:: 0.2
+        """
+        if self.drop_reason is not None:
+            callback(self)
+            return
+        first = self._release
+        if first is None:
+            self._release = callback
+            return
+
+        def both(subscription: Subscription) -> None:
+            try:
+                first(subscription)
+            finally:
+                callback(subscription)
+
+        self._release = both
+
     def forward(self, sink: t.Callable[[Subscription, bytes | Frame | None], None]) -> None:
         """Hand every live event to ``sink(self, event)`` from now on, those queued first,
         instead of queueing them; ``sink(self, None)`` says the subscription was dropped.
@@ -576,12 +600,39 @@ class Broker(t.Protocol):
         last_event_id: str | None = None,
         *,
         limit: int = default_of("queue_size"),
+        member: str | None = None,
+        announce: bool = False,
     ) -> Subscription:
         """Subscribe to ``channel``.
 
         With ``last_event_id``, the events published strictly after it are queued first; when the
         id is unknown or older than the backlog, a reset event (see
         :data:`flask_ssecors.events.RESET_EVENT`) comes first instead.
+
+        With ``member``, the subscription counts in the channel's :meth:`presence` until it
+        closes; with ``announce`` too, the member's first stream on the channel publishes
+        the join event and its last one the leave event (see
+        :mod:`flask_ssecors.brokers._presence`). The extension passes both only for a stream
+        that declared a member, so a broker without presence serves every other stream.
+        """
+        ...
+
+    def presence(
+        self, channel: str, *, max_members: int = default_of("presence_max_members")
+    ) -> Presence:
+        """Who holds streams on ``channel``, across every process sharing the broker.
+
+        :raises BrokerUnavailable: when a shared broker cannot be reached within its timeout.
+
+        .. versionadded:: 0.2
+        """
+        ...
+
+    def presence_stats(self) -> dict[str, int]:
+        """This process's presence: ``members`` ((channel, member) pairs with a stream here),
+        ``streams`` (streams that declared a member) and ``updates`` (changes written).
+
+        .. versionadded:: 0.2
         """
         ...
 

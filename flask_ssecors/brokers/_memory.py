@@ -43,6 +43,13 @@ from ._base import PAGE_EVENTS
 from ._base import split_id
 from ._base import Subscription
 from ._base import thread_ident as _thread_ident
+from ._presence import build_presence
+from ._presence import check_member
+from ._presence import JOIN_EVENT
+from ._presence import LEAVE_EVENT
+from ._presence import LocalPresence
+from ._presence import Presence
+from ._presence import presence_event
 
 #: How often idle channels are looked at, at most (seconds); sooner for short TTLs.
 SWEEP_INTERVAL: t.Final = 1.0
@@ -88,6 +95,8 @@ class MemoryBroker:
         #: request threads); greenlets of one thread never wait on it, as nothing inside yields.
         self._lock = _RLock()
         self._home = _thread_ident()
+        self._presence = LocalPresence()
+        self._closed = False
 
     def _channel(self, name: str) -> _Channel:
         channel = self._channels.get(name)
@@ -124,12 +133,17 @@ class MemoryBroker:
         last_event_id: str | None = None,
         *,
         limit: int = default_of("queue_size"),
+        member: str | None = None,
+        announce: bool = False,
     ) -> Subscription:
-        """Subscribe, replaying strictly after ``last_event_id`` (see :class:`.base.Broker`).
+        """Subscribe, replaying strictly after ``last_event_id``; with ``member``, counted in
+        the channel's presence until the subscription ends (see :class:`.base.Broker`).
 
-        :raises ChannelError: for a channel name no broker can store.
+        :raises ChannelError: for a channel name no broker can store, or a bad member.
         """
         check_channel(channel)
+        if member is not None:
+            check_member(member)
         subscription = Subscription(channel, limit, self._release)
         with self._lock:
             state = self._channel(channel)
@@ -141,7 +155,45 @@ class MemoryBroker:
                     subscription.replay_from(replay)
             state.subscribers.add(subscription)
             self._idle.pop(channel, None)
+            if member is not None:
+                self._join(channel, member, announce=announce)
+                subscription.chain_release(lambda _: self._leave(channel, member))
         return subscription
+
+    # -- presence ----------------------------------------------------------------------------
+
+    def _join(self, channel: str, member: str, *, announce: bool) -> None:
+        with self._lock:
+            if self._presence.add(channel, member, announce=announce) != 1:
+                return
+            self._presence.updates += 1
+            if (channel, member) in self._presence.announced:
+                self.publish(channel, presence_event(JOIN_EVENT, member))
+
+    def _leave(self, channel: str, member: str) -> None:
+        with self._lock:
+            if self._presence.count(channel, member) == 0:
+                return
+            if self._presence.remove(channel, member):
+                return
+            self._presence.updates += 1
+            if (channel, member) in self._presence.announced:
+                self._presence.announced.discard((channel, member))
+                if not self._closed:
+                    self.publish(channel, presence_event(LEAVE_EVENT, member))
+
+    def presence(
+        self, channel: str, *, max_members: int = default_of("presence_max_members")
+    ) -> Presence:
+        """Who holds streams on ``channel`` (this process is the whole broker)."""
+        check_channel(channel)
+        with self._lock:
+            return build_presence(channel, self._presence.counts.get(channel, {}), max_members)
+
+    def presence_stats(self) -> dict[str, int]:
+        """See :meth:`.base.Broker.presence_stats`."""
+        with self._lock:
+            return self._presence.stats()
 
     def head(self, channel: str) -> str:
         """The id of ``channel``'s last event (``000000.0`` when it holds none)."""
@@ -252,6 +304,7 @@ class MemoryBroker:
 
     def close(self) -> None:
         """Drop every subscriber and stop forgetting channels."""
+        self._closed = True
         if self._sweeper is not None:
             self._sweeper.kill(block=False)
         for state in list(self._channels.values()):

@@ -186,7 +186,13 @@ class MultiSubscription(Subscription):
 
 
 def subscribe_many(
-    broker: Broker, channels: t.Sequence[str], last_event_id: str | None, *, limit: int
+    broker: Broker,
+    channels: t.Sequence[str],
+    last_event_id: str | None,
+    *,
+    limit: int,
+    member: str | None = None,
+    announce: frozenset[str] = frozenset(),
 ) -> MultiSubscription:
     """Subscribe to several channels on one stream.
 
@@ -194,6 +200,8 @@ def subscribe_many(
     :param channels: two or more channel names (repeats count once).
     :param last_event_id: the stream's id the client holds, or None.
     :param limit: the subscription's queue bound.
+    :param member: who the stream is, for each channel's presence; None for nobody.
+    :param announce: the channels on which the member's joining and leaving are published.
     :raises ChannelError: for a bad name, or more than :data:`MAX_CHANNELS` channels.
     :raises BrokerUnavailable: when the broker cannot be reached.
     """
@@ -213,7 +221,13 @@ def subscribe_many(
     subscription.preload([_opening(subscription.last_event_id)])
     try:
         for index, name in enumerate(names):
-            subscription.attach(index, broker.subscribe(name, positions[index], limit=limit))
+            if member is None:
+                child = broker.subscribe(name, positions[index], limit=limit)
+            else:
+                child = broker.subscribe(
+                    name, positions[index], limit=limit, member=member, announce=name in announce
+                )
+            subscription.attach(index, child)
     except BaseException:
         subscription.close()
         raise

@@ -51,6 +51,8 @@ from ._base import PAGE_EVENTS
 from ._base import split_id
 from ._base import Subscription
 from ._base import thread_ident
+from ._presence import check_member
+from ._presence import Presence
 from ._redis_conn import client_for
 from ._redis_conn import disconnect
 from ._redis_conn import redis as redis
@@ -65,6 +67,7 @@ from ._redis_layout import StreamId
 from ._redis_layout import ZERO
 from ._redis_listener import Joined
 from ._redis_listener import Listener
+from ._redis_presence import RedisPresence
 from ._redis_publish import LeanSender
 from ._redis_publish import RedisPublishing
 from ._redis_resp import ProtocolError
@@ -101,6 +104,8 @@ class RedisBroker:
     :param pool_size: command connections per process, for publishing.
     :param min_replicas: replicas that must acknowledge each publish (Redis ``WAIT``) before
         :meth:`publish` returns (``SSECORS_BROKER_MIN_REPLICAS``).
+    :param presence_ttl: seconds within which the members of a process that died leave
+        (``SSECORS_PRESENCE_TTL``; see :mod:`flask_ssecors.brokers._redis_presence`).
     """
 
     def __init__(
@@ -114,8 +119,10 @@ class RedisBroker:
         prefix: str = "ssecors:",
         pool_size: int = 8,
         min_replicas: int = default_of("broker_min_replicas"),
+        presence_ttl: float = default_of("presence_ttl"),
     ) -> None:
         self.url = url
+        self.presence_ttl = presence_ttl
         self.address = parse_url(url)
         self.min_replicas = min_replicas
         self.backlog = backlog
@@ -189,6 +196,13 @@ class RedisBroker:
             pid=self._pid,
             commands=self._commands,
             run=self._run,
+        )
+        self._presence = RedisPresence(
+            run=self._run,
+            keys=self.keys,
+            ttl=self.presence_ttl,
+            backlog=self.backlog,
+            channel_ttl=self.channel_ttl,
         )
         self._greenlets: list[gevent.Greenlet] = []
 
@@ -273,8 +287,11 @@ class RedisBroker:
         last_event_id: str | None = None,
         *,
         limit: int = default_of("queue_size"),
+        member: str | None = None,
+        announce: bool = False,
     ) -> Subscription:
-        """Subscribe; replay strictly after ``last_event_id`` (see :class:`.base.Broker`).
+        """Subscribe; replay strictly after ``last_event_id`` (see :class:`.base.Broker`);
+        with ``member``, counted in the channel's presence until the subscription ends.
 
         Without ``last_event_id`` the subscription receives what is published from now on
         (the first subscriber of a channel in this process waits for the channel's
@@ -288,7 +305,17 @@ class RedisBroker:
         """
         self._check_pid()
         check_channel(channel)
+        if member is not None:
+            check_member(member)
         self._start()
+        subscription = self._subscribe(channel, last_event_id, limit)
+        if member is not None and not subscription.closed:
+            presence = self._presence
+            presence.join(channel, member, announce=announce)
+            subscription.chain_release(lambda _: presence.leave(channel, member))
+        return subscription
+
+    def _subscribe(self, channel: str, last_event_id: str | None, limit: int) -> Subscription:
         if not self._listener.ready.wait(self.timeout, home=thread_ident() == self._home):
             raise BrokerUnavailable(
                 f"subscribe: the listener could not read from Redis within {self.timeout:g} s"
@@ -418,6 +445,25 @@ class RedisBroker:
             if state.idle:
                 self._listener.unfollow(state)
 
+    def presence(
+        self, channel: str, *, max_members: int = default_of("presence_max_members")
+    ) -> Presence:
+        """Who holds streams on ``channel`` across every worker sharing this Redis (this
+        process's own changes are written first).
+
+        :raises BrokerUnavailable: when Redis cannot be reached within the timeout.
+        """
+        self._check_pid()
+        self._start()
+        return self._presence.read(channel, max_members)
+
+    def presence_stats(self) -> dict[str, int]:
+        """See :meth:`.base.Broker.presence_stats`."""
+        if self._pid != os.getpid():
+            return {"members": 0, "streams": 0, "updates": 0}
+        with self._presence.lock:
+            return self._presence.local.stats()
+
     def subscriber_count(self, channel: str | None = None) -> int:
         """Open subscriptions in this process on ``channel``, or on every channel."""
         if self._pid != os.getpid():
@@ -462,6 +508,7 @@ class RedisBroker:
             *listeners,
             gevent.spawn(listener.manage),
             gevent.spawn(self._batcher.run),
+            gevent.spawn(self._presence.manage),
         ]
         if self.channel_ttl is not None:
             self._greenlets.append(gevent.spawn(listener.refresh_ttls))
@@ -471,14 +518,18 @@ class RedisBroker:
         gevent.joinall(self._spawn_background())
 
     def close(self) -> None:
-        """Stop the listener, drop every subscriber and close the connections."""
+        """Stop the listener, drop every subscriber (their members leave: written at once,
+        from the broker's thread) and close the connections."""
         self._listener.stop()
         self._batcher.stop()
+        self._presence.stop()
         for greenlet in self._greenlets:
             greenlet.kill(block=True, timeout=1)
         for state in list(self._listener.channels.values()):
             for subscription in (*state.subscribers, *state.joining):
                 subscription.drop(EndReason.BROKER_CLOSED)
+        if self._pid == os.getpid() and thread_ident() == self._home:
+            self._presence.leave_all()
         self._listener.channels.clear()
         self._listener.leaving.clear()
         for client in (self._commands, self._batcher.client):

@@ -84,6 +84,31 @@ class Keys:
         """The keys :data:`PUBLISH_SCRIPT` takes, in order."""
         return [self.channel(channel), self.generation(channel)]
 
+    def presence(self, channel: str, worker: str) -> list[str]:
+        """The keys the presence scripts take, in order: the channel's stream and generation
+        (for join and leave events), its members (hash: member -> streams), connections
+        (count), announced members (set), reaped workers (sorted set: worker -> when), and
+        ``worker``'s own members (hash: member -> streams). One slot, like the channel's."""
+        tag = f"{self.prefix}{{s{shard_of(channel)}}}"
+        return [
+            self.channel(channel),
+            self.generation(channel),
+            f"{tag}:pm:{channel}",
+            f"{tag}:pn:{channel}",
+            f"{tag}:pa:{channel}",
+            f"{tag}:pd:{channel}",
+            f"{tag}:pw:{worker}:{channel}",
+        ]
+
+    @property
+    def presence_workers(self) -> str:
+        """The processes that hold members (sorted set: worker -> deadline, ms)."""
+        return f"{self.prefix}presence:workers"
+
+    def presence_channels(self, worker: str) -> str:
+        """The channels on which ``worker`` holds members (set)."""
+        return f"{self.prefix}presence:w:{worker}"
+
 
 def publish_args(
     encoded: bytes,
@@ -96,25 +121,41 @@ def publish_args(
     return [encoded, backlog + 1, int(ttl * 1000) if ttl is not None else 0, generation]
 
 
+#: The one definition of a publish, in Lua, for every script that publishes (events, and the
+#: presence scripts' join and leave events): append ``encoded`` to the channel's stream
+#: ``stream`` (also the name of its pub/sub channel), the generation kept in ``gen`` (set to
+#: ``fresh`` when the channel has none), trimmed to ``maxlen`` entries, both keys' TTL set to
+#: ``ttl`` ms (0: none), and send ``<generation> <stream id>\n<encoded>`` to the channel's
+#: subscribers. Returns generation and stream id.
+PUBLISH_FUNCTION: t.Final = """
+local function publish(stream, gen, encoded, maxlen, ttl, fresh)
+  local generation = redis.call('GET', gen)
+  if not generation then
+    generation = fresh
+    redis.call('SET', gen, generation)
+  end
+  local id = redis.call('XADD', stream, 'MAXLEN', maxlen, '*', 'e', encoded)
+  ttl = tonumber(ttl)
+  if ttl > 0 then
+    redis.call('PEXPIRE', stream, ttl)
+    redis.call('PEXPIRE', gen, ttl)
+  end
+  redis.call('SPUBLISH', stream, generation .. ' ' .. id .. '\\n' .. encoded)
+  return generation, id
+end
+"""
+
 #: Publish one event. KEYS: channel stream (also the name of its pub/sub channel), generation.
 #: ARGV: encoded event (without id), backlog + 1, TTL in ms (0: none), a new generation (used
 #: when the channel has none). Sends ``<generation> <stream id>\n<encoded event>`` to the
 #: channel's subscribers; returns {generation, stream id}.
-PUBLISH_SCRIPT: t.Final = """
-local generation = redis.call('GET', KEYS[2])
-if not generation then
-  generation = ARGV[4]
-  redis.call('SET', KEYS[2], generation)
-end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'e', ARGV[1])
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-end
-redis.call('SPUBLISH', KEYS[1], generation .. ' ' .. id .. '\\n' .. ARGV[1])
+PUBLISH_SCRIPT: t.Final = (
+    PUBLISH_FUNCTION
+    + """
+local generation, id = publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return {generation, id}
 """
+)
 
 #: Read what a subscriber needs, atomically. KEYS: channel stream, generation. ARGV: the
 #: position to read from ('' for none; inclusive, or exclusive as ``(<id>``), how many

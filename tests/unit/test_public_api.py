@@ -39,6 +39,7 @@ def test_top_level_names_are_the_contract() -> None:
     """``__init__`` only re-exports; adding or removing a name is an API change."""
     assert sorted(flask_ssecors.__all__) == [
         "Event",
+        "Presence",
         "Publisher",
         "SSECors",
         "__version__",

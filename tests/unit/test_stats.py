@@ -58,6 +58,7 @@ def test_a_fresh_app_has_zero_everywhere(make_app: t.Callable[..., Flask]) -> No
             "streams_refused_busy": 0,
             "streams_ended": {},
             "faults": {},
+            "presence": {"members": 0, "streams": 0, "updates": 0},
         }
 
 
