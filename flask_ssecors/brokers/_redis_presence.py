@@ -442,20 +442,21 @@ class RedisPresence:
 
         def renew(client: t.Any) -> t.Any:
             pipe = client.pipeline(transaction=False)
-            if self._registered:
-                pipe.zadd(workers, {self.worker: deadline}, xx=True, gt=True, ch=True)
+            if self._registered:  # never adds it back: a reaped worker must notice
+                pipe.zadd(workers, {self.worker: deadline}, xx=True, gt=True)
             else:
                 pipe.zadd(workers, {self.worker: deadline})
+            pipe.zscore(workers, self.worker)
             pipe.pexpire(workers, ttl_ms)
             pipe.pexpire(self.keys.presence_channels(self.worker), ttl_ms)
-            return pipe.execute()[0]
+            return pipe.execute()[1] is not None
 
         with self.lock:
             holds = bool(self.local.counts)
         if not holds and not self._registered:
             return
-        changed = self.run("presence", renew)
-        if self._registered and not changed:
+        known = self.run("presence", renew)
+        if self._registered and not known:
             self._rename("Redis no longer knew this worker (reaped, or Redis lost its data)")
             return
         self._registered = True

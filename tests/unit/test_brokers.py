@@ -43,6 +43,9 @@ from flask_ssecors.brokers import SubscriptionClosed
 from flask_ssecors.brokers._base import PAGE_BYTES
 from flask_ssecors.brokers._base import PAGE_EVENTS
 from flask_ssecors.brokers._multi import subscribe_many
+from flask_ssecors.brokers._presence import JOIN_EVENT
+from flask_ssecors.brokers._presence import LEAVE_EVENT
+from flask_ssecors.brokers._presence import Presence
 from flask_ssecors.events import Event
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import ChannelError
@@ -94,6 +97,24 @@ def wait_until_closed(subscription: Subscription, timeout: float = 5.0) -> str:
     with pytest.raises(SubscriptionClosed) as closed:
         subscription.get(0)
     return str(closed.value)
+
+
+def eventually(check: t.Callable[[], object], timeout: float = 5.0) -> bool:
+    """Whether ``check()`` comes true within ``timeout`` (waiting in gevent's loop, so that
+    brokers' greenlets run)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        gevent.sleep(0.02)
+    return True
+
+
+def settled(read: t.Callable[[], object], want: object, timeout: float = 5.0) -> object:
+    """``read()`` once it equals ``want``, or its last value after ``timeout`` (for the
+    assertion's message)."""
+    eventually(lambda: read() == want, timeout)
+    return read()
 
 
 def publish_many(broker: Broker, channel: str, count: int, tag: str = "") -> list[str]:
@@ -914,6 +935,138 @@ class BrokerContract:
         seen = [e.id for e in [*first, *rest[: rest.index(reset)]]]
         assert seen == ids[1 : len(seen) + 1]
         subscription.close()
+
+    # -- presence ------------------------------------------------------------------------------
+
+    def test_presence_counts_members_and_their_streams(self, broker: Broker) -> None:
+        first = broker.subscribe("room", member="alice")
+        second = broker.subscribe("room", member="alice")
+        bob = broker.subscribe("room", member="bob")
+        nobody = broker.subscribe("room")
+        elsewhere = broker.subscribe("hall", member="carol")
+        want = Presence("room", frozenset({"alice", "bob"}), 2, 3)
+        assert settled(lambda: broker.presence("room"), want) == want
+        first.close()
+        assert eventually(lambda: broker.presence("room").connections == 2)
+        assert broker.presence("room").members == {"alice", "bob"}
+        second.close()
+        nobody.close()
+        want = Presence("room", frozenset({"bob"}), 1, 1)
+        assert settled(lambda: broker.presence("room"), want) == want
+        bob.close()
+        want = Presence("room", frozenset(), 0, 0)
+        assert settled(lambda: broker.presence("room"), want) == want
+        assert broker.presence("hall").members == {"carol"}
+        elsewhere.close()
+
+    def test_presence_is_counts_only_above_the_limit(self, broker: Broker) -> None:
+        streams = [broker.subscribe("big", member=f"m{n}") for n in range(3)]
+        assert eventually(lambda: broker.presence("big", max_members=3).member_count == 3)
+        assert broker.presence("big", max_members=3).members == {"m0", "m1", "m2"}
+        counted = broker.presence("big", max_members=2)
+        assert counted == Presence("big", frozenset(), 3, 3, counts_only=True)
+        assert broker.presence("big", max_members=0).counts_only
+        for stream in streams:
+            stream.close()
+
+    def test_join_and_leave_are_published_once_in_order_and_replayed(self, broker: Broker) -> None:
+        watcher = broker.subscribe("room")
+        tabs = [broker.subscribe("room", member="alice", announce=True) for _ in range(3)]
+        (join,) = take(watcher, 1)
+        assert join.event == JOIN_EVENT and json.loads(str(join.data)) == {"member": "alice"}
+        said = broker.publish("room", Event("hello"))
+        for tab in tabs[:2]:
+            tab.close()
+        (message,) = take(watcher, 1)
+        assert message.id == said
+        tabs[2].close()
+        (leave,) = take(watcher, 1)
+        assert leave.event == LEAVE_EVENT and json.loads(str(leave.data)) == {"member": "alice"}
+        assert_nothing_more(watcher)
+        assert [self.id_key(str(e.id)) for e in (join, message, leave)] == sorted(
+            self.id_key(str(e.id)) for e in (join, message, leave)
+        )
+        replayed = broker.subscribe("room", join.id)
+        assert [(e.event, e.id) for e in take(replayed, 2)] == [
+            (None, message.id),
+            (LEAVE_EVENT, leave.id),
+        ]
+        # The joiner itself sees its own join: it subscribed before announcing.
+        again = broker.subscribe("room", member="bob", announce=True)
+        assert [e.event for e in take(again, 1)] == [JOIN_EVENT]
+        again.close()
+        for subscription in (watcher, replayed):
+            subscription.close()
+
+    def test_nothing_is_announced_unless_asked(self, broker: Broker) -> None:
+        watcher = broker.subscribe("quiet")
+        stream = broker.subscribe("quiet", member="alice")
+        assert eventually(lambda: broker.presence("quiet").member_count == 1)
+        stream.close()
+        assert eventually(lambda: broker.presence("quiet").member_count == 0)
+        assert_nothing_more(watcher)
+        watcher.close()
+
+    def test_a_leave_follows_only_an_announced_join(self, broker: Broker) -> None:
+        watcher = broker.subscribe("room")
+        silent = broker.subscribe("room", member="alice")
+        loud = broker.subscribe("room", member="alice", announce=True)
+        assert eventually(lambda: broker.presence("room").connections == 2)
+        silent.close()
+        loud.close()
+        assert eventually(lambda: broker.presence("room").member_count == 0)
+        assert_nothing_more(watcher)
+        watcher.close()
+
+    @pytest.mark.parametrize(
+        "member", ["", "a\nb", "nul\x00", "\x85", "x" * 257, 7, b"bytes"], ids=repr
+    )
+    def test_a_bad_member_is_refused_and_counts_nothing(
+        self, broker: Broker, member: t.Any
+    ) -> None:
+        with pytest.raises(ChannelError):
+            broker.subscribe("room", member=member)
+        assert broker.presence("room").connections == 0
+        assert broker.subscriber_count("room") == 0
+
+    def test_a_stream_of_several_channels_counts_on_each(self, broker: Broker) -> None:
+        stream = subscribe_many(
+            broker, ["a", "b"], None, limit=100, member="alice", announce=frozenset({"b"})
+        )
+        assert eventually(lambda: broker.presence("a").members == {"alice"})
+        assert eventually(lambda: broker.presence("b").members == {"alice"})
+        assert stream.get(1) is not None  # the opening block, which dispatches nothing
+        (join,) = take(stream, 1)
+        assert join.event == "b/" + JOIN_EVENT
+        stream.close()
+        assert eventually(lambda: broker.presence("a").member_count == 0)
+        assert eventually(lambda: broker.presence("b").member_count == 0)
+
+    def test_a_dropped_subscriber_leaves(self, broker: Broker) -> None:
+        slow = broker.subscribe("room", limit=2, member="slow")
+        assert eventually(lambda: broker.presence("room").member_count == 1)
+        publish_many(broker, "room", 5)
+        assert wait_until_closed(slow) == "overflow"
+        assert eventually(lambda: broker.presence("room").member_count == 0)
+
+    def test_presence_is_shared_by_instances_of_a_shared_broker(
+        self, make_broker: MakeBroker
+    ) -> None:
+        if not self.shares_state_across_instances:
+            pytest.skip("one process is the whole broker: nothing to share")
+        one, two = make_broker(), make_broker()
+        watcher = one.subscribe("room")
+        here = one.subscribe("room", member="alice", announce=True)
+        there = two.subscribe("room", member="alice", announce=True)
+        assert eventually(lambda: two.presence("room").connections == 2)
+        assert one.presence("room") == Presence("room", frozenset({"alice"}), 1, 2)
+        here.close()
+        assert eventually(lambda: two.presence("room").connections == 1)
+        there.close()
+        assert eventually(lambda: one.presence("room").member_count == 0)
+        assert [e.event for e in take(watcher, 2)] == [JOIN_EVENT, LEAVE_EVENT]
+        assert_nothing_more(watcher)
+        watcher.close()
 
 
 class TestMemoryBroker(BrokerContract):
