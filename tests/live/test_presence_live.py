@@ -1,0 +1,296 @@
+"""Presence on the wire: gunicorn -k gevent workers sharing a real redis-server (free port,
+stopped by PID), or one worker on the memory broker; streams held by this process
+(``tests/support/swarm.py``).
+
+Members and counts are exact as streams open and close across workers; each member's join and
+leave are published once across the deployment; a SIGKILLed worker's members leave within
+``SSECORS_PRESENCE_TTL``, with their leave events, and a respawned worker brings none back. On
+Redis Cluster, presence lives in each channel's slot and heals the same way.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc as cabc
+import contextlib
+import http.client
+import json
+import os
+import signal
+import time
+import typing as t
+from pathlib import Path
+
+import gevent
+import pytest
+
+from bench._common import children_of
+from flask_ssecors.brokers._presence import JOIN_EVENT
+from flask_ssecors.brokers._presence import LEAVE_EVENT
+from flask_ssecors.brokers._presence import Presence
+from flask_ssecors.brokers._redis import RedisBroker
+from tests.support.servers import LiveServer
+from tests.support.servers import RedisServer
+from tests.support.swarm import Swarm
+from tests.support.swarm import SwarmStream
+
+pytestmark = [pytest.mark.live, pytest.mark.timeout(240)]
+
+APP = "tests.live_apps.presence_app:create_app()"
+
+
+@contextlib.contextmanager
+def serving(
+    broker_url: str, log: Path, *, workers: int, ttl: float = 30.0
+) -> cabc.Iterator[LiveServer]:
+    server = LiveServer(
+        APP,
+        env={"BROKER_URL": broker_url, "PRESENCE_TTL": str(ttl), "HEARTBEAT": "0.5"},
+        workers=workers,
+        log_path=log,
+    ).start()
+    try:
+        assert server.process is not None
+        deadline = time.monotonic() + 20
+        while len(children_of(server.process.pid)) < workers:
+            assert time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+        yield server
+    finally:
+        server.stop()
+
+
+def get_json(port: int, path: str) -> dict[str, t.Any]:
+    """One GET on a connection of its own (so that the workers take turns answering)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        body = response.read()
+        assert response.status == 200, body
+        return t.cast("dict[str, t.Any]", json.loads(body))
+    finally:
+        connection.close()
+
+
+def presence_of(port: int, channel: str) -> tuple[list[str], int]:
+    answer = get_json(port, f"/presence/{channel}")
+    return answer["members"], answer["connections"]
+
+
+def settle(port: int, channel: str, want: tuple[list[str], int], timeout: float = 15) -> float:
+    """Seconds until the channel's presence is ``want`` (asked of whichever worker answers)."""
+    began = time.monotonic()
+    seen = presence_of(port, channel)
+    while seen != want:
+        assert time.monotonic() - began < timeout, f"presence is {seen}, not {want}"
+        time.sleep(0.05)
+        seen = presence_of(port, channel)
+    return time.monotonic() - began
+
+
+def local_streams(port: int, workers: int) -> dict[int, int]:
+    """Each worker's streams that declared a member, asked until every worker answered."""
+    seen: dict[int, int] = {}
+    for _ in range(200):
+        answer = get_json(port, "/local")
+        seen[answer["pid"]] = answer["presence"]["streams"]
+        if len(seen) == workers:
+            break
+    return seen
+
+
+def announcements(stream: SwarmStream) -> list[tuple[str, str]]:
+    """The join and leave events a stream received, as (type, member), in order."""
+    return [
+        (event.type, event.json()["member"])
+        for event in stream.events
+        if event.type in (JOIN_EVENT, LEAVE_EVENT)
+    ]
+
+
+def check_once_each(stream: SwarmStream, members: list[str], *, left: bool) -> None:
+    """Each member joined exactly once (and, with ``left``, then left exactly once)."""
+    by_member: dict[str, list[str]] = collections.defaultdict(list)
+    for kind, member in announcements(stream):
+        by_member[member].append(kind)
+    want = [JOIN_EVENT, LEAVE_EVENT] if left else [JOIN_EVENT]
+    assert {m: by_member[m] for m in members} == {m: want for m in members}
+    assert set(by_member) == set(members)
+
+
+@pytest.mark.redis
+def test_members_and_counts_are_exact_across_two_workers(tmp_path: Path) -> None:
+    """10 members with 4 streams each over 2 workers: exact counts from either worker as
+    streams open and close; one join and one leave per member, whichever worker held its
+    first and last stream."""
+    members = [f"m{n}" for n in range(10)]
+    with (
+        RedisServer() as broker,
+        serving(broker.url, tmp_path / "log", workers=2) as server,
+        Swarm(server.port) as swarm,
+    ):
+        [watcher] = swarm.open(["/watch/room"])
+        streams = swarm.open(
+            [f"/events/room?member={m}" for _ in range(4) for m in members], parallel=8
+        )
+        assert all(s.status == 200 for s in streams)
+        settle(server.port, "room", (members, 40))
+        held = local_streams(server.port, 2)
+        assert sum(held.values()) == 40 and len(held) == 2, held
+        assert min(held.values()) > 0, f"every stream went to one worker: {held}"
+        swarm.wait_until(lambda: len(announcements(watcher)) >= 10, 10, "the joins")
+        check_once_each(watcher, members, left=False)
+
+        swarm.drop(streams[:30])  # three of each member's four streams
+        settle(server.port, "room", (members, 10))
+        time.sleep(1.0)  # nothing more may come
+        check_once_each(watcher, members, left=False)
+
+        swarm.drop(streams[30:])
+        settle(server.port, "room", ([], 0))
+        swarm.wait_until(lambda: len(announcements(watcher)) >= 20, 10, "the leaves")
+        time.sleep(1.0)
+        check_once_each(watcher, members, left=True)
+        assert [e.type for e in watcher.events if e.type == "ssecors-reset"] == []
+
+
+@pytest.mark.redis
+def test_a_killed_workers_members_leave_within_the_ttl_and_never_come_back(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL one of two workers: the members whose only stream it held leave within
+    ``SSECORS_PRESENCE_TTL`` (4 s here), each with one leave event; the others stay; the
+    worker gunicorn starts in its place brings none of them back."""
+    ttl = 4.0
+    members = [f"m{n}" for n in range(24)]
+    with (
+        RedisServer() as broker,
+        serving(broker.url, tmp_path / "log", workers=2, ttl=ttl) as server,
+        Swarm(server.port) as swarm,
+    ):
+        [watcher] = swarm.open(["/watch/room"])
+        streams = swarm.open([f"/events/room?member={m}" for m in members], parallel=8)
+        settle(server.port, "room", (sorted(members), len(members)))
+        swarm.wait_until(lambda: len(announcements(watcher)) >= len(members), 10, "the joins")
+        last_id = watcher.last_event_id
+        held = local_streams(server.port, 2)
+        assert len(held) == 2 and min(held.values()) > 0, f"streams not spread: {held}"
+        victim = max(held, key=lambda pid: held[pid])
+        assert server.process is not None
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        # The victim's streams end at once (the kernel closes its sockets).
+        swarm.wait_until(
+            lambda: sum(s.ended or s.error is not None for s in streams) > 0, 10, "cut streams"
+        )
+        time.sleep(0.5)
+        gone = sorted(m for m, s in zip(members, streams, strict=True) if s.ended or s.error)
+        kept = sorted(set(members) - set(gone))
+        assert gone and kept, f"the streams were not spread over both workers: {gone}"
+        settle(server.port, "room", (kept, len(kept)), timeout=3 * ttl)
+        took = time.monotonic() - killed_at
+        print(f"\nthe killed worker's {len(gone)} members left {took:.2f} s after SIGKILL")
+        assert took <= ttl + 0.5, f"they left after {took:.2f} s; SSECORS_PRESENCE_TTL is {ttl}"
+        # The leave events, replayed from before the kill to a new stream.
+        [replayed] = swarm.open(["/watch/room"], last_event_ids=[last_id])
+        swarm.wait_until(lambda: len(announcements(replayed)) >= len(gone), 10, "the leaves")
+        time.sleep(0.5)
+        assert sorted(m for kind, m in announcements(replayed) if kind == LEAVE_EVENT) == gone
+        assert all(kind == LEAVE_EVENT for kind, _ in announcements(replayed))
+        # gunicorn starts another worker; nothing comes back, for longer than a TTL.
+        deadline = time.monotonic() + 20
+        while len(children_of(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, "gunicorn did not replace the worker"
+            time.sleep(0.1)
+        time.sleep(2 * ttl)
+        assert presence_of(server.port, "room") == (kept, len(kept))
+
+
+def test_the_memory_broker_counts_exactly_in_one_worker(tmp_path: Path) -> None:
+    members = [f"m{n}" for n in range(5)]
+    with (
+        serving("memory://", tmp_path / "log", workers=1) as server,
+        Swarm(server.port) as swarm,
+    ):
+        [watcher] = swarm.open(["/watch/room"])
+        streams = swarm.open([f"/events/room?member={m}" for _ in range(3) for m in members])
+        settle(server.port, "room", (members, 15))
+        swarm.drop(streams[:10])
+        settle(server.port, "room", (members, 5))
+        swarm.drop(streams[10:])
+        settle(server.port, "room", ([], 0))
+        swarm.wait_until(lambda: len(announcements(watcher)) >= 10, 10, "joins and leaves")
+        time.sleep(0.5)
+        check_once_each(watcher, members, left=True)
+        assert local_streams(server.port, 1) == {
+            children_of(t.cast("t.Any", server.process).pid)[0]: 0
+        }
+
+
+def test_a_bad_member_gets_400(tmp_path: Path) -> None:
+    with (
+        serving("memory://", tmp_path / "log", workers=1) as server,
+        Swarm(server.port) as swarm,
+    ):
+        bad = swarm.open(["/events/room?member=", "/events/room?member=a%0Ab"])
+        assert [s.status for s in bad] == [400, 400]
+        assert presence_of(server.port, "room") == ([], 0)
+
+
+# -- Redis Cluster: presence in each channel's slot --------------------------------------------
+
+
+@pytest.mark.redis
+def test_presence_on_a_cluster_counts_and_heals(tmp_path: Path) -> None:
+    """Two brokers (two workers) on a 3-primary cluster, channels spread over the slots: exact
+    counts and one join per member; one broker dies without a word (its greenlets killed): its
+    members leave within the TTL, with leave events."""
+    from tests.support.topologies import Cluster
+
+    cluster = Cluster(tmp_path / "redis").start()
+    made: list[RedisBroker] = []
+    try:
+        ttl = 4.0
+        one, two = (
+            RedisBroker(cluster.url, prefix="pc:", presence_ttl=ttl, timeout=2.0) for _ in range(2)
+        )
+        made += [one, two]
+        channels = [f"room:{n}" for n in range(6)]  # several slots, so several nodes
+        watchers = {c: one.subscribe(c) for c in channels}
+        mine = [one.subscribe(c, member="a", announce=True) for c in channels]
+        theirs = [two.subscribe(c, member="b", announce=True) for c in channels]
+
+        def until(check: t.Callable[[], bool], timeout: float) -> float:
+            began = time.monotonic()
+            while not check():
+                assert time.monotonic() - began < timeout
+                gevent.sleep(0.05)
+            return time.monotonic() - began
+
+        until(
+            lambda: all(
+                one.presence(c) == Presence(c, frozenset({"a", "b"}), 2, 2) for c in channels
+            ),
+            10,
+        )
+        for greenlet in two._greenlets:  # dies: nothing written, nothing closed
+            greenlet.kill()
+        took = until(lambda: all(one.presence(c).members == {"a"} for c in channels), 3 * ttl)
+        print(f"\nthe dead broker's member left every channel {took:.2f} s after it stopped")
+        assert took <= ttl + 0.5
+        for channel, watcher in watchers.items():
+            kinds: list[str] = []
+            while len(kinds) < 3:
+                frame = watcher.get(5)
+                assert frame is not None, f"{channel}: {kinds}"
+                kinds.append(frame.split(b"event: ")[1].split(b"\n")[0].decode())
+            assert sorted(kinds) == sorted([JOIN_EVENT, JOIN_EVENT, LEAVE_EVENT])
+            assert kinds[-1] == LEAVE_EVENT
+        for subscription in [*mine, *theirs, *watchers.values()]:
+            subscription.close()
+    finally:
+        for broker in made:
+            with contextlib.suppress(Exception):
+                broker.close()
+        cluster.stop()
