@@ -238,59 +238,180 @@ def test_a_bad_member_gets_400(tmp_path: Path) -> None:
         assert presence_of(server.port, "room") == ([], 0)
 
 
-# -- Redis Cluster: presence in each channel's slot --------------------------------------------
+# -- in-process brokers: two RedisBrokers stand for two workers ------------------------------
+
+
+def until(check: t.Callable[[], bool], timeout: float, what: str = "the condition") -> float:
+    """Seconds until ``check()`` (polled in gevent's loop, so the brokers' greenlets run)."""
+    began = time.monotonic()
+    while not check():
+        assert time.monotonic() - began < timeout, f"{what} did not happen within {timeout} s"
+        gevent.sleep(0.05)
+    return time.monotonic() - began
+
+
+def kinds_of(watcher: t.Any, count: int) -> list[str]:
+    """The event types of the next ``count`` frames of a subscription."""
+    kinds: list[str] = []
+    while len(kinds) < count:
+        frame = watcher.get(5)
+        assert frame is not None, f"got only {kinds}"
+        kinds.append(frame.split(b"event: ")[1].split(b"\n")[0].decode())
+    return kinds
+
+
+@contextlib.contextmanager
+def topology(kind: str, root: Path) -> cabc.Iterator[str]:
+    """A Redis of ``kind`` (``single``, ``sentinel`` or ``cluster``) on loopback; its URL."""
+    from tests.support.topologies import Cluster
+    from tests.support.topologies import SentinelSet
+
+    if kind == "single":
+        with RedisServer() as server:
+            yield server.url
+        return
+    started = SentinelSet(root).start() if kind == "sentinel" else Cluster(root).start()
+    try:
+        yield started.url
+    finally:
+        started.stop()
+
+
+@contextlib.contextmanager
+def brokers(url: str, count: int, ttl: float) -> cabc.Iterator[list[RedisBroker]]:
+    made = [RedisBroker(url, prefix="pr:", presence_ttl=ttl, timeout=2.0) for _ in range(count)]
+    try:
+        yield made
+    finally:
+        for broker in made:
+            with contextlib.suppress(Exception):
+                broker.close()
 
 
 @pytest.mark.redis
-def test_presence_on_a_cluster_counts_and_heals(tmp_path: Path) -> None:
-    """Two brokers (two workers) on a 3-primary cluster, channels spread over the slots: exact
-    counts and one join per member; one broker dies without a word (its greenlets killed): its
-    members leave within the TTL, with leave events."""
-    from tests.support.topologies import Cluster
-
-    cluster = Cluster(tmp_path / "redis").start()
-    made: list[RedisBroker] = []
-    try:
-        ttl = 4.0
-        one, two = (
-            RedisBroker(cluster.url, prefix="pc:", presence_ttl=ttl, timeout=2.0) for _ in range(2)
-        )
-        made += [one, two]
-        channels = [f"room:{n}" for n in range(6)]  # several slots, so several nodes
+@pytest.mark.parametrize("kind", ["single", "sentinel", "cluster"])
+def test_a_worker_that_dies_without_a_word_is_reaped_within_the_ttl(
+    kind: str, tmp_path: Path
+) -> None:
+    """Two brokers, members on six channels (on a cluster, several slots and nodes): exact
+    counts, one join per member; one broker stops dead (its greenlets killed, nothing written):
+    its member leaves every channel within the TTL, each with one leave event."""
+    ttl = 4.0
+    with topology(kind, tmp_path / "redis") as url, brokers(url, 2, ttl) as (one, two):
+        channels = [f"room:{n}" for n in range(6)]
         watchers = {c: one.subscribe(c) for c in channels}
         mine = [one.subscribe(c, member="a", announce=True) for c in channels]
         theirs = [two.subscribe(c, member="b", announce=True) for c in channels]
-
-        def until(check: t.Callable[[], bool], timeout: float) -> float:
-            began = time.monotonic()
-            while not check():
-                assert time.monotonic() - began < timeout
-                gevent.sleep(0.05)
-            return time.monotonic() - began
-
         until(
             lambda: all(
                 one.presence(c) == Presence(c, frozenset({"a", "b"}), 2, 2) for c in channels
             ),
             10,
+            "both members everywhere",
         )
         for greenlet in two._greenlets:  # dies: nothing written, nothing closed
             greenlet.kill()
         took = until(lambda: all(one.presence(c).members == {"a"} for c in channels), 3 * ttl)
-        print(f"\nthe dead broker's member left every channel {took:.2f} s after it stopped")
+        print(f"\n{kind}: the dead broker's member left every channel after {took:.2f} s")
         assert took <= ttl + 0.5
         for channel, watcher in watchers.items():
-            kinds: list[str] = []
-            while len(kinds) < 3:
-                frame = watcher.get(5)
-                assert frame is not None, f"{channel}: {kinds}"
-                kinds.append(frame.split(b"event: ")[1].split(b"\n")[0].decode())
-            assert sorted(kinds) == sorted([JOIN_EVENT, JOIN_EVENT, LEAVE_EVENT])
+            kinds = kinds_of(watcher, 3)
+            assert sorted(kinds) == sorted([JOIN_EVENT, JOIN_EVENT, LEAVE_EVENT]), channel
             assert kinds[-1] == LEAVE_EVENT
+            assert watcher.get(0.3) is None
         for subscription in [*mine, *theirs, *watchers.values()]:
             subscription.close()
+
+
+@pytest.mark.redis
+def test_presence_heals_after_a_sentinel_failover(tmp_path: Path) -> None:
+    """The primary is SIGKILLed and a replica promoted (presence written just before may be
+    lost with it): every worker notices what Redis forgot and writes its members again."""
+    from tests.support.topologies import SentinelSet
+
+    sentinel = SentinelSet(tmp_path / "redis").start()
+    try:
+        with brokers(sentinel.url, 2, 4.0) as (one, two):
+            streams = [
+                broker.subscribe(f"room:{n}", member=f"{name}{n}")
+                for n in range(5)
+                for broker, name in ((one, "a"), (two, "b"))
+            ]
+
+            def exact() -> bool:
+                return all(
+                    one.presence(f"room:{n}").members == {f"a{n}", f"b{n}"} for n in range(5)
+                )
+
+            until(exact, 10, "the members")
+            sentinel.fail_over()
+            took = until(lambda: _quietly(exact), 60, "the members after the failover")
+            print(f"\npresence exact again {took:.2f} s after the failover")
+            for stream in streams:
+                stream.close()
+            until(lambda: one.presence("room:0").connections == 0, 10, "everyone gone")
     finally:
-        for broker in made:
-            with contextlib.suppress(Exception):
-                broker.close()
-        cluster.stop()
+        sentinel.stop()
+
+
+def _quietly(check: t.Callable[[], bool]) -> bool:
+    """``check()``, False while the broker is unavailable (a failover in progress)."""
+    from flask_ssecors.exceptions import BrokerUnavailable
+
+    try:
+        return check()
+    except BrokerUnavailable:
+        return False
+
+
+@pytest.mark.redis
+def test_redis_losing_its_data_is_healed_by_the_workers(tmp_path: Path) -> None:
+    """FLUSHALL (a restart without persistence): every worker finds its deadline gone, takes
+    a new name and writes its members again; counts are exact again within the TTL."""
+    import redis
+
+    ttl = 4.0
+    with RedisServer() as server, brokers(server.url, 2, ttl) as (one, two):
+        streams = [one.subscribe("room", member="a"), two.subscribe("room", member="b")]
+        streams.append(two.subscribe("room", member="b"))
+        until(lambda: one.presence("room").connections == 3, 10)
+        admin: redis.Redis[bytes] = redis.Redis.from_url(server.url)
+        admin.flushall()
+        assert one.presence("room").connections == 0
+        took = until(
+            lambda: one.presence("room") == Presence("room", frozenset({"a", "b"}), 2, 3),
+            3 * ttl,
+        )
+        print(f"\npresence exact again {took:.2f} s after FLUSHALL")
+        assert took <= ttl
+        for stream in streams:
+            stream.close()
+        until(lambda: one.presence("room").connections == 0, 10)
+        admin.close()
+
+
+@pytest.mark.redis
+def test_a_worker_taken_for_dead_comes_back_under_a_new_name(tmp_path: Path) -> None:
+    """A worker paused past its deadline is reaped (its member leaves, with the event); when
+    it runs again it notices and writes its members again (the member joins again). Its old
+    name can never write again."""
+    import redis
+
+    ttl = 4.0
+    with RedisServer() as server, brokers(server.url, 2, ttl) as (one, two):
+        watcher = one.subscribe("room")
+        stream = two.subscribe("room", member="b", announce=True)
+        until(lambda: one.presence("room").member_count == 1, 10)
+        old = two._presence.worker
+        admin: redis.Redis[bytes] = redis.Redis.from_url(server.url)
+        admin.zadd("pr:presence:workers", {old: 1})  # its deadline, long gone
+        assert kinds_of(watcher, 1) == [JOIN_EVENT]
+        assert kinds_of(watcher, 2) == [LEAVE_EVENT, JOIN_EVENT]
+        until(lambda: two._presence.worker != old, 10, "a new name")
+        assert one.presence("room") == Presence("room", frozenset({"b"}), 1, 1)
+        assert admin.zscore("pr:presence:workers", old) is None
+        stream.close()
+        assert kinds_of(watcher, 1) == [LEAVE_EVENT]
+        assert one.presence("room").connections == 0
+        watcher.close()
+        admin.close()
