@@ -414,9 +414,6 @@ class SSECors:
         :raises flask_ssecors.exceptions.ChannelError: for a name no broker can store, too
             many channels, or a member that is not a short string without control
             characters (the extension answers ``400``).
-
-        .. versionchanged:: 0.2
-           ``member``.
         """
         if not channels:
             raise UsageError("subscribe() needs at least one channel")
@@ -461,7 +458,7 @@ class SSECors:
         :raises flask_ssecors.exceptions.ChannelError: for a name no broker can store.
         :raises flask_ssecors.exceptions.BrokerUnavailable: when the broker cannot be reached.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         state = self._state()
         return state.broker.presence(channel, max_members=state.settings.presence_max_members)

@@ -524,7 +524,7 @@ class Subscription:
         broker's own release; at once if it already is. Brokers use it for presence: a
         member's stream leaves when its subscription ends, whatever ended it.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         if self.drop_reason is not None:
             callback(self)
@@ -624,7 +624,7 @@ class Broker(t.Protocol):
 
         :raises BrokerUnavailable: when a shared broker cannot be reached within its timeout.
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         ...
 
@@ -632,7 +632,7 @@ class Broker(t.Protocol):
         """This process's presence: ``members`` ((channel, member) pairs with a stream here),
         ``streams`` (streams that declared a member) and ``updates`` (changes written).
 
-        .. versionadded:: 0.2
+        .. versionadded:: 0.1
         """
         ...
 

@@ -49,7 +49,7 @@ class Presence:
     :param counts_only: True when the channel has more than ``SSECORS_PRESENCE_MAX_MEMBERS``
         members: :attr:`members` is then left empty rather than read whole.
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
 
     channel: str
@@ -75,7 +75,7 @@ def check_member(member: object) -> str:
     A member is a non-empty ``str`` of at most :data:`MAX_MEMBER_BYTES` bytes of UTF-8,
     without control characters (the same rule as channel names).
 
-    .. versionadded:: 0.2
+    .. versionadded:: 0.1
     """
     if not isinstance(member, str):
         raise ChannelError(member, f"a member must be a str, not {type(member).__name__}")
