@@ -2,7 +2,8 @@
 # missing; an editable install of this checkout plus extras from setup.cfg), then runs:
 #   make demo   the serve extra (gunicorn, packaging): only what the example app needs
 #   make test   the test, serve and docs extras (pytest, Playwright, mypy, ruff, build, twine,
-#               redis, Sphinx...), plus redis-server, chromium and nginx (tools/system-deps.sh);
+#               redis, psycopg, Sphinx...), plus redis-server, chromium, nginx and postgresql
+#               (tools/system-deps.sh);
 #               runs lint, typing and the whole suite, as CI does
 #   make test-fast  the same extras as make test; runs tests/unit only (no redis-server,
 #               chromium or nginx needed)

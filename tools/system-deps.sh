@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Make sure the system programs the tests drive are present: redis-server, chromium, nginx (or
+# Make sure the system programs the tests drive are present: redis-server, chromium, nginx,
+# postgresql (or
 # only the ones named as arguments: `make bench` needs redis-server alone).
 # As root, missing ones are installed with apt-get; otherwise the command to run is printed.
 # The tests themselves fail (in CI) or skip with a reason (elsewhere) when one is missing.
 set -u
 wanted=("$@")
-[ ${#wanted[@]} -eq 0 ] && wanted=(redis-server chromium nginx)
+[ ${#wanted[@]} -eq 0 ] && wanted=(redis-server chromium nginx postgresql)
 missing=()
 for name in "${wanted[@]}"; do
   case "$name" in
     redis-server) command -v redis-server >/dev/null 2>&1 || missing+=(redis-server) ;;
     chromium) [ -x /usr/bin/chromium ] || missing+=(chromium) ;;
     nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx) ;;
+    postgresql) compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql) ;;
     *) echo "system-deps.sh: unknown program $name" >&2; exit 2 ;;
   esac
 done
