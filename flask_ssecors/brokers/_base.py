@@ -16,7 +16,6 @@ import collections
 import contextlib
 import enum
 import os
-import re
 import secrets
 import sys
 import typing as t
@@ -33,9 +32,9 @@ from .._logsafe import escape
 from .._wire import data_of
 from .._wire import Frame
 from ..exceptions import BrokerUnavailable
-from ..exceptions import ChannelError
 from ..exceptions import EventFieldError
 from ..exceptions import SSECorsError
+from ._names import check_name
 
 if t.TYPE_CHECKING:
     from ..events import Event
@@ -53,10 +52,6 @@ PAGE_BYTES: t.Final = 256 * 1024
 
 #: Longest channel name, in bytes of UTF-8.
 MAX_CHANNEL_BYTES: t.Final = 512
-#: Control characters (C0, DEL, C1): never part of a channel name. CR and LF would end an
-#: ``event:`` line on a stream of several channels, NUL is refused by browsers, and the rest
-#: only ever arrive from a decoded URL (``%0A`` in a path segment) or by mistake.
-_CONTROL: t.Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: Characters of a channel generation token (see :func:`new_generation`).
 GENERATION_LENGTH: t.Final = 6
 _BASE36: t.Final = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -77,24 +72,7 @@ def check_channel(channel: object) -> str:
 
     .. versionadded:: 0.1
     """
-    if not isinstance(channel, str):
-        raise ChannelError(channel, f"must be a str, not {type(channel).__name__}")
-    if not channel:
-        raise ChannelError(channel, "must not be empty")
-    control = _CONTROL.search(channel)
-    if control is not None:
-        raise ChannelError(
-            channel,
-            f"must not contain control characters (found U+{ord(control.group()):04X} at "
-            f"{control.start()}); a URL converter passes decoded ones such as %0A through",
-        )
-    try:
-        size = len(channel.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ChannelError(channel, "cannot be encoded as UTF-8 (a lone surrogate)") from None
-    if size > MAX_CHANNEL_BYTES:
-        raise ChannelError(channel, f"is {size} bytes long; the limit is {MAX_CHANNEL_BYTES}")
-    return channel
+    return check_name(channel, MAX_CHANNEL_BYTES)
 
 
 def check_event_size(encoded: bytes, limit: int | None) -> None:

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import re
 import typing as t
 
 from .._config import default_of
 from ..events import Event
-from ..exceptions import ChannelError
+from ._names import check_name
 
 #: The event type a channel's subscribers receive when a member's first stream opens.
 JOIN_EVENT: t.Final = "ssecors-join"
@@ -34,8 +33,6 @@ JOIN_EVENT: t.Final = "ssecors-join"
 LEAVE_EVENT: t.Final = "ssecors-leave"
 #: Longest member string, in bytes of UTF-8.
 MAX_MEMBER_BYTES: t.Final = 256
-
-_CONTROL: t.Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,29 +70,11 @@ def check_member(member: object) -> str:
     """Return ``member`` if it can name a member, else raise :class:`ChannelError`.
 
     A member is a non-empty ``str`` of at most :data:`MAX_MEMBER_BYTES` bytes of UTF-8,
-    without control characters (the same rule as channel names).
+    without control characters (the rule of channel names).
 
     .. versionadded:: 0.1
     """
-    if not isinstance(member, str):
-        raise ChannelError(member, f"a member must be a str, not {type(member).__name__}")
-    if not member:
-        raise ChannelError(member, "a member must not be empty")
-    control = _CONTROL.search(member)
-    if control is not None:
-        raise ChannelError(
-            member,
-            f"a member must not contain control characters (found U+{ord(control.group()):04X})",
-        )
-    try:
-        size = len(member.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ChannelError(member, "a member cannot be encoded as UTF-8") from None
-    if size > MAX_MEMBER_BYTES:
-        raise ChannelError(
-            member, f"a member is {size} bytes long; the limit is {MAX_MEMBER_BYTES}"
-        )
-    return member
+    return check_name(member, MAX_MEMBER_BYTES, "a member ")
 
 
 def presence_event(kind: str, member: str) -> Event:

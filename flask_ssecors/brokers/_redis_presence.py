@@ -371,18 +371,22 @@ class RedisPresence:
         if refused:
             self._rename("a worker took this one for dead")
 
-    def _set_call(
-        self, channel: str, worker: str, members: list[tuple[str, int, bool]]
-    ) -> tuple[str, list[str], list[object]]:
-        args: list[object] = [
+    def _leading_args(self, worker: str, count: int) -> list[object]:
+        """The arguments :data:`SET_SCRIPT` and :data:`REAP_SCRIPT` start with."""
+        return [
             worker,
             int(self.ttl * 1000),
             self.backlog + 1,
             int(self.channel_ttl * 1000) if self.channel_ttl is not None else 0,
             new_generation(),
             int(time.time() * 1000),
-            len(members),
+            count,
         ]
+
+    def _set_call(
+        self, channel: str, worker: str, members: list[tuple[str, int, bool]]
+    ) -> tuple[str, list[str], list[object]]:
+        args = self._leading_args(worker, len(members))
         for member, count, announce in members:
             args += [
                 member,
@@ -541,15 +545,7 @@ class RedisPresence:
     def _reap_call(
         self, channel: str, worker: str, members: list[str]
     ) -> tuple[str, list[str], list[object]]:
-        args: list[object] = [
-            worker,
-            int(self.ttl * 1000),
-            self.backlog + 1,
-            int(self.channel_ttl * 1000) if self.channel_ttl is not None else 0,
-            new_generation(),
-            int(time.time() * 1000),
-            len(members),
-        ]
+        args = self._leading_args(worker, len(members))
         for member in members:
             args += [member, encode_without_id(presence_event(LEAVE_EVENT, member))]
         return "reap", self.keys.presence(channel, worker), args
