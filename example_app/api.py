@@ -4,9 +4,13 @@ Every route a browser page calls is policed by flask-ssecors: ``@sse.stream()`` 
 streams, ``@sse.cors()`` for the ordinary endpoints. A request from an origin that is not on
 ``SSECORS_ALLOWED_ORIGINS`` is answered ``403`` before any of these views runs.
 
-The session cookie names the user. The page gets it from ``GET /me`` (a credentialed fetch),
-then sends it with its EventSources (``withCredentials: true``) and its chat POSTs
-(``credentials: "include"``): the server, not the page, decides who wrote a message.
+The session cookie names the user. The page's stream (``withCredentials: true``) or ``GET /me``
+(a credentialed fetch), whichever comes first, gives a new visitor one; the page then sends it
+with its chat POSTs (``credentials: "include"``): the server, not the page, decides who wrote a
+message, and who is in a room. A room's streams declare their user as a member of the room
+(``sse.subscribe(..., member=<the user's name>)``): every tab of a browser is one user and one
+member, and the room's join and leave events (``SSECORS_PRESENCE_EVENTS``, set in
+:mod:`example_app.app`) tell the page when a user's first stream opens and its last one closes.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 
 from flask_ssecors import Event
 from flask_ssecors import last_event_id
+from flask_ssecors.exceptions import BrokerUnavailable
 
 from .extensions import sse
 from .state import demo_state
@@ -40,6 +45,8 @@ api = Blueprint("api", __name__)
 MAX_MESSAGE_LENGTH = 500
 #: The event type of a chat message.
 MESSAGE_EVENT = "message"
+#: Random names tried for a new visitor before one already in a room is accepted.
+_NAME_DRAWS = 20
 
 _ADJECTIVES = (
     "amber", "brisk", "calm", "dapper", "eager", "fuzzy", "gentle", "hazel", "jolly", "keen",
@@ -92,19 +99,26 @@ def page_events() -> t.Any:
     ``room:<room>/message``... (several channels on one stream). The page reads it through the
     tab-shared helper, so every tab of an origin shares this one connection.
 
-    Reading the lobby needs no session (posting does): the stream may open before ``/me``.
+    The stream declares the session's user as a member of both channels; a new visitor is
+    given a user here (the response sets the session cookie), so the page, which signs in with
+    ``GET /me`` once its stream is open, is the user its stream declared. With
+    ``SSECORS_PRESENCE_EVENTS = ["room:*"]`` the user's first stream on the room publishes
+    ``room:<room>/ssecors-join`` and its last one ``room:<room>/ssecors-leave``; the ticker
+    counts its members silently.
     """
     state = demo_state()
     found = _room(request.args.get("room", "lobby"))
-    user = _user()
+    user = _user_or_new()
     state.feed.start(current_app._get_current_object())  # type: ignore[attr-defined]
     state.observer.view(
         "page_events",
         room=found.name,
-        user=user["name"] if user else None,
+        user=user["name"],
         last_event_id=last_event_id(),
     )
-    return state.streams.track(sse.subscribe(TICKER_CHANNEL, f"room:{found.name}"))
+    return state.streams.track(
+        sse.subscribe(TICKER_CHANNEL, f"room:{found.name}", member=user["name"])
+    )
 
 
 @api.get("/ticks/recent")
@@ -140,13 +154,17 @@ def feed() -> t.Any:
 @api.get("/rooms/<room>/events")
 @sse.stream()
 def room_events(room: str) -> t.Any:
-    """A chat room's messages: what came after ``Last-Event-ID`` first, then live ones."""
+    """A chat room's messages: what came after ``Last-Event-ID`` first, then live ones.
+
+    The session's user is a member of the room while the stream is open (``ssecors-join`` and
+    ``ssecors-leave``, unprefixed on this one-channel stream).
+    """
     state = demo_state()
     found = _room(room)
     user = _signed_in_user()
     resume = last_event_id()
     state.observer.view("room_events", room=found.name, user=user["name"], last_event_id=resume)
-    return state.streams.track(sse.subscribe(f"room:{found.name}"))
+    return state.streams.track(sse.subscribe(f"room:{found.name}", member=user["name"]))
 
 
 # -- the session and the chat -----------------------------------------------------------------
@@ -156,14 +174,7 @@ def room_events(room: str) -> t.Any:
 @sse.cors()
 def me() -> t.Any:
     """Who the session cookie says the caller is; a new visitor is given a name."""
-    user = _user()
-    if user is None:
-        user = {
-            "id": secrets.token_hex(8),
-            "name": f"{random.choice(_ADJECTIVES)}-{random.choice(_ANIMALS)}",
-            "hue": random.randrange(360),
-        }
-        session["user"] = user
+    user = _user_or_new()
     demo_state().observer.view("me", user=user["name"])
     return user
 
@@ -171,7 +182,12 @@ def me() -> t.Any:
 @api.get("/rooms/<room>")
 @sse.cors()
 def room_state(room: str) -> t.Any:
-    """A room's topic and recent messages, and the cursor to open its stream from."""
+    """A room's topic, recent messages and members, and the cursor to open its stream from.
+
+    ``presence`` is :meth:`~flask_ssecors.SSECors.presence` of the room's channel, as a dict:
+    ``members`` (sorted names), ``member_count``, ``connections`` and ``counts_only``. The page
+    reads it once its stream is open, then applies the join and leave events that follow.
+    """
     found = _room(room)
     user = _signed_in_user()
     demo_state().observer.view("room_state", room=found.name, user=user["name"])
@@ -180,6 +196,7 @@ def room_state(room: str) -> t.Any:
         "topic": found.topic,
         "messages": list(found.recent),
         "cursor": found.cursor,
+        "presence": sse.presence(f"room:{found.name}").as_dict(),
     }
 
 
@@ -250,6 +267,32 @@ def _user() -> dict[str, t.Any] | None:
     ):
         return user
     return None
+
+
+def _user_or_new() -> dict[str, t.Any]:
+    """The session's user; a new visitor is given one, kept in the session cookie."""
+    user = _user()
+    if user is None:
+        user = {"id": secrets.token_hex(8), "name": _free_name(), "hue": random.randrange(360)}
+        session["user"] = user
+    return user
+
+
+def _free_name() -> str:
+    """A random name that nobody in a room has now, when one is found in a few draws.
+
+    Rooms list their members by name, so two users present under one name would show as one.
+    """
+    try:
+        taken = {m for name in demo_state().rooms for m in sse.presence(f"room:{name}").members}
+    except BrokerUnavailable:
+        taken = set()
+    name = ""
+    for _ in range(_NAME_DRAWS):
+        name = f"{random.choice(_ADJECTIVES)}-{random.choice(_ANIMALS)}"
+        if name not in taken:
+            break
+    return name
 
 
 def _signed_in_user() -> dict[str, t.Any]:

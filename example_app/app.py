@@ -64,6 +64,9 @@ def create_app(config: cabc.Mapping[str, t.Any] | None = None) -> Flask:
         SSECORS_ALLOWED_HEADERS=["last-event-id", "cache-control", "content-type", "authorization"],
         # Reconnect one second after a stream ends, instead of the browsers' three.
         SSECORS_RETRY=1000,
+        # A user's first stream on a chat room publishes ssecors-join there, its last one
+        # ssecors-leave: the page's "In the room" list follows them. The ticker stays quiet.
+        SSECORS_PRESENCE_EVENTS=["room:*"],
         # No request body larger than an event may be.
         MAX_CONTENT_LENGTH=64 * 1024,
     )

@@ -1,6 +1,6 @@
 // The flask-ssecors demo page: one credentialed stream to another origin carrying the ticker
 // and the chat, shared by every tab of the page's origin; a chat posted cross-origin with the
-// session cookie; a fetch() stream reader with its own headers, and what
+// session cookie, and who is in its room; a fetch() stream reader with its own headers, and what
 // the browser sees when the API refuses this page's origin.
 //
 // Plain JavaScript, no build step. `window.demo` exposes what the page received, for the tests.
@@ -15,7 +15,7 @@
   const demo = {
     settings,
     // Ids exactly as they arrived, before anything else looks at them.
-    received: { ticks: [], chat: [] },
+    received: { ticks: [], chat: [], presence: [] },
     // Every state each connection went through.
     states: { page: [], feed: [] },
     refusals: [],
@@ -77,6 +77,9 @@
   // API answers anything but 200 (a 403 for a refused origin).
   const TICKER = "ticker";
   const CHAT = `room:${ROOM}`;
+  // A member's first stream on a channel publishes JOIN there, its last one LEAVE.
+  const JOIN = "ssecors-join";
+  const LEAVE = "ssecors-leave";
   let shared = null;
   let sharedOpened = false;
   // What the tests read: this tab's part in the shared connection.
@@ -126,6 +129,11 @@
       $("topic").textContent = JSON.parse(event.data).topic;
     });
     source.addEventListener(`${CHAT}/${settings.resetEvent}`, () => onReset());
+    for (const [type, present] of [[JOIN, true], [LEAVE, false]]) {
+      source.addEventListener(`${CHAT}/${type}`, (event) =>
+        onPresence(JSON.parse(event.data).member, present, event),
+      );
+    }
     let lastId = null;
     source.addEventListener("open", () => {
       if (sharedOpened && lastId !== null) {
@@ -352,11 +360,12 @@
 
   let chatFailures = 0;
 
-  // Signs in (GET /me) and loads the room, once the page's stream is open: messages published
-  // after that come on the stream (shown once, by id). Run again after a chat reset (the
+  // Signs in (GET /me) and loads the room and who is in it, once the page's stream is open:
+  // messages published after that come on the stream (shown once, by id). Run again after a chat reset (the
   // server restarted: the session cookie is no longer valid, so a new one is needed).
   async function startChat() {
     $("room-name").textContent = ROOM;
+    loadingPresence();
     let snapshot;
     try {
       demo.me = await api("/me");
@@ -380,6 +389,7 @@
     const later = messages.querySelectorAll(".message");
     const shown = [...later].map((node) => node.dataset.id);
     showRoom(snapshot);
+    showPresence(snapshot.presence);
     // Messages the stream brought before the snapshot arrived (it may not have them yet).
     for (const id of shown) {
       if (!snapshot.messages.some((message) => message.id === id)) {
@@ -391,6 +401,85 @@
     $("chat-input").disabled = false;
     $("chat-send").disabled = false;
   }
+
+  // -- who is in the room -----------------------------------------------------------------------
+  //
+  // The stream declares this browser's chat user (the session's name) as a member of the room,
+  // so every tab of a browser is one member, as it is one user. The list starts from the room's
+  // snapshot (`presence` in GET /rooms/<room>, from sse.presence()), read once the stream is
+  // open, then follows the room's join and leave events. Those that arrive while the snapshot
+  // loads are applied after it, in order: each one says what became true when it was
+  // published, and the last one about a member wins, whichever side of the snapshot it was.
+
+  const members = new Set();
+  // Above SSECORS_PRESENCE_MAX_MEMBERS the snapshot only counts: the count follows the events.
+  let countsOnly = false;
+  let memberCount = 0;
+  let presenceLoading = true;
+  let pendingPresence = [];
+
+  function onPresence(member, present, event) {
+    demo.received.presence.push({ type: present ? JOIN : LEAVE, member, id: channelId(event, 1) });
+    if (presenceLoading) pendingPresence.push([member, present]);
+    else applyPresence(member, present);
+    drawMembers();
+  }
+
+  function applyPresence(member, present) {
+    if (countsOnly) {
+      memberCount = Math.max(0, memberCount + (present ? 1 : -1));
+    } else if (present) {
+      members.add(member);
+    } else {
+      members.delete(member);
+    }
+  }
+
+  function loadingPresence() {
+    presenceLoading = true;
+    pendingPresence = [];
+  }
+
+  function showPresence(snapshot) {
+    countsOnly = snapshot.counts_only;
+    memberCount = snapshot.member_count;
+    members.clear();
+    for (const member of snapshot.members) members.add(member);
+    const waiting = pendingPresence;
+    presenceLoading = false;
+    pendingPresence = [];
+    for (const [member, present] of waiting) applyPresence(member, present);
+    drawMembers();
+  }
+
+  function drawMembers() {
+    const list = $("members");
+    if (presenceLoading) return;
+    const items = [...members].sort().map((member) => {
+      const item = document.createElement("li");
+      item.className = "member";
+      item.dataset.member = member;
+      item.textContent = member;
+      if (demo.me && member === demo.me.name) {
+        item.classList.add("mine");
+        item.style.setProperty("--hue", String(demo.me.hue));
+        const you = document.createElement("span");
+        you.className = "you";
+        you.textContent = " (you)";
+        item.append(you);
+      }
+      return item;
+    });
+    if (countsOnly) {
+      const item = document.createElement("li");
+      item.className = "member-note";
+      item.textContent = "too many to list";
+      items.push(item);
+    }
+    list.replaceChildren(...items);
+    $("member-count").textContent = `(${countsOnly ? memberCount : members.size})`;
+  }
+  demo.members = () => [...members].sort();
 
   function chatError(text) {
     const error = $("chat-error");

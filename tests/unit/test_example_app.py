@@ -7,17 +7,23 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import runpy
 import typing as t
 
+import gevent
 import pytest
 from flask import Flask
 
 from example_app import create_app
 from example_app.app import ssecors_environment
+from example_app.extensions import sse
+from example_app.streams import TICKER_CHANNEL
 from example_app.ticker import price
 from example_app.ticker import Ticker
+from flask_ssecors import Event
 from flask_ssecors.exceptions import ConfigError
+from flask_ssecors.testing import EventStreamReader
 from flask_ssecors.testing import SSETestClient
 from tests.support.example_server import CONFIG
 from tests.support.example_server import ipv6_loopback_works
@@ -25,6 +31,9 @@ from tests.support.example_server import ipv6_loopback_works
 API = "http://localhost:5000"
 PAGE = "http://localhost:5001"
 REFUSED = "http://127.0.0.1:5001"
+#: The lobby's join and leave events on the page's stream of two channels.
+JOIN, LEAVE = "room:lobby/ssecors-join", "room:lobby/ssecors-leave"
+PRESENCE_EVENTS = (JOIN, LEAVE)
 
 
 def build(**config: t.Any) -> Flask:
@@ -283,6 +292,114 @@ def test_room_stream_continues_from_the_cursor(app: Flask, api: SSETestClient) -
     assert {e.event for e in events} == {"message"}
 
 
+# -- who is in the room ---------------------------------------------------------------------------
+
+
+def next_of(stream: EventStreamReader, *types: str, timeout: float = 5.0) -> Event:
+    """The stream's next event of one of ``types`` (ticks and the rest are skipped).
+
+    :raises TimeoutError: when none came within ``timeout`` seconds of the last event.
+    """
+    event = stream.next_event(timeout)
+    while event.event not in types:
+        event = stream.next_event(timeout)
+    return event
+
+
+def member_of(event: Event) -> str:
+    return t.cast(str, json.loads(t.cast(str, event.data))["member"])
+
+
+def lobby(client: SSETestClient) -> dict[str, t.Any]:
+    """``presence`` of ``GET /rooms/lobby``, as ``client`` reads it."""
+    room = client.get("/rooms/lobby", base_url=API, headers={"Origin": PAGE}).get_json()
+    return t.cast("dict[str, t.Any]", room["presence"])
+
+
+def settled(client: SSETestClient, connections: int) -> dict[str, t.Any]:
+    """The lobby's presence once it counts ``connections`` (a stream ends in its own
+    greenlet), or after two seconds."""
+    for _ in range(200):
+        seen = lobby(client)
+        if seen["connections"] == connections:
+            break
+        gevent.sleep(0.01)
+    return seen
+
+
+def test_the_page_stream_signs_a_new_visitor_in_as_a_member_of_the_room(
+    app: Flask, api: SSETestClient
+) -> None:
+    """The page opens its stream before ``GET /me``: the stream gives a new visitor its user
+    (and the cookie), so the member it declared is the user ``/me`` then names."""
+    headers = {"Origin": PAGE}
+    with api.open_stream("/page-events?room=lobby", base_url=API, headers=headers) as stream:
+        assert stream.response.headers["Set-Cookie"].startswith("ssecors_demo_session=")
+        join = next_of(stream, JOIN)
+        user = signed_in(api)
+        assert member_of(join) == user["name"]
+        assert lobby(api) == {
+            "channel": "room:lobby",
+            "members": [user["name"]],
+            "member_count": 1,
+            "connections": 1,
+            "counts_only": False,
+        }
+        with app.app_context():
+            ticker = sse.presence(TICKER_CHANNEL)
+        assert ticker.members == {user["name"]}, "counted on the ticker too"
+        next_of(stream, "ticker/tick")
+
+
+def test_two_users_see_each_other_join_and_leave(app: Flask) -> None:
+    alice, bob = (t.cast(SSETestClient, app.test_client()) for _ in range(2))
+    names = {signed_in(alice)["name"], signed_in(bob)["name"]}
+    assert len(names) == 2, "a new visitor is not given the name of one in the room"
+    headers = {"Origin": PAGE}
+    with alice.open_stream("/page-events?room=lobby", base_url=API, headers=headers) as seen:
+        assert member_of(next_of(seen, JOIN)) == signed_in(alice)["name"]
+        with bob.open_stream("/rooms/lobby/events", base_url=API, headers=headers) as bobs:
+            joined = next_of(seen, JOIN)
+            assert member_of(joined) == signed_in(bob)["name"]
+            assert member_of(next_of(bobs, "ssecors-join")) == signed_in(bob)["name"]
+            assert settled(alice, 2)["members"] == sorted(names)
+        left = next_of(seen, LEAVE, JOIN)
+        assert (left.event, member_of(left)) == (LEAVE, signed_in(bob)["name"])
+        assert settled(alice, 1)["members"] == [signed_in(alice)["name"]]
+
+
+def test_the_tabs_of_one_browser_are_one_member(app: Flask, api: SSETestClient) -> None:
+    """Two streams of one session (two tabs, or two page origins, of one browser): one member,
+    two connections, one join; the leave comes when the last one closes."""
+    user = signed_in(api)
+    watcher = t.cast(SSETestClient, app.test_client())
+    signed_in(watcher)
+    headers = {"Origin": PAGE}
+    with watcher.open_stream("/rooms/lobby/events", base_url=API, headers=headers) as watching:
+        next_of(watching, "ssecors-join")  # the watcher's own
+        with api.open_stream("/page-events?room=lobby", base_url=API, headers=headers):
+            assert member_of(next_of(watching, "ssecors-join")) == user["name"]
+            with api.open_stream("/rooms/lobby/events", base_url=API, headers=headers):
+                assert settled(api, 3)["member_count"] == 2
+            assert settled(api, 2)["member_count"] == 2
+            with pytest.raises(TimeoutError):
+                next_of(watching, "ssecors-join", "ssecors-leave", timeout=0.3)
+        assert member_of(next_of(watching, "ssecors-leave")) == user["name"]
+
+
+def test_a_new_visitor_is_not_given_a_name_present_in_a_room(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = t.cast(SSETestClient, app.test_client())
+    draws = iter(["amber", "badger", "amber", "badger", "brisk", "crane"])
+    monkeypatch.setattr(random, "choice", lambda options: next(draws))
+    assert signed_in(first)["name"] == "amber-badger"
+    with first.open_stream("/rooms/lobby/events", base_url=API, headers={"Origin": PAGE}) as s:
+        next_of(s, "ssecors-join")
+        second = t.cast(SSETestClient, app.test_client())
+        assert signed_in(second)["name"] == "brisk-crane"
+
+
 # -- the ticker and the feed ---------------------------------------------------------------------
 
 
@@ -302,8 +419,9 @@ def test_ticks_start_with_history_then_resume_after_last_event_id(api: SSETestCl
 def test_page_events_carry_the_ticker_and_the_room_on_one_stream(
     app: Flask, api: SSETestClient
 ) -> None:
-    """No session needed to read; events typed ``<channel>/<type>``, data untouched; the id
-    holds both channels' positions, and resuming from it replays what was missed."""
+    """No session needed to open it; events typed ``<channel>/<type>``, data untouched; the id
+    holds both channels' positions, and resuming from it replays what was missed (the room's
+    join and leave events among it)."""
     poster = t.cast(SSETestClient, app.test_client())
     signed_in(poster)
     headers = {"Origin": PAGE}
@@ -327,7 +445,7 @@ def test_page_events_carry_the_ticker_and_the_room_on_one_stream(
     with api.open_stream("/page-events?room=lobby", base_url=API, headers=resume) as stream:
         replayed = stream.next_event()
         while replayed.event != "room:lobby/message":
-            assert replayed.event == "ticker/tick", replayed
+            assert replayed.event in ("ticker/tick", *PRESENCE_EVENTS), replayed
             replayed = stream.next_event()
     assert json.loads(t.cast(str, replayed.data))["text"] == "missed"
     assert t.cast(str, replayed.id).split("~")[1] != chat_id
