@@ -4,6 +4,7 @@ Installed through entry points, so every Flask app gets the group without regist
 
 - ``flask ssecors routes``: every route flask-ssecors polices, with its effective policy;
 - ``flask ssecors publish CHANNEL DATA``: publish an event through the app's broker;
+- ``flask ssecors presence CHANNEL``: who holds streams on a channel, through the app's broker;
 - the auditor's commands, ``flask ssecors check URL --origin ORIGIN`` (also installed as
   ``ssecors-check``), ``check-broker`` and ``race-server``, which live in
   :mod:`flask_ssecors.checker` and need the ``check`` extra (``h11`` and ``h2``): they are
@@ -34,6 +35,7 @@ from ._urls import redact
 from .brokers import MemoryBroker
 from .events import Event
 from .exceptions import BrokerUnavailable
+from .exceptions import ChannelError
 from .exceptions import EventFieldError
 
 if t.TYPE_CHECKING:
@@ -96,7 +98,7 @@ def main(argv: cabc.Sequence[str] | None = None) -> None:
 
 @click.group("ssecors", cls=_Commands)
 def ssecors() -> None:
-    """flask-ssecors: audit streams, list policed routes, publish events."""
+    """flask-ssecors: audit streams, list policed routes, publish events, show presence."""
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -243,3 +245,53 @@ def publish_command(channel: str, data: str, event_name: str | None, as_json: bo
     except BrokerUnavailable as error:
         raise click.ClickException(f"could not publish: {error}") from None
     click.echo(event_id)
+
+
+# -- presence ------------------------------------------------------------------------------
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+@ssecors.command("presence")
+@click.argument("channel")
+@click.option("--json", "as_json", is_flag=True, help="Print Presence.as_dict() as JSON.")
+@with_appcontext
+def presence_command(channel: str, as_json: bool) -> None:
+    """Print who holds streams on CHANNEL: its members, sorted, one per line, then how many
+    members and connections (streams that declared a member) it has.
+
+    Above SSECORS_PRESENCE_MAX_MEMBERS members, only the counts are read. With the in-memory
+    broker, only this process's streams are counted (none of a server's): use it with a Redis
+    broker (SSECORS_BROKER_URL).
+    """
+    state = _state()
+    broker = state.broker
+    if isinstance(broker, MemoryBroker):
+        click.echo(
+            "note: the app uses the in-memory broker (SSECORS_BROKER_URL = memory://): only "
+            "the streams of this process are counted, none served by another one.",
+            err=True,
+        )
+    try:
+        presence = broker.presence(channel, max_members=state.settings.presence_max_members)
+    except ChannelError as error:
+        raise click.BadParameter(str(error), param_hint="'CHANNEL'") from None
+    except BrokerUnavailable as error:
+        raise click.ClickException(f"could not read presence: {error}") from None
+    if as_json:
+        click.echo(json.dumps(presence.as_dict(), indent=2))
+        return
+    for member in sorted(presence.members):
+        click.echo(member)
+    counts = (
+        f"{channel}: {_counted(presence.member_count, 'member')}, "
+        f"{_counted(presence.connections, 'connection')}"
+    )
+    if presence.counts_only:
+        counts += (
+            " (counts only: more members than SSECORS_PRESENCE_MAX_MEMBERS = "
+            f"{state.settings.presence_max_members:,}, so they are not listed)"
+        )
+    click.echo(counts)

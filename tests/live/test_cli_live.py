@@ -1,6 +1,7 @@
 """``ssecors-check`` and the ``flask ssecors`` commands against live servers: the console scripts
-against tests/live_apps/broken_servers.py, and ``publish`` through a real Redis (the commands that
-need no server are in tests/unit/test_cli.py)."""
+against tests/live_apps/broken_servers.py, ``publish`` through a real Redis, and ``presence`` of
+the example app's streams under gunicorn (the commands that need no server are in
+tests/unit/test_cli.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from flask_ssecors import SSECors
 from flask_ssecors._cli import ssecors
 from flask_ssecors.brokers import create_broker
 from flask_ssecors.checker._cli import check_command
+from tests.support.example_server import ExampleServer
 from tests.support.servers import LiveServer
 from tests.support.servers import RedisServer
+from tests.support.wire import StreamClient
 from tests.unit.test_cli import BIN
 from tests.unit.test_cli import ORIGIN
 from tests.unit.test_cli import run
@@ -173,3 +176,45 @@ def test_flask_publish_command_from_the_shell(redis_url: str, tmp_path: Path) ->
     assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
     data = replay_after(redis_url, "c", first.stdout.strip())
     assert data == f"id: {second.stdout.strip()}\ndata: b\n\n".encode()
+
+
+def joined(stream: StreamClient, channel: str) -> str:
+    """The member of the next join event on ``channel`` that ``stream`` (several channels)
+    receives."""
+    while True:
+        event = stream.next_event()
+        if event.event == f"{channel}/ssecors-join":
+            return t.cast(str, json.loads(t.cast(str, event.data))["member"])
+
+
+@pytest.mark.live
+@pytest.mark.redis
+def test_flask_presence_command_counts_a_servers_streams(redis_url: str, tmp_path: Path) -> None:
+    """``flask ssecors presence`` in a shell, another process than the server: through Redis it
+    sees the streams that the example app's two workers serve."""
+    env = {"SSECORS_BROKER_URL": redis_url, "WORKERS": "2", "EXAMPLE_TICK_SECONDS": "0.2"}
+    with ExampleServer(tmp_path / "gunicorn.log", env=env) as server:
+        headers = {"Origin": server.page_origin}
+        path = "/page-events?room=lobby"
+        with (
+            StreamClient(server.api_port, path, headers) as first,
+            StreamClient(server.api_port, path, headers) as second,
+        ):
+            assert (first.status, second.status) == (200, 200)
+            names = sorted([joined(first, "room:lobby"), joined(first, "room:lobby")])
+            assert joined(second, "room:lobby") in names
+            command = [str(BIN / "flask"), "--app", "example_app:create_app()", "ssecors"]
+            shell = {"SSECORS_BROKER_URL": redis_url}
+            result = run(*command, "presence", "room:lobby", env=shell)
+            assert result.returncode == 0, result.stderr
+            assert (
+                result.stdout == f"{names[0]}\n{names[1]}\nroom:lobby: 2 members, 2 connections\n"
+            )
+            as_json = run(*command, "presence", "ticker", "--json", env=shell)
+            assert json.loads(as_json.stdout) == {
+                "channel": "ticker",
+                "members": names,
+                "member_count": 2,
+                "connections": 2,
+                "counts_only": False,
+            }

@@ -1,4 +1,5 @@
-"""The command line: ``ssecors-check``, ``flask ssecors check``, ``routes`` and ``publish``.
+"""The command line: ``ssecors-check``, ``flask ssecors check``, ``routes``, ``publish`` and
+``presence``.
 
 The installed entry points are run as real subprocesses (console script, ``flask`` plugin
 command); the rest goes through Click's runners.
@@ -6,6 +7,7 @@ command); the rest goes through Click's runners.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -15,12 +17,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from click.testing import Result
 from flask import Flask
+from flask import request
 
 from flask_ssecors import Event
 from flask_ssecors import SSECors
 from flask_ssecors._cli import ssecors
 from flask_ssecors.checker._cli import check_command
+from flask_ssecors.testing import EventStreamReader
+from tests.conftest import ALLOWED
+from tests.conftest import stream_client
 from tests.support.servers import ROOT
 
 ORIGIN = "https://app.example.com"
@@ -72,7 +79,7 @@ def test_nothing_listening_exits_1() -> None:
 def test_flask_lists_the_group(tmp_path: Path) -> None:
     result = run(str(BIN / "flask"), "ssecors", "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    for command in ("check", "publish", "routes"):
+    for command in ("check", "presence", "publish", "routes"):
         assert f"  {command} " in result.stdout
 
 
@@ -250,3 +257,115 @@ def test_publish_reports_an_unreachable_redis(make_app: t.Callable[..., Flask]) 
     result = app.test_cli_runner().invoke(ssecors, ["publish", "news", "x"])
     assert result.exit_code == 1
     assert "could not publish" in result.output
+
+
+# -- presence ------------------------------------------------------------------------------
+
+
+def present(make_app: t.Callable[..., Flask], **config: object) -> Flask:
+    """An app whose ``/rooms/<room>?member=NAME`` stream declares ``NAME`` on ``room:<room>``."""
+    app = make_app(**config)
+    sse = SSECors(app)
+
+    @app.get("/rooms/<room>")
+    @sse.stream()
+    def room(room: str) -> t.Any:
+        return sse.subscribe(f"room:{room}", member=request.args["member"])
+
+    return app
+
+
+def presence(app: Flask, *args: str) -> Result:
+    result = app.test_cli_runner().invoke(ssecors, ["presence", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@contextlib.contextmanager
+def streams(app: Flask, *paths: str) -> t.Iterator[None]:
+    """Open a stream on each of ``paths`` (in this process, on its memory broker) until the
+    block ends."""
+    client = stream_client(app)
+    with contextlib.ExitStack() as stack:
+        for path in paths:
+            reader: EventStreamReader = stack.enter_context(
+                client.open_stream(path, headers={"Origin": ALLOWED})
+            )
+            reader.read_chunk()  # the view ran: its member counts
+        yield
+
+
+def test_presence_lists_the_members_sorted_then_the_counts(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    app = present(make_app)
+    opened = ["/rooms/1?member=carol", "/rooms/1?member=alice", "/rooms/1?member=alice"]
+    with streams(app, *opened, "/rooms/1?member=bob", "/rooms/2?member=dave"):
+        result = presence(app, "room:1")
+        assert result.stdout == "alice\nbob\ncarol\nroom:1: 3 members, 4 connections\n"
+        assert "only the streams of this process are counted" in result.stderr
+        assert json.loads(presence(app, "room:1", "--json").stdout) == {
+            "channel": "room:1",
+            "members": ["alice", "bob", "carol"],
+            "member_count": 3,
+            "connections": 4,
+            "counts_only": False,
+        }
+        assert presence(app, "room:2").stdout == "dave\nroom:2: 1 member, 1 connection\n"
+
+
+def test_presence_of_a_channel_with_nobody(make_app: t.Callable[..., Flask]) -> None:
+    app = present(make_app)
+    with streams(app, "/rooms/1?member=alice"):
+        assert presence(app, "room:empty").stdout == "room:empty: 0 members, 0 connections\n"
+        assert json.loads(presence(app, "room:empty", "--json").stdout) == {
+            "channel": "room:empty",
+            "members": [],
+            "member_count": 0,
+            "connections": 0,
+            "counts_only": False,
+        }
+
+
+def test_presence_counts_only_above_the_setting(make_app: t.Callable[..., Flask]) -> None:
+    app = present(make_app, SSECORS_PRESENCE_MAX_MEMBERS=0)
+    with streams(app, "/rooms/1?member=alice", "/rooms/1?member=bob", "/rooms/1?member=bob"):
+        assert presence(app, "room:1").stdout == (
+            "room:1: 2 members, 3 connections (counts only: more members than "
+            "SSECORS_PRESENCE_MAX_MEMBERS = 0, so they are not listed)\n"
+        )
+        assert json.loads(presence(app, "room:1", "--json").stdout) == {
+            "channel": "room:1",
+            "members": [],
+            "member_count": 2,
+            "connections": 3,
+            "counts_only": True,
+        }
+
+
+def test_presence_of_a_name_no_broker_stores_is_a_usage_error(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    result = present(make_app).test_cli_runner().invoke(ssecors, ["presence", "a\x01b"])
+    assert result.exit_code == 2
+    assert "Invalid value for 'CHANNEL'" in result.output
+
+
+def test_presence_without_the_extension(make_app: t.Callable[..., Flask]) -> None:
+    result = make_app().test_cli_runner().invoke(ssecors, ["presence", "room:1"])
+    assert result.exit_code == 1
+    assert "flask-ssecors is not initialised on this app" in result.output
+
+
+@pytest.mark.redis
+def test_presence_reports_an_unreachable_redis(make_app: t.Callable[..., Flask]) -> None:
+    from tests.support.servers import free_port
+
+    app = make_app(
+        SSECORS_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", SSECORS_BROKER_TIMEOUT=1.0
+    )
+    SSECors(app)
+    result = app.test_cli_runner().invoke(ssecors, ["presence", "room:1"])
+    assert result.exit_code == 1
+    assert "could not read presence" in result.output
+    assert "in-memory broker" not in result.output
