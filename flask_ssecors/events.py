@@ -17,11 +17,19 @@ import re
 
 from .exceptions import EventFieldError
 
-__all__ = ["RESET_EVENT", "Event", "encode_comment"]
+__all__ = ["JOIN_EVENT", "LEAVE_EVENT", "RESET_EVENT", "Event", "encode_comment"]
 
 #: The ``event`` name a broker sends when a client's ``Last-Event-ID`` is unknown or older than
 #: the backlog it keeps: events may have been missed, so the client should reload its state.
 RESET_EVENT = "ssecors-reset"
+
+#: The ``event`` name a channel's subscribers receive when a member's first stream on it opens
+#: (data ``{"member": ...}``; where ``SSECORS_PRESENCE_EVENTS`` asks for it, see
+#: :ref:`presence`).
+JOIN_EVENT = "ssecors-join"
+
+#: The ``event`` name a channel's subscribers receive when a member's last stream on it closes.
+LEAVE_EVENT = "ssecors-leave"
 
 #: A line ends with CRLF, a lone LF or a lone CR, exactly as event-stream parsers split lines.
 #: ``str.splitlines`` is not used: it also splits on VT, FF, U+0085, U+2028 and U+2029, which

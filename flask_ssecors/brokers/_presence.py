@@ -25,12 +25,10 @@ import typing as t
 
 from .._config import default_of
 from ..events import Event
+from ..events import JOIN_EVENT as JOIN_EVENT
+from ..events import LEAVE_EVENT as LEAVE_EVENT
 from ._names import check_name
 
-#: The event type a channel's subscribers receive when a member's first stream opens.
-JOIN_EVENT: t.Final = "ssecors-join"
-#: The event type a channel's subscribers receive when a member's last stream closes.
-LEAVE_EVENT: t.Final = "ssecors-leave"
 #: Longest member string, in bytes of UTF-8.
 MAX_MEMBER_BYTES: t.Final = 256
 
