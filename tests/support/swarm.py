@@ -155,15 +155,18 @@ class Swarm:
         parallel: int = 1000,
         timeout: float = 120.0,
         headers_first: bool = True,
+        stream_class: type[SwarmStream] = SwarmStream,
     ) -> list[SwarmStream]:
         """Open one stream per path, at most ``parallel`` connecting at once; return them once
         each has its response headers (or failed), or with ``headers_first=False`` once each
-        request is sent (for servers that answer nothing before the first event)."""
+        request is sent (for servers that answer nothing before the first event).
+        ``stream_class`` is a subclass of :class:`SwarmStream` to use instead (a benchmark's
+        that only counts what it receives)."""
         ids: list[str | None] = [None] * len(paths)
         if last_event_ids is not None:
             ids = list(last_event_ids)
         opened: list[SwarmStream] = self._run(
-            self._open(paths, ids, origin, parallel, not headers_first), timeout
+            self._open(paths, ids, origin, parallel, not headers_first, stream_class), timeout
         )
         self.streams += opened
         return opened
@@ -175,6 +178,7 @@ class Swarm:
         origin: str,
         parallel: int,
         settle_on_send: bool,
+        stream_class: type[SwarmStream],
     ) -> list[SwarmStream]:
         gate = asyncio.Semaphore(parallel)
 
@@ -189,7 +193,7 @@ class Swarm:
             lines = [f"GET {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers), "", ""]
             opened: asyncio.Future[None] = self._loop.create_future()
             request = "\r\n".join(lines).encode()
-            stream = SwarmStream(path, request, opened, settle_on_send=settle_on_send)
+            stream = stream_class(path, request, opened, settle_on_send=settle_on_send)
             async with gate:
                 try:
                     await self._loop.create_connection(
