@@ -283,7 +283,9 @@ class RedisPresence:
         wake.start(self._work.set)
         self._wake = wake
         beat = self.ttl / 8
-        renewed = refreshed = 0.0
+        # Nothing to renew, reap or refresh yet: the first round waits a beat, so that a
+        # broker starting up (its listener subscribing) shares Redis with nothing.
+        renewed = refreshed = time.monotonic()
         try:
             while not self.closed:
                 if self._work.wait(beat):

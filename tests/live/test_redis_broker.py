@@ -31,10 +31,13 @@ from flask_ssecors._faults import FAULTS
 from flask_ssecors._parser import parse_events
 from flask_ssecors._wire import Frame
 from flask_ssecors.brokers import create_broker
+from flask_ssecors.brokers._presence import Presence
 from flask_ssecors.brokers._redis import _parse_event_id as parse_event_id
 from flask_ssecors.brokers._redis import RedisBroker
 from flask_ssecors.brokers._redis_listener import LINGER
 from flask_ssecors.events import Event
+from flask_ssecors.events import JOIN_EVENT
+from flask_ssecors.events import LEAVE_EVENT
 from flask_ssecors.events import RESET_EVENT
 from flask_ssecors.exceptions import BrokerUnavailable
 from tests.support.servers import RedisServer
@@ -42,6 +45,7 @@ from tests.support.servers import restart_on_same_port
 from tests.support.servers import ROOT
 from tests.unit.test_brokers import BACKLOG
 from tests.unit.test_brokers import BrokerContract
+from tests.unit.test_brokers import eventually
 from tests.unit.test_brokers import take as take_events
 from tests.unit.test_brokers import wait_until_closed
 
@@ -595,6 +599,22 @@ def test_publishes_reuse_their_connection_past_1024_open_descriptors(
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_presence_is_shared_by_the_workers_of_an_app(make_broker: MakeBroker) -> None:
+    one, two = make_broker(), make_broker()
+    watcher = one.subscribe("room")
+    here = one.subscribe("room", member="alice", announce=True)
+    there = two.subscribe("room", member="alice", announce=True)
+    assert eventually(lambda: two.presence("room").connections == 2)
+    assert one.presence("room") == Presence("room", frozenset({"alice"}), 1, 2)
+    here.close()
+    assert eventually(lambda: two.presence("room").connections == 1)
+    there.close()
+    assert eventually(lambda: one.presence("room").member_count == 0)
+    assert [e.event for e in take_events(watcher, 2)] == [JOIN_EVENT, LEAVE_EVENT]
+    assert nothing_more(watcher)
+    watcher.close()
 
 
 # -- configuration and the extension ---------------------------------------------------------

@@ -1049,25 +1049,6 @@ class BrokerContract:
         assert wait_until_closed(slow) == "overflow"
         assert eventually(lambda: broker.presence("room").member_count == 0)
 
-    def test_presence_is_shared_by_instances_of_a_shared_broker(
-        self, make_broker: MakeBroker
-    ) -> None:
-        if not self.shares_state_across_instances:
-            pytest.skip("one process is the whole broker: nothing to share")
-        one, two = make_broker(), make_broker()
-        watcher = one.subscribe("room")
-        here = one.subscribe("room", member="alice", announce=True)
-        there = two.subscribe("room", member="alice", announce=True)
-        assert eventually(lambda: two.presence("room").connections == 2)
-        assert one.presence("room") == Presence("room", frozenset({"alice"}), 1, 2)
-        here.close()
-        assert eventually(lambda: two.presence("room").connections == 1)
-        there.close()
-        assert eventually(lambda: one.presence("room").member_count == 0)
-        assert [e.event for e in take(watcher, 2)] == [JOIN_EVENT, LEAVE_EVENT]
-        assert_nothing_more(watcher)
-        watcher.close()
-
 
 class TestMemoryBroker(BrokerContract):
     @pytest.fixture
