@@ -525,7 +525,7 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
     Option("drain_on_shutdown", default=True, check=_bool, group="app"),
     Option("helper_url_prefix", default="/_ssecors", check=_url_prefix, group="app"),
     Option("presence_ttl", default=30.0, check=_number(1.0, 3600.0), group="app"),
-    Option("presence_max_members", default=1000, check=_integer(0), group="app"),
+    Option("presence_max_members", default=500, check=_integer(0), group="app"),
 )
 _BY_KEY: t.Final = {option.key: option for option in OPTIONS}
 _BY_KWARG: t.Final = {option.kwarg: option for option in OPTIONS}
@@ -704,6 +704,23 @@ def _combined_issues(
     check, which is reported already).
     """
     issues: list[ConfigIssue] = []
+    members, queue = values.get("presence_max_members"), values.get("queue_size")
+    if (
+        values.get("presence_events")
+        and isinstance(members, int)
+        and isinstance(queue, int)
+        and members >= queue
+    ):
+        issues.append(
+            ConfigIssue(
+                name_of("presence_max_members"),
+                members,
+                f"with {name_of('presence_events')} on, channels up to this many members "
+                "announce joins and leaves, and a worker that stops makes all of its "
+                "members leave at once: that burst must fit each subscriber's queue, so "
+                f"keep this below {name_of('queue_size')} ({queue}), or raise that.",
+            )
+        )
     if values.get("allow_credentials") is not True:
         return issues  # every combination refused below involves credentials
     origins = values.get("origins")

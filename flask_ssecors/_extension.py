@@ -156,6 +156,7 @@ class SSECors:
                 max_event_size=settings.max_event_size,
                 min_replicas=settings.broker_min_replicas,
                 presence_ttl=settings.presence_ttl,
+                presence_max_members=settings.presence_max_members,
             ),
             streams=StreamTracker(app, settings, counters),
             tokens=_token_codec(app, settings),

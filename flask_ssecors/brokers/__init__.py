@@ -50,6 +50,7 @@ def create_broker(
     max_event_size: int | None = default_of("max_event_size"),
     min_replicas: int = default_of("broker_min_replicas"),
     presence_ttl: float = default_of("presence_ttl"),
+    presence_max_members: int = default_of("presence_max_members"),
 ) -> Broker:
     """Create the broker a validated ``SSECORS_BROKER_URL`` names.
 
@@ -62,11 +63,18 @@ def create_broker(
     :param min_replicas: replicas that acknowledge each publish (``SSECORS_BROKER_MIN_REPLICAS``).
     :param presence_ttl: seconds within which a dead process's members leave
         (``SSECORS_PRESENCE_TTL``; shared brokers only).
+    :param presence_max_members: joins are announced while a channel has at most this many
+        members (``SSECORS_PRESENCE_MAX_MEMBERS``).
     :raises ConfigError: when the URL names Redis and the ``redis`` package is missing.
     """
     scheme = url.partition("://")[0].lower()
     if scheme == "memory":
-        return MemoryBroker(backlog=backlog, channel_ttl=channel_ttl, max_event_size=max_event_size)
+        return MemoryBroker(
+            backlog=backlog,
+            channel_ttl=channel_ttl,
+            max_event_size=max_event_size,
+            presence_max_members=presence_max_members,
+        )
     try:
         from ._redis import RedisBroker
     except ImportError as error:
@@ -83,4 +91,5 @@ def create_broker(
         max_event_size=max_event_size,
         min_replicas=min_replicas,
         presence_ttl=presence_ttl,
+        presence_max_members=presence_max_members,
     )

@@ -75,6 +75,8 @@ class MemoryBroker:
         forgotten (``SSECORS_CHANNEL_TTL``); None keeps channels for good.
     :param max_event_size: largest encoded event accepted, in bytes
         (``SSECORS_MAX_EVENT_SIZE``); None for no limit.
+    :param presence_max_members: joins are announced while a channel has at most this many
+        members (``SSECORS_PRESENCE_MAX_MEMBERS``), so a burst of leave events stays bounded.
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class MemoryBroker:
         *,
         channel_ttl: float | None = default_of("channel_ttl"),
         max_event_size: int | None = default_of("max_event_size"),
+        presence_max_members: int = default_of("presence_max_members"),
     ) -> None:
         self.backlog = backlog
+        self.presence_max_members = presence_max_members
         self.channel_ttl = channel_ttl
         self.max_event_size = max_event_size
         self._channels: dict[str, _Channel] = {}
@@ -167,8 +171,12 @@ class MemoryBroker:
             if self._presence.add(channel, member, announce=announce) != 1:
                 return
             self._presence.updates += 1
-            if (channel, member) in self._presence.announced:
-                self.publish(channel, presence_event(JOIN_EVENT, member))
+            if (channel, member) not in self._presence.announced:
+                return
+            if len(self._presence.counts[channel]) > self.presence_max_members:
+                self._presence.announced.discard((channel, member))  # nor its leave
+                return
+            self.publish(channel, presence_event(JOIN_EVENT, member))
 
     def _leave(self, channel: str, member: str) -> None:
         with self._lock:
@@ -188,7 +196,10 @@ class MemoryBroker:
         """Who holds streams on ``channel`` (this process is the whole broker)."""
         check_channel(channel)
         with self._lock:
-            return build_presence(channel, self._presence.counts.get(channel, {}), max_members)
+            local = self._presence
+            return build_presence(
+                channel, local.counts.get(channel, {}), local.totals.get(channel, 0), max_members
+            )
 
     def presence_stats(self) -> dict[str, int]:
         """See :meth:`.base.Broker.presence_stats`."""

@@ -89,16 +89,20 @@ def announces(setting: bool | tuple[str, ...], channel: str) -> bool:
 
 
 def build_presence(
-    channel: str, counts: t.Mapping[str, int], max_members: int = default_of("presence_max_members")
+    channel: str,
+    counts: t.Mapping[str, int],
+    connections: int,
+    max_members: int = default_of("presence_max_members"),
 ) -> Presence:
-    """A :class:`Presence` from each member's stream count."""
-    present = {member: n for member, n in counts.items() if n > 0}
-    counts_only = len(present) > max_members
+    """A :class:`Presence` from each member's stream count (members with none left out) and
+    the channel's total; the members are only listed up to ``max_members``, so a counts-only
+    answer costs nothing per member."""
+    counts_only = len(counts) > max_members
     return Presence(
         channel=channel,
-        members=frozenset() if counts_only else frozenset(present),
-        member_count=len(present),
-        connections=sum(present.values()),
+        members=frozenset() if counts_only else frozenset(counts),
+        member_count=len(counts),
+        connections=connections,
         counts_only=counts_only,
     )
 
@@ -110,8 +114,10 @@ class LocalPresence:
     """
 
     def __init__(self) -> None:
-        #: channel -> member -> streams of this process.
+        #: channel -> member -> streams of this process (members with none left out).
         self.counts: dict[str, dict[str, int]] = {}
+        #: channel -> streams of this process that declared a member.
+        self.totals: dict[str, int] = {}
         #: (channel, member) pairs whose join this process asked to announce.
         self.announced: set[tuple[str, str]] = set()
         #: Presence changes written to the broker (one per changed (channel, member)).
@@ -122,6 +128,7 @@ class LocalPresence:
         members = self.counts.setdefault(channel, {})
         count = members.get(member, 0) + 1
         members[member] = count
+        self.totals[channel] = self.totals.get(channel, 0) + 1
         if count == 1 and announce:
             self.announced.add((channel, member))
         return count
@@ -132,12 +139,14 @@ class LocalPresence:
         if members is None or member not in members:
             return 0
         count = members[member] - 1
+        self.totals[channel] -= 1
         if count > 0:
             members[member] = count
             return count
         del members[member]
         if not members:
             del self.counts[channel]
+            del self.totals[channel]
         return 0
 
     def count(self, channel: str, member: str) -> int:
@@ -148,6 +157,6 @@ class LocalPresence:
         """``members`` (present (channel, member) pairs), ``streams`` and ``updates``."""
         return {
             "members": sum(len(members) for members in self.counts.values()),
-            "streams": sum(sum(members.values()) for members in self.counts.values()),
+            "streams": sum(self.totals.values()),
             "updates": self.updates,
         }

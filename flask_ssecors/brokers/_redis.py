@@ -106,6 +106,8 @@ class RedisBroker:
         :meth:`publish` returns (``SSECORS_BROKER_MIN_REPLICAS``).
     :param presence_ttl: seconds within which the members of a process that died leave
         (``SSECORS_PRESENCE_TTL``; see :mod:`flask_ssecors.brokers._redis_presence`).
+    :param presence_max_members: joins are announced while a channel has at most this many
+        members (``SSECORS_PRESENCE_MAX_MEMBERS``).
     """
 
     def __init__(
@@ -120,9 +122,11 @@ class RedisBroker:
         pool_size: int = 8,
         min_replicas: int = default_of("broker_min_replicas"),
         presence_ttl: float = default_of("presence_ttl"),
+        presence_max_members: int = default_of("presence_max_members"),
     ) -> None:
         self.url = url
         self.presence_ttl = presence_ttl
+        self.presence_max_members = presence_max_members
         self.address = parse_url(url)
         self.min_replicas = min_replicas
         self.backlog = backlog
@@ -201,6 +205,7 @@ class RedisBroker:
             run=self._run,
             keys=self.keys,
             ttl=self.presence_ttl,
+            max_announced=self.presence_max_members,
             backlog=self.backlog,
             channel_ttl=self.channel_ttl,
         )

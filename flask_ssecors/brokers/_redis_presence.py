@@ -62,12 +62,16 @@ _RLock: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading",
 BATCH: t.Final = 200
 #: Dead workers looked at per check.
 REAP_BATCH: t.Final = 8
+#: Seconds the manager waits after a change before writing, so that the changes made
+#: meanwhile share the round trip. A reader in the broker's thread writes at once.
+WRITE_DELAY: t.Final = 0.02
 
 #: Write this worker's absolute stream counts on one channel. KEYS: see
 #: :meth:`Keys.presence`. ARGV: worker, key TTL (ms), backlog + 1, channel TTL (ms, 0: none),
-#: a new generation, now (ms), n, then n times: member, streams, announce ('1'/'0'), encoded
-#: join event, encoded leave event. Returns -1 when the worker was reaped on this channel (it
-#: must take a new name), else the number of join and leave events published.
+#: a new generation, now (ms), n, the most members a channel announces joins for, then n
+#: times: member, streams, announce ('1'/'0'), encoded join event ('' when not announced),
+#: encoded leave event. Returns -1 when the worker was reaped on this channel (it must take a
+#: new name), else the number of join and leave events published.
 SET_SCRIPT: t.Final = (
     PUBLISH_FUNCTION
     + """
@@ -77,7 +81,7 @@ local function event(encoded)
 end
 local published = 0
 for i = 0, tonumber(ARGV[7]) - 1 do
-  local at = 8 + i * 5
+  local at = 9 + i * 5
   local member, count = ARGV[at], tonumber(ARGV[at + 1])
   local old = tonumber(redis.call('HGET', KEYS[7], member) or '0')
   if count ~= old then
@@ -95,7 +99,8 @@ for i = 0, tonumber(ARGV[7]) - 1 do
         event(ARGV[at + 4])
         published = published + 1
       end
-    elseif total == delta and ARGV[at + 2] == '1' then
+    elseif total == delta and ARGV[at + 2] == '1'
+        and redis.call('HLEN', KEYS[3]) <= tonumber(ARGV[8]) then
       redis.call('SADD', KEYS[5], member)
       event(ARGV[at + 3])
       published = published + 1
@@ -110,7 +115,8 @@ return published
 
 #: Remove a (dead, or renamed) worker's members from one channel. KEYS: see
 #: :meth:`Keys.presence`, the worker's own hash last. ARGV: worker, key TTL (ms), backlog + 1,
-#: channel TTL (ms), a new generation, now (ms), n, then n times: member, encoded leave event.
+#: channel TTL (ms), a new generation, now (ms), n, (unused), then n times: member, encoded
+#: leave event.
 #: Members of the worker not among the n (it wrote meanwhile) stay; returns how many there are.
 REAP_SCRIPT: t.Final = (
     PUBLISH_FUNCTION
@@ -120,7 +126,7 @@ redis.call('ZADD', KEYS[6], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now - ttl)
 redis.call('PEXPIRE', KEYS[6], ttl)
 for i = 0, tonumber(ARGV[7]) - 1 do
-  local at = 8 + i * 2
+  local at = 9 + i * 2
   local member = ARGV[at]
   local old = tonumber(redis.call('HGET', KEYS[7], member) or '0')
   if old > 0 then
@@ -178,6 +184,8 @@ class RedisPresence:
         client, :class:`BrokerUnavailable` on failure).
     :param keys: the key layout.
     :param ttl: ``SSECORS_PRESENCE_TTL``, seconds.
+    :param max_announced: joins are announced while a channel has at most this many members
+        (``SSECORS_PRESENCE_MAX_MEMBERS``), so that a burst of leaves stays bounded.
     :param backlog: ``SSECORS_BACKLOG`` (join and leave events are events of the channel).
     :param channel_ttl: ``SSECORS_CHANNEL_TTL``.
     """
@@ -188,12 +196,14 @@ class RedisPresence:
         run: t.Callable[[str, t.Callable[[t.Any], t.Any]], t.Any],
         keys: Keys,
         ttl: float,
+        max_announced: int,
         backlog: int,
         channel_ttl: float | None,
     ) -> None:
         self.run = run
         self.keys = keys
         self.ttl = ttl
+        self.max_announced = max_announced
         self.backlog = backlog
         self.channel_ttl = channel_ttl
         self.worker = _worker_name()
@@ -290,6 +300,9 @@ class RedisPresence:
             while not self.closed:
                 if self._work.wait(beat):
                     self._work.clear()
+                    # The changes of the next few ms share the round trip (a connect storm
+                    # arrives over seconds: without this, each open would be a write).
+                    gevent.sleep(WRITE_DELAY)
                 now = time.monotonic()
                 try:
                     if self._dirty:
@@ -383,6 +396,7 @@ class RedisPresence:
             new_generation(),
             int(time.time() * 1000),
             count,
+            self.max_announced,
         ]
 
     def _set_call(
@@ -394,7 +408,8 @@ class RedisPresence:
                 member,
                 count,
                 "1" if announce else "0",
-                encode_without_id(presence_event(JOIN_EVENT, member)),
+                encode_without_id(presence_event(JOIN_EVENT, member)) if announce else b"",
+                # Always: this may be the member's last stream, its join announced elsewhere.
                 encode_without_id(presence_event(LEAVE_EVENT, member)),
             ]
         return "set", self.keys.presence(channel, worker), args
@@ -435,7 +450,15 @@ class RedisPresence:
         return results
 
     def _call(self, what: str, name: str, keys: list[str], args: list[object]) -> t.Any:
-        return self.run(what, lambda client: self._pipeline(client, calls=[(name, keys, args)])[0])
+        """One script, without a pipeline (EVAL where Redis does not know it yet)."""
+
+        def call(client: t.Any) -> t.Any:
+            try:
+                return client.evalsha(self._hashes[name], len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                return client.eval(self._scripts[name], len(keys), *keys, *args)
+
+        return self.run(what, call)
 
     # -- liveness ----------------------------------------------------------------------------
 

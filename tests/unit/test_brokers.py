@@ -1018,6 +1018,26 @@ class BrokerContract:
         assert_nothing_more(watcher)
         watcher.close()
 
+    def test_joins_are_announced_up_to_the_limit(self, make_broker: MakeBroker) -> None:
+        """A burst of leaves (a worker stopping) stays within what a subscriber's queue
+        holds: above ``presence_max_members`` members, joins and their leaves are silent."""
+        broker = make_broker(presence_max_members=2)
+        watcher = broker.subscribe("room")
+        streams = [broker.subscribe("room", member=m, announce=True) for m in "abc"]
+        joined = take(watcher, 2)
+        assert [(e.event, json.loads(str(e.data))["member"]) for e in joined] == [
+            (JOIN_EVENT, "a"),
+            (JOIN_EVENT, "b"),
+        ]
+        assert eventually(lambda: broker.presence("room", max_members=5).member_count == 3)
+        for stream in streams:
+            stream.close()
+        left = take(watcher, 2)
+        assert sorted(json.loads(str(e.data))["member"] for e in left) == ["a", "b"]
+        assert all(e.event == LEAVE_EVENT for e in left)
+        assert_nothing_more(watcher)
+        watcher.close()
+
     @pytest.mark.parametrize(
         "member", ["", "a\nb", "nul\x00", "\x85", "x" * 257, 7, b"bytes"], ids=repr
     )

@@ -90,7 +90,7 @@ def settle(app: Flask, sse: SSECors, channel: str, connections: int) -> Presence
 def test_the_defaults(make_app: t.Callable[..., Flask]) -> None:
     settings = read_settings({"SSECORS_ALLOWED_ORIGINS": [ALLOWED]})
     assert settings.presence_ttl == 30.0
-    assert settings.presence_max_members == 1000
+    assert settings.presence_max_members == 500
     assert settings.stream.presence_events is False
 
 
@@ -113,6 +113,28 @@ def test_bad_settings_are_all_listed() -> None:
     ]
     with pytest.raises(ConfigError):
         read_settings({"SSECORS_ALLOWED_ORIGINS": [ALLOWED], "SSECORS_PRESENCE_EVENTS": 1})
+
+
+def test_announced_rooms_must_fit_the_queue(make_app: t.Callable[..., Flask]) -> None:
+    """A worker that stops makes all its members leave at once: with events on, the members
+    a channel announces must fit a subscriber's queue, at the app level and per view."""
+    base = {"SSECORS_ALLOWED_ORIGINS": [ALLOWED], "SSECORS_QUEUE_SIZE": 100}
+    with pytest.raises(ConfigError) as caught:
+        read_settings({**base, "SSECORS_PRESENCE_EVENTS": True})
+    (issue,) = caught.value.issues
+    assert issue.key == "SSECORS_PRESENCE_MAX_MEMBERS"
+    assert "SSECORS_QUEUE_SIZE (100)" in issue.reason
+    assert read_settings(
+        {**base, "SSECORS_PRESENCE_MAX_MEMBERS": 99, "SSECORS_PRESENCE_EVENTS": True}
+    )
+    assert read_settings(base)  # without events, any size
+    app = make_app(SSECORS_QUEUE_SIZE=100, SSECORS_PRESENCE_MAX_MEMBERS=99)
+    sse = SSECors(app)
+    with pytest.raises(ConfigError, match="presence_max_members"):  # when decorated
+
+        @sse.stream(presence_events=True, queue_size=50)
+        def big() -> t.Any:
+            return sse.subscribe("room:big", member="x")
 
 
 @pytest.mark.parametrize(
