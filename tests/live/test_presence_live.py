@@ -55,6 +55,12 @@ def serving(
         while len(children_of(server.process.pid)) < workers:
             assert time.monotonic() < deadline, "the workers did not start"
             time.sleep(0.1)
+        # A worker accepts a while after it started: until each has answered, every stream
+        # could land on one of them and the test would prove nothing about several.
+        answered: set[int] = set()
+        while len(answered) < workers:
+            assert time.monotonic() < deadline, f"only workers {answered} answered"
+            answered.add(get_json(server.port, "/local")["pid"])
         yield server
     finally:
         server.stop()
