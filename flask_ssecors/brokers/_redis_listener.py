@@ -42,6 +42,7 @@ from ..exceptions import BrokerUnavailable
 from ._base import deliver_contained
 from ._base import EndReason
 from ._base import Subscription
+from ._readiness import Readiness as Readiness
 from ._redis_conn import client_for
 from ._redis_conn import node_address
 from ._redis_conn import redis as redis
@@ -75,7 +76,6 @@ MAX_BACKOFF: t.Final = 1.0
 LINGER: t.Final = 5.0
 
 _RLock: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading", "RLock")
-_Event: t.Final[t.Any] = gevent.monkey.get_original("threading", "Event")
 
 #: An encoded event as a subscriber receives it, with its position in its channel (None for a
 #: reset event, which no later position makes obsolete).
@@ -93,29 +93,6 @@ LEAVING: t.Final = 3
 #: unsubscribed while a subscriber came back: to be subscribed again, and caught up from its
 #: stream once confirmed.
 LOST: t.Final = 4
-
-
-class Readiness:
-    """A flag waited for by subscribers, in greenlets of the broker's thread (a gevent event),
-    or in other OS threads (a real event, since a gevent event is waited for from one thread's
-    hub at a time)."""
-
-    def __init__(self) -> None:
-        self._greenlets = gevent.event.Event()
-        self._threads = _Event()
-
-    def set(self) -> None:
-        self._greenlets.set()
-        self._threads.set()
-
-    def clear(self) -> None:
-        self._greenlets.clear()
-        self._threads.clear()
-
-    def wait(self, timeout: float, *, home: bool) -> bool:
-        if home:
-            return bool(self._greenlets.wait(timeout))
-        return bool(self._threads.wait(timeout))
 
 
 class Channel:

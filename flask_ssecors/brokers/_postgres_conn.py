@@ -1,0 +1,202 @@
+"""Connections to PostgreSQL that cooperate with gevent, with or without monkey-patching.
+
+psycopg 3 picks its wait function when it is imported: a blocking C one unless gevent has
+patched ``select`` by then (``gunicorn -k gevent`` patches before the app is imported; a test
+process or a script that imports psycopg first does not). The broker does not depend on that
+order: its connections (:class:`GeventConnection`) wait for their socket through gevent's hub
+whatever psycopg chose, and connecting (libpq resolves and connects in one call) runs in
+gevent's thread pool. So a slow query never blocks other greenlets
+(``tests/live/test_postgres_broker_live.py``).
+
+:class:`Pool` bounds the connections a process opens for publishing and reading; a connection
+cut off mid-query (the broker timeout) is closed, never reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import typing as t
+
+import gevent
+import gevent.lock
+import gevent.select
+
+from ..exceptions import BrokerUnavailable
+
+try:
+    import psycopg
+    import psycopg.errors
+except ImportError as error:  # pragma: no cover - exercised by the missing-extra test
+    raise ImportError(
+        "SSECORS_BROKER_URL names PostgreSQL but the 'psycopg' package is not installed; "
+        "install flask-ssecors[postgres]."
+    ) from error
+
+#: What a dead or unreachable server raises.
+UNAVAILABLE: t.Final = (psycopg.OperationalError, psycopg.InterfaceError, OSError)
+
+_READ: t.Final = 1
+_WRITE: t.Final = 2
+
+
+def gevent_wait(gen: t.Generator[t.Any, t.Any, t.Any], fileno: int, timeout: float | None) -> t.Any:
+    """Run one of psycopg's generators, waiting for the socket through gevent's hub."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        state = next(gen)
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            readable, writable, _ = gevent.select.select(
+                (fileno,) if state & _READ else (),
+                (fileno,) if state & _WRITE else (),
+                (),
+                remaining,
+            )
+            ready = (_READ if readable else 0) | (_WRITE if writable else 0)
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                raise _WaitTimeout("wait timeout expired")
+            state = gen.send(ready)
+    except StopIteration as stop:
+        return stop.value
+
+
+_WaitTimeout: t.Final[type[Exception]] = getattr(
+    psycopg.errors, "_WaitTimeout", psycopg.OperationalError
+)
+
+
+class GeventConnection(psycopg.Connection[t.Any]):
+    """A psycopg connection whose waits yield to other greenlets."""
+
+    def wait(self, gen: t.Any, interval: float = 0.1, timeout: float | None = None) -> t.Any:
+        """See :meth:`psycopg.Connection.wait`: the same, through gevent's hub."""
+        return gevent_wait(gen, self.pgconn.socket, timeout)
+
+
+def connect(
+    conninfo: str, *, timeout: float, name: str, autocommit: bool = True
+) -> GeventConnection:
+    """Open a connection in gevent's thread pool (libpq connects in one blocking call).
+
+    :raises BrokerUnavailable: when the server cannot be reached or refuses; the message
+        quotes libpq's reason, which never holds the password.
+    """
+    options: dict[str, t.Any] = {
+        "autocommit": autocommit,
+        "application_name": name,
+        "prepare_threshold": None,
+    }
+    if "connect_timeout" not in conninfo:
+        options["connect_timeout"] = max(1, round(timeout + 0.49))
+    pending = gevent.get_hub().threadpool.spawn(GeventConnection.connect, conninfo, **options)
+    try:
+        connection = pending.get()
+    except UNAVAILABLE as error:
+        raise BrokerUnavailable(f"cannot connect to PostgreSQL: {_reason(error)}") from None
+    except BaseException:
+        # Cut off (a timeout, a kill): the thread may still connect; close what it makes.
+        pending.rawlink(_dispose)
+        raise
+    return t.cast(GeventConnection, connection)
+
+
+def _dispose(result: t.Any) -> None:
+    if result.successful():
+        _close(result.value)
+
+
+def first(cursor: psycopg.Cursor[t.Any]) -> t.Any:
+    """The first column of the one row a statement returns."""
+    row = cursor.fetchone()
+    if row is None:
+        raise psycopg.ProgrammingError("the statement returned no row")
+    return row[0]
+
+
+def _reason(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:300] or type(error).__name__
+
+
+def unavailable(what: str, error: BaseException) -> BrokerUnavailable:
+    """The :class:`BrokerUnavailable` for a failed operation."""
+    return BrokerUnavailable(f"{what}: {_reason(error)}")
+
+
+class Pool:
+    """At most ``size`` connections, each used by one greenlet at a time.
+
+    :param conninfo: the libpq URL.
+    :param size: bound on open connections.
+    :param timeout: bound on each :meth:`run` (waiting for a connection included).
+    :param name: ``application_name`` (``pg_stat_activity``).
+    """
+
+    def __init__(self, conninfo: str, *, size: int, timeout: float, name: str) -> None:
+        self.conninfo = conninfo
+        self.size = size
+        self.timeout = timeout
+        self.name = name
+        self._slots = gevent.lock.BoundedSemaphore(size)
+        self._idle: list[GeventConnection] = []
+        self._pid = os.getpid()
+
+    def run(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any:
+        """``call(connection)`` on a pooled connection, in autocommit, within the timeout.
+
+        :raises BrokerUnavailable: when the server does not answer within the timeout, or
+            cannot be reached.
+        """
+        if self._pid != os.getpid():  # forked: the parent's sockets are not ours
+            self._idle = []
+            self._slots = gevent.lock.BoundedSemaphore(self.size)
+            self._pid = os.getpid()
+        timer = gevent.Timeout(self.timeout)
+        timer.start()
+        try:
+            with self._slots:
+                connection = self._idle.pop() if self._idle else None
+                if connection is None or connection.closed:
+                    connection = connect(self.conninfo, timeout=self.timeout, name=self.name)
+                try:
+                    result = call(connection)
+                except psycopg.errors.QueryCanceled as error:
+                    raise unavailable(what, error) from None
+                except UNAVAILABLE:
+                    _close(connection)
+                    raise
+                except psycopg.Error:
+                    # The statement failed (a bug, a missing schema): the connection is fine.
+                    if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        _close(connection)
+                    else:
+                        self._idle.append(connection)
+                    raise
+                except BaseException:
+                    _close(connection)  # cut off mid-query: it may still owe an answer
+                    raise
+                self._idle.append(connection)
+                return result
+        except gevent.Timeout as expired:
+            if expired is not timer:
+                raise
+            raise BrokerUnavailable(
+                f"{what}: no answer from PostgreSQL within {self.timeout:g} s"
+            ) from None
+        except UNAVAILABLE as error:
+            raise unavailable(what, error) from None
+        finally:
+            timer.close()
+
+    def close(self) -> None:
+        """Close the idle connections (those in use close when they come back cut off)."""
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            _close(connection)
+
+
+def _close(connection: psycopg.Connection[t.Any]) -> None:
+    with contextlib.suppress(Exception):
+        connection.close()
