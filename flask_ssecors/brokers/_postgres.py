@@ -131,17 +131,18 @@ class PostgresBroker:
         self._pool = Pool(
             self.url, size=self.pool_size, timeout=self.timeout, name=f"ssecors-cmd-{pid}"
         )
+        runner = _ThreadAware(self)
         self._listener = Listener(
             conninfo=self.url,
             statements=self.statements,
-            pool=self._pool,
+            pool=runner,
             backlog=self.backlog,
             channel_ttl=self.channel_ttl,
             timeout=self.timeout,
             name=f"ssecors-listen-{pid}",
         )
         self._presence = PostgresPresence(
-            pool=self._pool,
+            pool=runner,
             statements=self.statements,
             ttl=self.presence_ttl,
             max_announced=self.presence_max_members,
@@ -172,9 +173,12 @@ class PostgresBroker:
             self._ensure_schema(pool)
         return pool.run(what, call)
 
-    def _ensure_schema(self, pool: Pool) -> None:
+    def _ensure_schema(self, pool: Pool | None = None) -> None:
+        """Create the schema unless it is there (once per process)."""
         from ._postgres_schema import ensure_schema
 
+        if pool is None:
+            pool = self._pool if thread_ident() == self._home else self._thread_pool()
         pool.run("schema", lambda c: ensure_schema(c, self.schema))
         self._schema_ready = True
 
@@ -194,7 +198,7 @@ class PostgresBroker:
         params = self._publishing.params(channel, event)
         if transaction is not None:
             if not self._schema_ready:
-                self._ensure_schema(self._pool)
+                self._ensure_schema()
             return self._publishing.in_transaction(transaction, params)
         statement = self.statements.publish
         if self.channel_ttl is not None and self._sweeper is None and thread_ident() == self._home:
@@ -382,7 +386,7 @@ class PostgresBroker:
         self._check_pid()
         self._start()
         if not self._schema_ready:
-            self._ensure_schema(self._pool)
+            self._ensure_schema()
         return self._presence.read(channel, max_members)
 
     def presence_stats(self) -> dict[str, int]:
@@ -417,9 +421,7 @@ class PostgresBroker:
             if self._background is not None and self._background.is_alive():
                 return
             if not self._schema_ready:
-                self._ensure_schema(
-                    self._pool if thread_ident() == self._home else self._thread_pool()
-                )
+                self._ensure_schema()
             self._listener.ready.clear()
             if thread_ident() == self._home:
                 self._spawn_background()
@@ -497,6 +499,19 @@ class PostgresBroker:
             self._listener.channels.clear()
             self._listener.leaving.clear()
             self._pool.close()
+
+
+class _ThreadAware:
+    """Runs statements through the broker: on its pool in its own thread, on the thread's
+    own connection in another (the background thread of a development server)."""
+
+    __slots__ = ("_broker",)
+
+    def __init__(self, broker: PostgresBroker) -> None:
+        self._broker = broker
+
+    def run(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any:
+        return self._broker._run(what, call)
 
 
 class _Replay:

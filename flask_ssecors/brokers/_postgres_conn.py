@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import time
 import typing as t
 
 import gevent
 import gevent.lock
+import gevent.monkey
 import gevent.select
 
 from ..exceptions import BrokerUnavailable
@@ -125,6 +127,12 @@ def unavailable(what: str, error: BaseException) -> BrokerUnavailable:
     return BrokerUnavailable(f"{what}: {_reason(error)}")
 
 
+class Runner(t.Protocol):
+    """Runs ``call(connection)`` on a connection, within the broker's bounds."""
+
+    def run(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any: ...
+
+
 class Pool:
     """At most ``size`` connections, each used by one greenlet at a time.
 
@@ -157,8 +165,8 @@ class Pool:
         timer.start()
         try:
             with self._slots:
-                connection = self._idle.pop() if self._idle else None
-                if connection is None or connection.closed:
+                connection = self._take_idle()
+                if connection is None:
                     connection = connect(self.conninfo, timeout=self.timeout, name=self.name)
                 try:
                     result = call(connection)
@@ -190,11 +198,32 @@ class Pool:
         finally:
             timer.close()
 
+    def _take_idle(self) -> GeventConnection | None:
+        """An idle connection still open: one whose server went away (a restart, a
+        failover, an idle timeout) has its socket readable (end of file, or the server's
+        farewell), and is closed instead of failing the next statement."""
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and not _readable(connection.pgconn.socket):
+                return connection
+            _close(connection)
+        return None
+
     def close(self) -> None:
         """Close the idle connections (those in use close when they come back cut off)."""
         idle, self._idle = self._idle, []
         for connection in idle:
             _close(connection)
+
+
+def _readable(fileno: int) -> bool:
+    """Whether a socket has something to read now (the OS's poll: any descriptor number)."""
+    poller = _poll()
+    poller.register(fileno, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+_poll: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("select", "poll")
 
 
 def _close(connection: psycopg.Connection[t.Any]) -> None:

@@ -42,7 +42,7 @@ from ._base import new_generation
 from ._base import Subscription
 from ._postgres_conn import connect
 from ._postgres_conn import GeventConnection
-from ._postgres_conn import Pool
+from ._postgres_conn import Runner
 from ._postgres_conn import UNAVAILABLE
 from ._postgres_sql import notify_channel
 from ._postgres_sql import Statements
@@ -117,7 +117,8 @@ class Listener:
 
     :param conninfo: the libpq URL.
     :param statements: the broker's statements.
-    :param pool: the broker's connection pool (reads).
+    :param pool: runs statements on the broker's connections (``PostgresBroker``'s pool, or
+        the calling thread's own connection).
     :param backlog: ``SSECORS_BACKLOG``.
     :param channel_ttl: ``SSECORS_CHANNEL_TTL`` (how often followed channels are touched).
     :param timeout: ``SSECORS_BROKER_TIMEOUT``.
@@ -129,7 +130,7 @@ class Listener:
         *,
         conninfo: str,
         statements: Statements,
-        pool: Pool,
+        pool: Runner,
         backlog: int,
         channel_ttl: float | None,
         timeout: float,

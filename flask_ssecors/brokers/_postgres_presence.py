@@ -30,7 +30,7 @@ from ._base import new_generation
 from ._base import thread_ident
 from ._postgres_conn import first
 from ._postgres_conn import GeventConnection
-from ._postgres_conn import Pool
+from ._postgres_conn import Runner
 from ._postgres_sql import SLACK
 from ._postgres_sql import Statements
 from ._presence import check_member
@@ -51,7 +51,7 @@ _RLock: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading",
 class PostgresPresence:
     """This worker's presence, written to PostgreSQL.
 
-    :param pool: the broker's connection pool.
+    :param pool: runs statements on the broker's connections.
     :param statements: the broker's statements.
     :param ttl: ``SSECORS_PRESENCE_TTL``.
     :param max_announced: ``SSECORS_PRESENCE_MAX_MEMBERS``.
@@ -62,7 +62,7 @@ class PostgresPresence:
     def __init__(
         self,
         *,
-        pool: Pool,
+        pool: Runner,
         statements: Statements,
         ttl: float,
         max_announced: int,
