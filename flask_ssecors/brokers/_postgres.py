@@ -486,8 +486,11 @@ class PostgresBroker:
         and close the connections."""
         self._listener.stop()
         self._presence.stop()
+        # Greenlets of a background thread's hub cannot be killed from here: they see the
+        # flags above and end (the thread is a daemon).
+        here = gevent.get_hub()
         for greenlet in [*self._greenlets, self._sweeper]:
-            if greenlet is not None:
+            if greenlet is not None and greenlet.parent is here:
                 greenlet.kill(block=True, timeout=1)
         for state in list(self._listener.channels.values()):
             for subscription in (*state.subscribers, *state.joining):

@@ -92,9 +92,11 @@ def connect(
     }
     if "connect_timeout" not in conninfo:
         options["connect_timeout"] = max(1, round(timeout + 0.49))
-    pending = gevent.get_hub().threadpool.spawn(GeventConnection.connect, conninfo, **options)
+    pending = gevent.get_hub().threadpool.spawn(_connect, conninfo, options)
     try:
         connection = pending.get()
+        if isinstance(connection, BaseException):
+            raise connection
     except UNAVAILABLE as error:
         raise BrokerUnavailable(f"cannot connect to PostgreSQL: {_reason(error)}") from None
     except BaseException:
@@ -104,8 +106,17 @@ def connect(
     return t.cast(GeventConnection, connection)
 
 
+def _connect(conninfo: str, options: dict[str, t.Any]) -> GeventConnection | Exception:
+    """Connect (in a thread of the pool); a failure is returned, not raised, so that the
+    pool does not print it as a crash."""
+    try:
+        return GeventConnection.connect(conninfo, **options)
+    except Exception as error:
+        return error
+
+
 def _dispose(result: t.Any) -> None:
-    if result.successful():
+    if result.successful() and isinstance(result.value, GeventConnection):
         _close(result.value)
 
 
@@ -208,6 +219,11 @@ class Pool:
                 return connection
             _close(connection)
         return None
+
+    def __del__(self) -> None:
+        # A thread's own pool goes with its thread (the development server's requests).
+        for connection in self._idle:
+            _close(connection)
 
     def close(self) -> None:
         """Close the idle connections (those in use close when they come back cut off)."""

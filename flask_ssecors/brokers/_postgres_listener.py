@@ -160,6 +160,9 @@ class Listener:
         self.connected = False
         self.closed = False
         self._connection: GeventConnection | None = None
+        #: Notifications received, and reads of new rows sent (for tests and benchmarks).
+        self.notifications = 0
+        self.reads = 0
 
     # -- what the facade calls (under the lock) -----------------------------------------------
 
@@ -276,6 +279,7 @@ class Listener:
                 connection.close()
 
     def _notified(self, notify: str) -> None:
+        self.notifications += 1
         with self.lock:
             states = self._by_notify.get(notify)
             if states:
@@ -385,6 +389,7 @@ class Listener:
 
     def _read(self, batch: list[Channel], after: list[int]) -> list[t.Any]:
         names = [s.name for s in batch]
+        self.reads += 1
         return t.cast(
             "list[t.Any]",
             self.pool.run(

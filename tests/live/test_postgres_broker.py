@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import collections.abc as cabc
 import secrets
+import threading
+import time
 import typing as t
 
+import gevent
 import pytest
 
+from flask_ssecors._parser import parse_events
+from flask_ssecors.brokers import Subscription
 from flask_ssecors.brokers._postgres import PostgresBroker
+from flask_ssecors.events import Event
 from tests.support.postgres import PostgresServer
 from tests.unit.test_brokers import BACKLOG
 from tests.unit.test_brokers import BrokerContract
@@ -57,3 +63,93 @@ class TestPostgresBrokerContract(BrokerContract):
         from flask_ssecors.brokers._postgres import _Replay
 
         return _Replay
+
+
+# -- what only this broker does ----------------------------------------------------------------
+
+
+@pytest.fixture
+def broker(postgres: PostgresServer) -> cabc.Iterator[PostgresBroker]:
+    made = PostgresBroker(postgres.url, schema=f"p{secrets.token_hex(4)}", timeout=2.0)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def test_a_worker_hears_nothing_of_channels_it_does_not_follow(
+    broker: PostgresBroker, postgres: PostgresServer
+) -> None:
+    """The listener LISTENs on its channels' NOTIFY names only: a thousand events on other
+    channels (published by another process's broker) cost it no notification and no read."""
+    subscription = broker.subscribe("mine")
+    other = PostgresBroker(postgres.url, schema=broker.schema, timeout=2.0)
+    try:
+        listener = broker._listener
+        gevent.sleep(0.2)
+        notifications, reads = listener.notifications, listener.reads
+        for n in range(1000):
+            other.publish(f"foreign-{n % 100}", Event(n))
+        mine = other.publish("mine", Event("mine"))
+        (frame,) = take(subscription, 1)
+        assert parse_events(frame)[0].id == mine
+        assert listener.notifications - notifications == 1
+        assert listener.reads - reads <= 2
+    finally:
+        other.close()
+        subscription.close()
+
+
+def test_publish_and_subscribe_from_other_os_threads(broker: PostgresBroker) -> None:
+    """The development server serves each request in a thread of its own: the broker works
+    there (each thread its own connection; the background work in a thread with its hub)."""
+    results: dict[str, object] = {}
+
+    def subscriber() -> None:
+        subscription = broker.subscribe("threads")
+        results["ready"] = True
+        item = subscription.get(10)
+        results["got"] = item
+        subscription.close()
+
+    def publisher() -> None:
+        results["id"] = broker.publish("threads", Event("from a thread"))
+
+    reader = threading.Thread(target=subscriber)
+    reader.start()
+    deadline = time.monotonic() + 10
+    while "ready" not in results and time.monotonic() < deadline:
+        time.sleep(0.01)
+    writer = threading.Thread(target=publisher)
+    writer.start()
+    writer.join(10)
+    reader.join(10)
+    got = results.get("got")
+    assert isinstance(got, bytes), results
+    assert parse_events(got)[0].id == results["id"]
+
+
+def test_the_first_publish_after_a_server_restart_succeeds() -> None:
+    """Pooled connections whose server went away are dropped before use, not failed on."""
+    server = PostgresServer().start()
+    made = PostgresBroker(server.url, schema="restart", timeout=3.0)
+    try:
+        made.publish("c", Event("before"))
+        server.stop_server()
+        server.restart()
+        assert made.publish("c", Event("after")).endswith(".2")
+    finally:
+        made.close()
+        server.stop()
+
+
+def take(subscription: Subscription, count: int, timeout: float = 5.0) -> list[bytes]:
+    deadline = time.monotonic() + timeout
+    frames: list[bytes] = []
+    while len(frames) < count:
+        left = deadline - time.monotonic()
+        item = subscription.get(left) if left > 0 else None
+        if item is None:
+            raise AssertionError(f"got {len(frames)} of {count} frames: {frames!r}")
+        frames.append(item)
+    return frames
