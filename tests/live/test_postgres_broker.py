@@ -8,6 +8,7 @@ database; each test gets a schema of its own.
 from __future__ import annotations
 
 import collections.abc as cabc
+import json
 import secrets
 import threading
 import time
@@ -20,6 +21,8 @@ from flask_ssecors._parser import parse_events
 from flask_ssecors.brokers import Subscription
 from flask_ssecors.brokers._postgres import PostgresBroker
 from flask_ssecors.events import Event
+from flask_ssecors.events import JOIN_EVENT
+from flask_ssecors.events import LEAVE_EVENT
 from tests.support.postgres import PostgresServer
 from tests.unit.test_brokers import BACKLOG
 from tests.unit.test_brokers import BrokerContract
@@ -153,3 +156,31 @@ def take(subscription: Subscription, count: int, timeout: float = 5.0) -> list[b
             raise AssertionError(f"got {len(frames)} of {count} frames: {frames!r}")
         frames.append(item)
     return frames
+
+
+def test_the_members_of_a_worker_that_died_leave_within_the_ttl(postgres: PostgresServer) -> None:
+    """A worker that stops renewing its deadline (killed) is reaped by another: its members
+    leave, with their leave events, about TTL/2 later."""
+    schema = f"r{secrets.token_hex(4)}"
+    survivor = PostgresBroker(postgres.url, schema=schema, timeout=2.0, presence_ttl=2.0)
+    dying = PostgresBroker(postgres.url, schema=schema, timeout=2.0, presence_ttl=2.0)
+    try:
+        watcher = survivor.subscribe("room")
+        dying.subscribe("room", member="alice", announce=True)
+        (join,) = take(watcher, 1)
+        assert parse_events(join)[0].event == JOIN_EVENT
+        assert survivor.presence("room").members == {"alice"}
+        # Dies without a word: its greenlets stop, nothing is written.
+        for greenlet in dying._greenlets:
+            greenlet.kill()
+        died = time.monotonic()
+        (leave,) = take(watcher, 1, timeout=5.0)
+        gone_after = time.monotonic() - died
+        event = parse_events(leave)[0]
+        assert (event.event, json.loads(event.data)) == (LEAVE_EVENT, {"member": "alice"})
+        assert survivor.presence("room").member_count == 0
+        assert gone_after < 2.0, gone_after
+    finally:
+        dying._listener.channels.clear()
+        dying._pool.close()
+        survivor.close()
