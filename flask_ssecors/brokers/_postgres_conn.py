@@ -88,7 +88,7 @@ def connect(
     options: dict[str, t.Any] = {
         "autocommit": autocommit,
         "application_name": name,
-        "prepare_threshold": None,
+        "prepare_threshold": 2,
     }
     if "connect_timeout" not in conninfo:
         options["connect_timeout"] = max(1, round(timeout + 0.49))
