@@ -163,6 +163,10 @@ class Listener:
         #: Notifications received, and reads of new rows sent (for tests and benchmarks).
         self.notifications = 0
         self.reads = 0
+        self._backoff = 0.05
+        #: When the current outage began (None while connected).
+        self._down_since: float | None = None
+        self._read_failing = False
 
     # -- what the facade calls (under the lock) -----------------------------------------------
 
@@ -217,24 +221,42 @@ class Listener:
         wake = hub.loop.async_()
         wake.start(self._work.set)
         self._wake = wake
-        backoff = 0.05
         try:
             while not self.closed:
                 try:
                     self._session()
-                    backoff = 0.05
                 except (*UNAVAILABLE, BrokerUnavailable, gevent.Timeout) as error:
-                    if not self.closed:
-                        logger.warning("PostgreSQL listener lost its connection: %s", error)
+                    self._failed(error)
                 except Exception:
                     logger.exception("PostgreSQL listener failed; reconnecting")
+                    self._failed(None)
                 self.connected = False
                 self.ready.clear()
-                gevent.sleep(0 if self.closed else backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                gevent.sleep(0 if self.closed else self._backoff)
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
         finally:
             self._wake = None
             wake.close()
+
+    def _failed(self, error: BaseException | None) -> None:
+        """Log the first failure of an outage (not every attempt to reconnect)."""
+        if self.closed:
+            return
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            if error is not None:
+                logger.warning("PostgreSQL listener lost its connection: %s", error)
+        elif error is not None:
+            logger.debug("PostgreSQL listener still cannot connect: %s", error)
+
+    def _recovered(self) -> None:
+        self._backoff = 0.05
+        if self._down_since is not None:
+            logger.warning(
+                "PostgreSQL listener reconnected after %.1f s; catching up its channels",
+                time.monotonic() - self._down_since,
+            )
+            self._down_since = None
 
     def _session(self) -> None:
         connection = connect(self.conninfo, timeout=self.timeout, name=self.name)
@@ -250,6 +272,7 @@ class Listener:
                 self._dirty.update(s for s in everyone if s.live)
             self._apply(connection)
             self.connected = True
+            self._recovered()
             self.ready.set()
             self._readable.set()  # the reader catches up the channels marked above
             io.start(self._work.set)
@@ -372,12 +395,14 @@ class Listener:
                             batch += more
                             after += more_after
                 except BrokerUnavailable as error:
-                    if not self.closed:
-                        logger.warning("PostgreSQL reader: %s", error)
+                    if not self.closed and not self._read_failing:
+                        logger.warning("PostgreSQL reader: %s; retrying", error)
+                    self._read_failing = True
                     with self.lock:
                         self._dirty.update(batch)
                     gevent.sleep(MAX_BACKOFF / 4)
                     continue
+                self._read_failing = False
                 self._dispatch(batch, after, rows)
 
     def _take(self, taken: t.Collection[Channel]) -> tuple[list[Channel], list[int]]:
