@@ -5,7 +5,7 @@
 Both ports listen on 127.0.0.1, and on ::1 when this machine has IPv6 loopback (browsers may
 resolve ``localhost`` to either), so ``http://localhost:PORT`` and ``http://127.0.0.1:PORT``
 both reach the app. ``WORKERS`` (default 1) sets the number of worker processes; more than one
-needs a shared broker (``SSECORS_BROKER_URL=redis://...``).
+needs a shared broker (``SSECORS_BROKER_URL=redis://...`` or ``postgresql://...``).
 """
 
 from __future__ import annotations
@@ -75,7 +75,8 @@ os.environ.setdefault("SECRET_KEY", secrets.token_hex(32))
 if workers > 1 and os.environ.get("SSECORS_BROKER_URL", "memory://").startswith("memory:"):
     raise SystemExit(
         "WORKERS > 1 needs a shared broker: each worker's in-memory broker would only reach "
-        "its own clients. Set SSECORS_BROKER_URL=redis://... or run one worker."
+        "its own clients. Set SSECORS_BROKER_URL=redis://... (or postgresql://...) or run "
+        "one worker."
     )
 
 

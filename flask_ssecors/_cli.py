@@ -5,6 +5,7 @@ Installed through entry points, so every Flask app gets the group without regist
 - ``flask ssecors routes``: every route flask-ssecors polices, with its effective policy;
 - ``flask ssecors publish CHANNEL DATA``: publish an event through the app's broker;
 - ``flask ssecors presence CHANNEL``: who holds streams on a channel, through the app's broker;
+- ``flask ssecors broker-sql``: the SQL that creates the PostgreSQL broker's schema;
 - the auditor's commands, ``flask ssecors check URL --origin ORIGIN`` (also installed as
   ``ssecors-check``), ``check-broker`` and ``race-server``, which live in
   :mod:`flask_ssecors.checker` and need the ``check`` extra (``h11`` and ``h2``): they are
@@ -98,7 +99,8 @@ def main(argv: cabc.Sequence[str] | None = None) -> None:
 
 @click.group("ssecors", cls=_Commands)
 def ssecors() -> None:
-    """flask-ssecors: audit streams, list policed routes, publish events, show presence."""
+    """flask-ssecors: audit streams, list policed routes, publish events, show presence,
+    print the PostgreSQL broker's SQL."""
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -217,15 +219,17 @@ def routes_command(as_json: bool) -> None:
 def publish_command(channel: str, data: str, event_name: str | None, as_json: bool) -> None:
     """Publish DATA on CHANNEL through the app's broker, and print the id it got.
 
-    DATA "-" reads standard input. Useful with a Redis broker (SSECORS_BROKER_URL): with the
-    in-memory broker, the event would stay in this process, so the command refuses.
+    DATA "-" reads standard input. Useful with a Redis or PostgreSQL broker
+    (SSECORS_BROKER_URL): with the in-memory broker, the event would stay in this process, so
+    the command refuses.
     """
     broker = _state().broker
     if isinstance(broker, MemoryBroker):
         raise click.ClickException(
             "the app uses the in-memory broker (SSECORS_BROKER_URL = memory://): an event "
             "published from this process reaches no stream served by another one. Set the "
-            "app's config key SSECORS_BROKER_URL to a Redis URL (from the environment: "
+            "app's config key SSECORS_BROKER_URL to a Redis or PostgreSQL URL (from the "
+            "environment: "
             "FLASK_SSECORS_BROKER_URL with app.config.from_prefixed_env())."
         )
     if data == "-":
@@ -295,3 +299,21 @@ def presence_command(channel: str, as_json: bool) -> None:
             f"{state.settings.presence_max_members:,}, so they are not listed)"
         )
     click.echo(counts)
+
+
+# -- broker-sql ----------------------------------------------------------------------------
+
+
+@ssecors.command("broker-sql")
+@with_appcontext
+def broker_sql_command() -> None:
+    """Print the SQL that creates the PostgreSQL broker's schema (SSECORS_BROKER_SCHEMA), for
+    migrations you run yourself.
+
+    The statements are idempotent (IF NOT EXISTS, CREATE OR REPLACE): running them again, or
+    on a database where the broker made the schema, changes nothing. Nothing is connected to,
+    whatever SSECORS_BROKER_URL names; pipe the output to psql or paste it into a migration.
+    """
+    from .brokers._postgres_sql import ddl
+
+    click.echo(ddl(_state().settings.broker_schema), nl=False)

@@ -21,6 +21,7 @@ import collections.abc as cabc
 import dataclasses
 import difflib
 import math
+import re
 import typing as t
 
 from ._fetch import CORS_HEADER_PREFIX
@@ -33,6 +34,7 @@ from ._origins import OriginError
 from ._origins import OriginPattern
 from ._origins import parse_pattern
 from ._urls import parse_url
+from ._urls import POSTGRES_SCHEMES
 from ._urls import redact
 from ._urls import SCHEMES as REDIS_SCHEMES
 from .exceptions import ConfigError
@@ -40,8 +42,18 @@ from .exceptions import ConfigIssue
 
 PREFIX: t.Final = "SSECORS_"
 
-BROKER_SCHEMES: t.Final = ("memory", *REDIS_SCHEMES)
+BROKER_SCHEMES: t.Final = ("memory", *REDIS_SCHEMES, *POSTGRES_SCHEMES)
 MAX_AGE_LIMIT: t.Final = 86400
+#: What ``SSECORS_BROKER_SCHEMA`` may look like: an unquoted PostgreSQL identifier, short
+#: enough that ``<schema>_<16 hex digits>`` fits a NOTIFY channel name (63 bytes). The one
+#: definition: the PostgreSQL broker's SQL (:mod:`flask_ssecors.brokers._postgres_sql`) is
+#: written for names of this shape.
+SCHEMA_NAME: t.Final = re.compile(r"(?!pg_)[a-z_][a-z0-9_]{0,39}")
+SCHEMA_NAME_RULE: t.Final = (
+    "must be a lowercase PostgreSQL identifier of at most 40 characters "
+    "(letters, digits and '_', not starting with a digit nor with 'pg_', which PostgreSQL "
+    "keeps for itself), such as 'ssecors'"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,6 +97,7 @@ class Settings:
     cors: CorsOptions
     stream: StreamOptions
     broker_url: str
+    broker_schema: str
     backlog: int
     broker_timeout: float
     broker_min_replicas: int
@@ -376,6 +389,21 @@ def _methods(value: object) -> tuple[object, list[Problem]]:
     return _accept(tuple(methods))
 
 
+def check_schema_name(name: object) -> str:
+    """Return ``name`` if it can name the PostgreSQL broker's schema, else raise ValueError
+    (its message is :data:`SCHEMA_NAME_RULE`)."""
+    if not isinstance(name, str) or not SCHEMA_NAME.fullmatch(name):
+        raise ValueError(SCHEMA_NAME_RULE)
+    return name
+
+
+def _broker_schema(value: object) -> tuple[object, list[Problem]]:
+    try:
+        return _accept(check_schema_name(value))
+    except ValueError as error:
+        return _refuse(value, f"{error}.")
+
+
 def _url_prefix(value: object) -> tuple[object, list[Problem]]:
     if value is None:
         return _accept(None)
@@ -397,13 +425,22 @@ def _broker_url(value: object) -> tuple[object, list[Problem]]:
     not reach a log or a terminal because of a typo in the scheme."""
     if not isinstance(value, str) or "://" not in value:
         shown = redact(value) if isinstance(value, str | bytes) else value
-        return _refuse(shown, "must be a URL such as 'memory://' or 'redis://localhost:6379/0'.")
+        return _refuse(
+            shown,
+            "must be a URL such as 'memory://', 'redis://localhost:6379/0' or "
+            "'postgresql://user:password@localhost:5432/app'.",
+        )
     if value.partition("://")[0].lower() == "memory" and "://" in value:
         return _accept(value)
     try:
         parse_url(value)
     except ValueError as error:
-        hint = "; memory:// is the in-memory broker" if "scheme" in str(error) else ""
+        hint = (
+            "; memory:// is the in-memory broker, postgresql:// (or postgres://) the "
+            "PostgreSQL broker, the others Redis"
+            if "scheme" in str(error)
+            else ""
+        )
         return _refuse(redact(value), f"{error}{hint}.")
     return _accept(value)
 
@@ -490,6 +527,7 @@ OPTIONS: t.Final[tuple[Option, ...]] = (
     ),
     # -- the app --
     Option("broker_url", default="memory://", check=_broker_url, group="app"),
+    Option("broker_schema", default="ssecors", check=_broker_schema, group="app"),
     Option("backlog", default=1000, check=_integer(0), group="app"),
     Option("broker_timeout", default=2.0, check=_number(0.0, 60.0, low_open=True), group="app"),
     Option("broker_min_replicas", default=0, check=_integer(0, 16), group="app"),
@@ -719,6 +757,22 @@ def _combined_issues(
                 "announce joins and leaves, and a worker that stops makes all of its "
                 "members leave at once: that burst must fit each subscriber's queue, so "
                 f"keep this below {name_of('queue_size')} ({queue}), or raise that.",
+            )
+        )
+    url, replicas = values.get("broker_url"), values.get("broker_min_replicas")
+    if (
+        isinstance(url, str)
+        and url.partition("://")[0].lower() in ("postgresql", "postgres")
+        and isinstance(replicas, int)
+        and replicas > 0
+    ):
+        issues.append(
+            ConfigIssue(
+                name_of("broker_min_replicas"),
+                replicas,
+                "applies to the Redis broker (WAIT); with PostgreSQL, make commits wait for "
+                "replicas in the server (synchronous_commit with synchronous_standby_names) "
+                "and leave this at 0.",
             )
         )
     if values.get("allow_credentials") is not True:

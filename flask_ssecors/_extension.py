@@ -151,6 +151,7 @@ class SSECors:
             or create_broker(
                 settings.broker_url,
                 backlog=settings.backlog,
+                schema=settings.broker_schema,
                 timeout=settings.broker_timeout,
                 channel_ttl=settings.channel_ttl,
                 max_event_size=settings.max_event_size,
@@ -351,7 +352,7 @@ class SSECors:
         """The current app's broker (see :meth:`publish` for which app that is)."""
         return self._state().broker
 
-    def publish(self, channel: str, event: Event) -> str:
+    def publish(self, channel: str, event: Event, *, transaction: object = None) -> str:
         """Publish ``event`` on ``channel``; return the id the broker assigned.
 
         Works from any greenlet and any OS thread (a thread pool, the development server's
@@ -359,17 +360,53 @@ class SSECors:
         it publishes through that app's broker; outside one, through the broker of the one app
         this object serves (with several, push the app's context first).
 
+        With the PostgreSQL broker, ``transaction`` publishes inside the application's own
+        database transaction: a psycopg connection, an SQLAlchemy ``Connection``, or an
+        SQLAlchemy ``Session`` (Flask-SQLAlchemy's ``db.session``). The event is kept and
+        delivered if and only if that transaction commits, and the id returned is the one it
+        will have. Until the transaction ends, other publishes to the same channel wait for
+        it: keep such transactions short.
+
+        .. code-block:: python
+
+            order = Order(user_id=user.id)
+            db.session.add(order)
+            db.session.flush()  # order.id
+            sse.publish(f"user:{user.id}", Event({"order": order.id}), transaction=db.session)
+            db.session.commit()  # the event is delivered now, or never
+
         For processes without the Flask app (a Celery or RQ worker, a cron script), use
         :class:`flask_ssecors.Publisher` with the app's broker URL.
 
+        :param channel: the channel's name.
+        :param event: the event.
+        :param transaction: the database transaction to publish in (PostgreSQL broker only).
         :raises flask_ssecors.exceptions.BrokerUnavailable: when nothing could be published.
         :raises flask_ssecors.exceptions.ChannelError: for a channel name no broker can store.
         :raises flask_ssecors.exceptions.EventFieldError: for an event over
             ``SSECORS_MAX_EVENT_SIZE``.
         :raises flask_ssecors.exceptions.SetupError: outside an app context, when this
             object serves no app or several.
+        :raises flask_ssecors.exceptions.UsageError: for ``transaction`` with a broker that
+            cannot publish in one (the in-memory and Redis brokers, a broker of your own
+            whose ``publish`` takes no ``transaction``).
+        :raises TypeError: for a ``transaction`` the PostgreSQL broker cannot publish in (an
+            SQLAlchemy ``Engine``, say: pass a connection or a session); it is also an
+            :class:`~flask_ssecors.exceptions.SSECorsError`.
+
+        .. versionadded:: 0.1
+            The ``transaction`` parameter.
         """
-        return self._state().broker.publish(channel, event)
+        broker = self._state().broker
+        if transaction is None:
+            return broker.publish(channel, event)
+        if not _takes_transaction(broker):
+            raise UsageError(
+                f"publish(transaction=...) needs the PostgreSQL broker, and this app's broker "
+                f"is {type(broker).__name__}: set SSECORS_BROKER_URL to a postgresql:// URL, "
+                "or publish without transaction= (after your transaction commits)."
+            )
+        return t.cast(str, t.cast(t.Any, broker).publish(channel, event, transaction=transaction))
 
     def _state(self) -> AppState:
         """The current app's state; outside an app context, the one app's this object serves."""
@@ -873,7 +910,7 @@ def _warn_memory_broker(why: str) -> None:
     logger.warning(
         "flask-ssecors uses the in-memory broker but %s: each worker process has its own "
         "broker, so events published in one process never reach streams served by another. "
-        "Set the config key SSECORS_BROKER_URL to a Redis URL (from the environment: "
+        "Set the config key SSECORS_BROKER_URL to a Redis or PostgreSQL URL (from the environment: "
         "FLASK_SSECORS_BROKER_URL with app.config.from_prefixed_env()), or run one worker "
         "process.",
         why,
@@ -887,3 +924,15 @@ def _as_iterable(rv: object) -> cabc.Iterable[object]:
             f"it returned {type(rv).__name__}"
         )
     return rv
+
+
+def _takes_transaction(broker: Broker) -> bool:
+    """Whether ``broker.publish`` accepts ``transaction=`` (the PostgreSQL broker's does)."""
+    try:
+        parameters = inspect.signature(broker.publish).parameters
+    except (TypeError, ValueError):
+        return False
+    found = parameters.get("transaction")
+    if found is not None:
+        return found.kind in (found.KEYWORD_ONLY, found.POSITIONAL_OR_KEYWORD)
+    return any(p.kind is p.VAR_KEYWORD for p in parameters.values())

@@ -8,8 +8,9 @@ commit), in commit order per channel, and the id returned is the one it will hav
 - a psycopg 3 connection (:class:`psycopg.Connection`), or any DB-API connection whose
   driver takes ``%(name)s`` parameters (psycopg2);
 - an SQLAlchemy :class:`~sqlalchemy.engine.Connection`;
-- an SQLAlchemy :class:`~sqlalchemy.orm.Session` (Flask-SQLAlchemy's ``db.session``): the
-  event joins the session's transaction on its connection.
+- an SQLAlchemy :class:`~sqlalchemy.orm.Session`, or a
+  :class:`~sqlalchemy.orm.scoped_session` such as Flask-SQLAlchemy's ``db.session`` (its
+  current session): the event joins the session's transaction on its connection.
 
 While the transaction is open it holds the channel's row lock: other publishes to that channel
 wait for it to end (that is what keeps numbers gapless and in commit order), so keep such
@@ -23,7 +24,7 @@ import typing as t
 
 from .._wire import encode_without_id
 from ..exceptions import BrokerUnavailable
-from ..exceptions import SSECorsError
+from ..exceptions import UsageError
 from ._base import check_channel
 from ._base import check_event_size
 from ._base import new_generation
@@ -42,7 +43,7 @@ class PublishParams(t.TypedDict):
     keep: int
 
 
-class TransactionError(SSECorsError, TypeError):
+class TransactionError(UsageError):
     """``transaction=`` is not something the PostgreSQL broker can publish in.
 
     .. versionadded:: 0.1
@@ -96,6 +97,9 @@ class PostgresPublishing:
     def _in_transaction(self, transaction: object, params: PublishParams) -> str:
         orm = sys.modules.get("sqlalchemy.orm")
         engine = sys.modules.get("sqlalchemy.engine")
+        if orm is not None and isinstance(transaction, orm.scoped_session):
+            # Flask-SQLAlchemy's ``db.session``: the session of the current scope.
+            transaction = transaction()
         if (orm is not None and isinstance(transaction, orm.Session)) or (
             engine is not None and isinstance(transaction, engine.Connection)
         ):

@@ -9,6 +9,7 @@ never import ``h11``, ``h2`` or Playwright.
 from __future__ import annotations
 
 import collections.abc as cabc
+import importlib.util
 import json
 import shutil
 import sys
@@ -21,6 +22,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from .._request import EXTENSION_KEY
+from .._urls import POSTGRES_SCHEMES
 from ._browser_options import BrowserOptions
 from ._browser_options import DEFAULT_CHROMIUM
 from ._check import check_stream
@@ -201,38 +203,70 @@ def check_main(argv: cabc.Sequence[str] | None = None) -> None:
 
 
 @click.command("check-broker")
-@click.option("--channel", metavar="NAME", help="Also say which keys, slot and node serve it.")
+@click.option(
+    "--channel",
+    metavar="NAME",
+    help="Redis: also say which keys, slot and node serve it. PostgreSQL: publish the round "
+    "trip on it (rolled back) and name its NOTIFY channel.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_appcontext
 def check_broker_command(channel: str | None, as_json: bool) -> None:
-    """Inspect the Redis behind the app's broker: topology, round-trip time, and the settings
-    that can lose events (persistence, maxmemory-policy, replicas for
-    SSECORS_BROKER_MIN_REPLICAS). Exit status 1 when something can lose events or a node is
-    unreachable."""
-    from ._broker_check import check_broker
-    from ._broker_check import to_text
+    """Inspect the Redis or PostgreSQL behind the app's broker, and what could lose events.
 
+    Redis: topology, round-trip time, and the settings that can lose events (persistence,
+    maxmemory-policy, replicas for SSECORS_BROKER_MIN_REPLICAS). PostgreSQL: the server's
+    version (12 or later) and the database's encoding (UTF8), the broker's schema and its
+    version, the role's rights, whether LISTEN/NOTIFY works, and a publish read back in a
+    transaction that is rolled back. Exit status 1 when something can lose events or the
+    broker is unreachable."""
     state = current_app.extensions.get(EXTENSION_KEY)
     if state is None:
         raise click.ClickException(
             "flask-ssecors is not initialised on this app; call SSECors(app) or init_app(app)."
         )
     settings = state.settings
-    if settings.broker_url.partition("://")[0].lower() == "memory":
+    scheme = settings.broker_url.partition("://")[0].lower()
+    if scheme == "memory":
         raise click.ClickException(
             "the app uses the in-memory broker (SSECORS_BROKER_URL = memory://): there is no "
-            "Redis to check."
+            "Redis or PostgreSQL to check."
         )
-    report = check_broker(
-        settings.broker_url,
-        channel=channel,
-        min_replicas=settings.broker_min_replicas,
-        prefix=getattr(state.broker, "prefix", "ssecors:"),
-        timeout=settings.broker_timeout,
-    )
-    click.echo(json.dumps(report, indent=2) if as_json else to_text(report))
+    if scheme in POSTGRES_SCHEMES:
+        report = _check_postgres(settings, channel)
+        from ._postgres_check import to_text as postgres_text
+
+        click.echo(json.dumps(report, indent=2) if as_json else postgres_text(report))
+    else:
+        from ._broker_check import check_broker
+        from ._broker_check import to_text
+
+        report = check_broker(
+            settings.broker_url,
+            channel=channel,
+            min_replicas=settings.broker_min_replicas,
+            prefix=getattr(state.broker, "prefix", "ssecors:"),
+            timeout=settings.broker_timeout,
+        )
+        click.echo(json.dumps(report, indent=2) if as_json else to_text(report))
     if not report["ok"]:
         sys.exit(1)
+
+
+def _check_postgres(settings: t.Any, channel: str | None) -> dict[str, t.Any]:
+    if importlib.util.find_spec("psycopg") is None:
+        raise click.ClickException(
+            "SSECORS_BROKER_URL names PostgreSQL but the 'psycopg' package is not installed: "
+            "pip install 'flask-ssecors[postgres]'"
+        )
+    from ._postgres_check import check_postgres
+
+    return check_postgres(
+        settings.broker_url,
+        schema=settings.broker_schema,
+        channel=channel,
+        timeout=settings.broker_timeout,
+    )
 
 
 # -- race-server ------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def test_the_flask_commands_entry_point_loads_no_auditor() -> None:
         "group = [e for e in entry_points(group='flask.commands') if e.name == 'ssecors'][0]"
         ".load()\n"
         "assert sorted(group.list_commands(None)) == "
-        "['check', 'check-broker', 'presence', 'publish', 'race-server', 'routes']"
+        "['broker-sql', 'check', 'check-broker', 'presence', 'publish', 'race-server', 'routes']"
     )
     assert loaded_after(setup) == []
 

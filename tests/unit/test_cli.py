@@ -1,5 +1,5 @@
-"""The command line: ``ssecors-check``, ``flask ssecors check``, ``routes``, ``publish`` and
-``presence``.
+"""The command line: ``ssecors-check``, ``flask ssecors check``, ``routes``, ``publish``,
+``presence`` and ``broker-sql``.
 
 The installed entry points are run as real subprocesses (console script, ``flask`` plugin
 command); the rest goes through Click's runners.
@@ -369,3 +369,43 @@ def test_presence_reports_an_unreachable_redis(make_app: t.Callable[..., Flask])
     assert result.exit_code == 1
     assert "could not read presence" in result.output
     assert "in-memory broker" not in result.output
+
+
+# -- broker-sql ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "schema"),
+    [
+        ({}, "ssecors"),
+        ({"SSECORS_BROKER_SCHEMA": "tenant_a"}, "tenant_a"),
+        (
+            {
+                "SSECORS_BROKER_URL": "postgresql://app:s3cret@127.0.0.1:1/app",
+                "SSECORS_BROKER_SCHEMA": "events",
+            },
+            "events",
+        ),
+        ({"SSECORS_BROKER_URL": "redis://127.0.0.1:1/0"}, "ssecors"),
+    ],
+)
+def test_broker_sql_prints_the_schema_of_the_setting(
+    make_app: t.Callable[..., Flask], config: dict[str, object], schema: str
+) -> None:
+    """Whatever the broker URL names, nothing is connected to (nothing listens there)."""
+    from flask_ssecors.brokers import MemoryBroker
+    from flask_ssecors.brokers._postgres_sql import ddl
+
+    app = make_app(**config)
+    SSECors(app, broker=MemoryBroker(backlog=1))
+    result = app.test_cli_runner().invoke(ssecors, ["broker-sql"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ddl(schema)
+    assert result.stdout.startswith(f'CREATE SCHEMA IF NOT EXISTS "{schema}";\n')
+    assert "s3cret" not in result.output
+
+
+def test_broker_sql_without_the_extension(make_app: t.Callable[..., Flask]) -> None:
+    result = make_app().test_cli_runner().invoke(ssecors, ["broker-sql"])
+    assert result.exit_code == 1
+    assert "flask-ssecors is not initialised on this app" in result.output

@@ -729,3 +729,19 @@ def test_the_broker_url_comes_from_the_environment_the_flask_way(
     assert settings.max_streams_per_client == 200
     assert type(sse.broker).__name__ == "RedisBroker"
     sse.broker.close()
+
+
+def test_min_replicas_is_refused_with_the_postgresql_broker() -> None:
+    """Redis's WAIT has no PostgreSQL counterpart in the broker: the server's synchronous
+    replication does it, so a setting that would be silently ignored is refused."""
+    from flask_ssecors._config import read_settings
+    from flask_ssecors.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"SSECORS_BROKER_MIN_REPLICAS.*synchronous_commit"):
+        read_settings(
+            {
+                "SSECORS_ALLOWED_ORIGINS": ["https://app.example.com"],
+                "SSECORS_BROKER_URL": "postgresql://u:p@127.0.0.1:5432/db",
+                "SSECORS_BROKER_MIN_REPLICAS": 1,
+            }
+        )

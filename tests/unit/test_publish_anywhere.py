@@ -106,6 +106,129 @@ def test_publisher_options_are_checked_like_the_settings(
     assert [issue.key for issue in info.value.issues] == [key]
 
 
+def test_publisher_options_of_the_other_broker_at_their_defaults_are_accepted() -> None:
+    """One set of settings serves a Redis and a PostgreSQL publisher."""
+    Publisher("postgresql://127.0.0.1:1/app", prefix="ssecors:", min_replicas=0).close()
+    Publisher("redis://127.0.0.1:1/0", schema="ssecors").close()
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "keys"),
+    [
+        ("postgresql://127.0.0.1:1/app", {"schema": "Bad-Name"}, ["broker_schema"]),
+        ("postgresql://127.0.0.1:1/app", {"prefix": "x:"}, ["prefix"]),
+        (
+            "postgresql://127.0.0.1:1/app",
+            {"min_replicas": 1, "prefix": "x:"},
+            ["min_replicas", "prefix"],
+        ),
+        ("redis://127.0.0.1:1/0", {"schema": "jobs"}, ["schema"]),
+        ("postgresql://127.0.0.1:1/app?sslmod=require", {}, ["broker_url"]),
+    ],
+)
+def test_publisher_options_of_the_other_broker_are_refused(
+    url: str, options: dict[str, object], keys: list[str]
+) -> None:
+    """An option the URL's broker would not read is an error, not silently ignored."""
+    with pytest.raises(ConfigError) as info:
+        Publisher(url, **options)
+    assert [issue.key for issue in info.value.issues] == keys
+
+
+def test_a_postgres_publisher_connects_at_its_first_publish() -> None:
+    """Created in a module that a Celery or RQ worker imports before it forks, it holds no
+    connection; a publish to a server that is not there says so within the timeout."""
+    from flask_ssecors.exceptions import BrokerUnavailable
+    from tests.support.servers import free_port
+
+    publisher = Publisher(
+        f"postgresql://app:Pw9xsecret@127.0.0.1:{free_port()}/app", schema="jobs", timeout=1
+    )
+    assert (publisher.backlog, publisher.timeout) == (1000, 1.0)
+    with pytest.raises(BrokerUnavailable) as info:
+        publisher.publish("c", Event("x"))
+    assert "Connection refused" in str(info.value) and "Pw9x" not in str(info.value)
+    publisher.close()
+
+
+def test_a_postgres_publisher_checks_the_event_before_connecting() -> None:
+    from flask_ssecors.exceptions import ChannelError
+    from flask_ssecors.exceptions import EventFieldError
+
+    with Publisher("postgresql://127.0.0.1:1/app", max_event_size=64) as publisher:
+        with pytest.raises(ChannelError):
+            publisher.publish("", Event("x"))
+        with pytest.raises(EventFieldError):
+            publisher.publish("c", Event("x" * 100))
+
+
+def test_a_redis_publisher_refuses_a_transaction() -> None:
+    from flask_ssecors.exceptions import UsageError
+
+    with (
+        Publisher("redis://127.0.0.1:1/0") as publisher,
+        pytest.raises(UsageError, match="needs the PostgreSQL broker"),
+    ):
+        publisher.publish("c", Event("x"), transaction=object())
+
+
+# -- SSECors.publish(transaction=) (unit) ---------------------------------------------------------
+
+
+def test_publish_in_a_transaction_needs_the_postgres_broker(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    """The memory broker (and Redis, and brokers of one's own without the parameter) cannot
+    tie an event to a database transaction: saying so beats publishing at once."""
+    from flask_ssecors.exceptions import UsageError
+
+    app = make_app()
+    sse = SSECors(app)
+    with app.app_context():
+        subscription = sse.subscribe("c")
+    with pytest.raises(UsageError) as info:
+        sse.publish("c", Event("x"), transaction=object())
+    assert "needs the PostgreSQL broker" in str(info.value)
+    assert "MemoryBroker" in str(info.value) and "postgresql://" in str(info.value)
+    assert subscription.get(0.05) is None  # nothing was published
+    subscription.close()
+
+
+class _TwoArguments:
+    """A broker of one's own, written before ``transaction=`` existed."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def publish(self, channel: str, event: Event) -> str:
+        self.calls.append((channel, event))
+        return "1"
+
+
+class _Transactional(_TwoArguments):
+    def publish(self, channel: str, event: Event, *, transaction: object = None) -> str:
+        self.calls.append((channel, event, transaction))
+        return "2"
+
+
+def test_publish_passes_the_transaction_only_when_there_is_one(
+    make_app: t.Callable[..., Flask],
+) -> None:
+    from flask_ssecors.exceptions import UsageError
+
+    plain, transactional = _TwoArguments(), _Transactional()
+    event, transaction = Event("x"), object()
+    sse = SSECors(make_app(), broker=t.cast(t.Any, plain))
+    assert sse.publish("c", event) == "1"
+    with pytest.raises(UsageError, match="_TwoArguments"):
+        sse.publish("c", event, transaction=transaction)
+    assert plain.calls == [("c", event)]
+    sse = SSECors(make_app(), broker=t.cast(t.Any, transactional))
+    assert sse.publish("c", event, transaction=transaction) == "2"
+    assert sse.publish("c", event) == "2"
+    assert transactional.calls == [("c", event, transaction), ("c", event, None)]
+
+
 # -- gunicorn gevent: greenlets, threads, other processes (live) ---------------------------------
 
 

@@ -1,7 +1,8 @@
 """Secrets never leave: broker passwords are masked in every error, log line and CLI output.
 
 docs/security.rst ("Secrets") states the rule: a password in a broker URL, in any form redis-py
-accepts (user information, ``?password=``, Sentinel and Cluster host lists) and in malformed
+or libpq accepts (user information, ``?password=``, ``?sslpassword=``, Sentinel and Cluster host
+lists, several PostgreSQL hosts) and in malformed
 URLs (a mistyped scheme, no ``://``, an unencoded ``/``, ``?`` or ``#`` in the password), never
 reaches a message, a log line or the command line; invalid database numbers and malformed URLs
 are configuration errors that name the key.
@@ -53,6 +54,24 @@ FORMS = [
     "redis://:{raw}@cache.internal:6379/notadb",
     "redis+cluster://:{raw}@n1",
     "redis+sentinel://:{raw}@s1:26379",
+    # PostgreSQL (libpq's URIs), well-formed...
+    "postgresql://app:{raw}@db.internal:5432/app",
+    "postgres://app:{enc}@db.internal/app?sslmode=require",
+    "postgresql://app@db1:5432,db2:5433/app?password={enc}&target_session_attrs=read-write",
+    "postgresql:///app?host=/var/run/postgresql&password={enc}",
+    "postgresql://app:{enc}@db.internal/app?sslpassword={enc}&sslmode=verify-full",
+    # ... and refused, with the password in the URL.
+    "postgresql://app:{raw}@db.internal:notaport/app",
+    "postgresql://app:{raw}@db.internal/app?sslmod=require",
+    "postgresql://app:{raw}@db.internal/app?sslmode=sometimes",
+    "postgresql://app:{raw}@db1,db2/app?port=1,2,3",
+    "postgresql://app:{raw}@db.internal/app?connect_timeout=soon",
+    "postgresql://app:{raw}@db.internal/app?replication=database",
+    "postgresql://app@db.internal/app?password={enc}&sslmode=sometimes",
+    "postgresql://app@db.internal/app?password={enc}&bogus=1",
+    "postgres//app:{raw}@db.internal/app",
+    "postgresq://app:{raw}@db.internal/app",
+    "app:{raw}@db.internal:5432/app",
 ]
 
 passwords = st.builds(
@@ -77,6 +96,8 @@ def url_for(form: str, password: str) -> str:
 @given(password=passwords, form=st.sampled_from(FORMS))
 @example(password=MARK + "a/b#c?d", form="redis://:{raw}@cache.internal:6379/0")
 @example(password=MARK + "a/b", form="redis+sentinel://:{raw}@s1:26379/mymaster")
+@example(password=MARK + "a/b#c?d", form="postgresql://app:{raw}@db.internal:5432/app")
+@example(password=MARK + "a:b&c=d", form="postgresql://app:{raw}@db.internal/app?sslmod=require")
 def test_no_configuration_error_or_masked_url_shows_the_password(form: str, password: str) -> None:
     url = url_for(form, password)
     assert not leaks(redact(url), password)
@@ -130,6 +151,12 @@ def test_malformed_urls_are_configuration_errors(url: str, reason: str) -> None:
         ("u:s3cret@h:6379", "u:***@h:6379"),
         ("redis://:s3/cr#et@h", "redis://:***@h"),
         ("redis://h:1/0", "redis://h:1/0"),
+        ("postgresql://app:s3cret@db/app", "postgresql://app:***@db/app"),
+        (
+            "postgresql://db/app?password=s3cret&sslmode=require",
+            "postgresql://db/app?password=***&sslmode=require",
+        ),
+        ("postgres://app:s3/cr#et@db/app", "postgres://app:***@db/app"),
     ],
 )
 def test_redact(url: str, masked: str) -> None:
@@ -143,7 +170,13 @@ def test_a_password_in_the_query_is_read(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_publisher_errors_mask_the_password() -> None:
-    for url in ("memory://", "sentinel://:Pw9xsecret@s1:1/svc", "redis://:Pw9xsecret@h/x"):
+    for url in (
+        "memory://",
+        "sentinel://:Pw9xsecret@s1:1/svc",
+        "redis://:Pw9xsecret@h/x",
+        "postgresql://app:Pw9xsecret@db/app?sslmod=require",
+        "postgresql://app@db/app?password=Pw9xsecret&sslmode=x",
+    ):
         with pytest.raises(ConfigError) as info:
             Publisher(url)
         assert MARK not in str(info.value)
