@@ -554,7 +554,7 @@ class Listener:
                 self.pool.run(
                     "new generation",
                     lambda c: c.execute(
-                        f"UPDATE {schema}.channels SET generation = %(fresh)s "
+                        f'UPDATE "{schema}".channels SET generation = %(fresh)s '
                         "WHERE name = %(name)s AND generation = %(old)s AND head = %(head)s",
                         {"fresh": fresh, "name": name, "old": generation, "head": head},
                     ),
