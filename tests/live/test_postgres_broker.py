@@ -23,6 +23,7 @@ from flask_ssecors.brokers._postgres import PostgresBroker
 from flask_ssecors.events import Event
 from flask_ssecors.events import JOIN_EVENT
 from flask_ssecors.events import LEAVE_EVENT
+from flask_ssecors.events import RESET_EVENT
 from tests.support.postgres import PostgresServer
 from tests.unit.test_brokers import BACKLOG
 from tests.unit.test_brokers import BrokerContract
@@ -199,3 +200,39 @@ def test_a_schema_named_like_a_reserved_word_works(postgres: PostgresServer, sch
         assert made.presence("c").member_count == 0
     finally:
         made.close()
+
+
+def test_a_channel_whose_head_went_back_gets_a_new_generation(
+    broker: PostgresBroker, postgres: PostgresServer
+) -> None:
+    """A failover to a replica that lacked the last commits: the channel's head goes back and
+    its numbers would name other events. The worker that delivered further gives the channel
+    a new generation: its streams get the reset event, and no id is reused."""
+    import psycopg
+
+    subscription = broker.subscribe("c")
+    old = [broker.publish("c", Event(n)) for n in range(5)]
+    assert [parse_events(f)[0].id for f in take(subscription, 5)] == old
+    with psycopg.connect(postgres.url, autocommit=True) as admin:  # the lost commits
+        admin.execute(
+            f'DELETE FROM "{broker.schema}".events WHERE n > 2 AND channel_id = '
+            f'(SELECT id FROM "{broker.schema}".channels WHERE name = %s)',
+            ("c",),
+        )
+        admin.execute(f'UPDATE "{broker.schema}".channels SET head = 2 WHERE name = %s', ("c",))
+    broker.publish("c", Event("after the failover"))  # number 3, once more
+    (reset,) = take(subscription, 1)
+    event = parse_events(reset)[0]
+    assert event.event == RESET_EVENT
+    assert json.loads(str(event.data)) == {"reason": "channel-restarted"}
+    later = broker.publish("c", Event("later"))
+    generation = later.split(".")[0]
+    assert generation != old[0].split(".")[0]
+    # As after any restart of a channel, the stream then gets what the channel holds, under
+    # the new generation: the two events that survived, the one after, and the later one.
+    received = [parse_events(f)[0] for f in take(subscription, 4)]
+    assert [e.id for e in received] == [f"{generation}.{n}" for n in range(1, 5)]
+    assert [e.data for e in received] == ["0", "1", "after the failover", "later"]
+    resumed = broker.subscribe("c", old[-1])
+    (again,) = take(resumed, 1)
+    assert parse_events(again)[0].event == RESET_EVENT
