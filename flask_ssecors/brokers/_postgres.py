@@ -415,13 +415,15 @@ class PostgresBroker:
     def _start(self) -> None:
         """Start the listener, the reader, presence and the sweeper, once per process (in a
         daemon thread with its own hub when first needed from another OS thread)."""
+        if not self._schema_ready:
+            # Before the lock: it waits for the database, and the lock (an OS thread's)
+            # does not keep this thread's other greenlets out; nothing below yields.
+            self._ensure_schema()
         with self._starting:
             if self._greenlets and not self._greenlets[0].dead:
                 return
             if self._background is not None and self._background.is_alive():
                 return
-            if not self._schema_ready:
-                self._ensure_schema()
             self._listener.ready.clear()
             if thread_ident() == self._home:
                 self._spawn_background()

@@ -6,15 +6,18 @@ process or a script that imports psycopg first does not). The broker does not de
 order: its connections (:class:`GeventConnection`) wait for their socket through gevent's hub
 whatever psycopg chose, and connecting (libpq resolves and connects in one call) runs in
 gevent's thread pool. So a slow query never blocks other greenlets
-(``tests/live/test_postgres_broker_live.py``).
+(``tests/live/test_postgres_live.py``).
 
 :class:`Pool` bounds the connections a process opens for publishing and reading; a connection
-cut off mid-query (the broker timeout) is closed, never reused.
+cut off mid-query (the broker timeout) is closed, never reused, and its statement is cancelled
+by the server (``statement_timeout``), so that what raised BrokerUnavailable is not committed
+later.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import time
@@ -29,6 +32,7 @@ from ..exceptions import BrokerUnavailable
 
 try:
     import psycopg
+    import psycopg.conninfo
     import psycopg.errors
 except ImportError as error:  # pragma: no cover - exercised by the missing-extra test
     raise ImportError(
@@ -149,7 +153,10 @@ class Pool:
 
     :param conninfo: the libpq URL.
     :param size: bound on open connections.
-    :param timeout: bound on each :meth:`run` (waiting for a connection included).
+    :param timeout: bound on each :meth:`run` (waiting for a connection included), and the
+        connections' ``statement_timeout`` unless the URL's ``options`` set one: a statement
+        cut off here is cancelled by the server too, so that a publish that raised
+        BrokerUnavailable is not committed later (when the lock it waited for goes, say).
     :param name: ``application_name`` (``pg_stat_activity``).
     """
 
@@ -158,6 +165,15 @@ class Pool:
         self.size = size
         self.timeout = timeout
         self.name = name
+        try:
+            given = psycopg.conninfo.conninfo_to_dict(conninfo).get("options")
+        except psycopg.Error:  # refused by libpq at the first connection, with its reason
+            given = None
+        self._statement_timeout = (
+            None
+            if "statement_timeout" in str(given or "")
+            else f"{max(1, math.ceil(timeout * 1000))}ms"
+        )
         self._slots = gevent.lock.BoundedSemaphore(size)
         self._idle: list[GeventConnection] = []
         self._pid = os.getpid()
@@ -178,7 +194,7 @@ class Pool:
             with self._slots:
                 connection = self._take_idle()
                 if connection is None:
-                    connection = connect(self.conninfo, timeout=self.timeout, name=self.name)
+                    connection = self._open()
                 try:
                     result = call(connection)
                 except psycopg.errors.QueryCanceled as error:
@@ -208,6 +224,20 @@ class Pool:
             raise unavailable(what, error) from None
         finally:
             timer.close()
+
+    def _open(self) -> GeventConnection:
+        """A new connection, its statements bounded by the timeout on the server too."""
+        connection = connect(self.conninfo, timeout=self.timeout, name=self.name)
+        if self._statement_timeout is not None:
+            try:
+                connection.execute(
+                    "SELECT set_config('statement_timeout', %s, false)",
+                    (self._statement_timeout,),
+                )
+            except BaseException:
+                _close(connection)
+                raise
+        return connection
 
     def _take_idle(self) -> GeventConnection | None:
         """An idle connection still open: one whose server went away (a restart, a

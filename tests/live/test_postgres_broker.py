@@ -236,3 +236,28 @@ def test_a_channel_whose_head_went_back_gets_a_new_generation(
     resumed = broker.subscribe("c", old[-1])
     (again,) = take(resumed, 1)
     assert parse_events(again)[0].event == RESET_EVENT
+
+
+def test_subscribers_starting_together_start_one_listener(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the first subscribers of a process, in greenlets of one thread, each
+    started the background work while the schema was being checked (the start's lock is an
+    OS thread's): two readers then dispatched the same channel, and a stale read reset it."""
+    from flask_ssecors.brokers._postgres_listener import Listener
+
+    readers: list[object] = []
+    read = Listener.read
+
+    def counted(self: Listener) -> None:
+        readers.append(self)
+        read(self)
+
+    monkeypatch.setattr(Listener, "read", counted)
+    made = PostgresBroker(postgres.url, schema=f"s{secrets.token_hex(4)}", timeout=2.0)
+    try:
+        jobs = [gevent.spawn(made.subscribe, "c") for _ in range(5)]
+        gevent.joinall(jobs, timeout=10, raise_error=True)
+        assert len(readers) == 1
+    finally:
+        made.close()
