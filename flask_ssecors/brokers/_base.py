@@ -50,6 +50,13 @@ PAGE_EVENTS: t.Final = 100
 #: A page of a replay ends once its events hold this many bytes (or at :data:`PAGE_EVENTS`).
 PAGE_BYTES: t.Final = 256 * 1024
 
+#: A subscriber waits for its turn (its channel's subscription, its snapshot) at most this many
+#: broker timeouts, and at least :data:`QUEUE_TIMEOUT_MIN` seconds, before its subscribe raises
+#: ``BrokerUnavailable``: in a reconnect storm thousands queue, and whatever serves them shares
+#: the worker's CPU with their requests. Each operation itself is bounded by the timeout.
+QUEUE_TIMEOUT_FACTOR: t.Final = 10
+QUEUE_TIMEOUT_MIN: t.Final = 30.0
+
 #: Longest channel name, in bytes of UTF-8.
 MAX_CHANNEL_BYTES: t.Final = 512
 #: Characters of a channel generation token (see :func:`new_generation`).

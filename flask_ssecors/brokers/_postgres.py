@@ -38,6 +38,8 @@ from ._base import EndReason
 from ._base import new_generation
 from ._base import PAGE_BYTES
 from ._base import PAGE_EVENTS
+from ._base import QUEUE_TIMEOUT_FACTOR
+from ._base import QUEUE_TIMEOUT_MIN
 from ._base import split_id
 from ._base import Subscription
 from ._base import thread_ident
@@ -115,6 +117,8 @@ class PostgresBroker:
         self.pool_size = pool_size
         self.presence_ttl = presence_ttl
         self.presence_max_members = presence_max_members
+        #: How long a subscriber waits for its turn (LISTEN, a connection for its snapshot).
+        self._patience = max(QUEUE_TIMEOUT_FACTOR * timeout, QUEUE_TIMEOUT_MIN)
         self._publishing = PostgresPublishing(
             schema=schema, backlog=backlog, max_event_size=max_event_size
         )
@@ -165,13 +169,19 @@ class PostgresBroker:
 
     # -- commands -------------------------------------------------------------------------------
 
-    def _run(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any:
+    def _run(
+        self,
+        what: str,
+        call: t.Callable[[GeventConnection], t.Any],
+        *,
+        patience: float | None = None,
+    ) -> t.Any:
         """``call(connection)`` on a pooled connection (this thread's own, in another OS
         thread), once the schema is there; BrokerUnavailable after the timeout."""
         pool = self._pool if thread_ident() == self._home else self._thread_pool()
         if not self._schema_ready:
             self._ensure_schema(pool)
-        return pool.run(what, call)
+        return pool.run(what, call, patience=patience)
 
     def _ensure_schema(self, pool: Pool | None = None) -> None:
         """Create the schema unless it is there (once per process)."""
@@ -238,17 +248,18 @@ class PostgresBroker:
             subscription.chain_release(lambda _: presence.leave(channel, member))
         return subscription
 
-    def _wait(self, readiness: Readiness | None, what: str) -> None:
+    def _wait(self, readiness: Readiness | None, what: str, patience: float) -> None:
         if readiness is not None and not readiness.wait(
-            self.timeout, home=thread_ident() == self._home
+            patience, home=thread_ident() == self._home
         ):
-            raise BrokerUnavailable(f"subscribe: {what} within {self.timeout:g} s")
+            raise BrokerUnavailable(f"subscribe: {what} within {patience:g} s")
 
     def _subscribe(self, channel: str, last_event_id: str | None, limit: int) -> Subscription:
         listener = self._listener
         self._wait(
             None if listener.connected else listener.ready,
             "the listener could not connect to PostgreSQL",
+            self.timeout,
         )
         subscription = Subscription(channel, limit, self._release)
         with listener.lock:
@@ -260,7 +271,9 @@ class PostgresBroker:
                 state.joining[subscription] = live
             waiter = listener.waiter(state)
         try:
-            self._wait(waiter, "PostgreSQL did not confirm LISTEN on the channel")
+            # In a connect storm thousands of channels queue for their LISTEN, and the
+            # listener shares the worker's CPU with their requests: bounded loosely.
+            self._wait(waiter, "PostgreSQL did not confirm LISTEN on the channel", self._patience)
             if last_event_id is None:
                 return subscription
             parsed = _parse_event_id(last_event_id)
@@ -314,7 +327,7 @@ class PostgresBroker:
                     break
             return generation, head, first, events
 
-        return t.cast(Snapshot, self._run("snapshot", query))
+        return t.cast(Snapshot, self._run("snapshot", query, patience=self._patience))
 
     def _oldest(self, head: int, first: int | None) -> int:
         """The oldest number replay may give: the backlog, and what is still kept."""
@@ -515,8 +528,14 @@ class _ThreadAware:
     def __init__(self, broker: PostgresBroker) -> None:
         self._broker = broker
 
-    def run(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any:
-        return self._broker._run(what, call)
+    def run(
+        self,
+        what: str,
+        call: t.Callable[[GeventConnection], t.Any],
+        *,
+        patience: float | None = None,
+    ) -> t.Any:
+        return self._broker._run(what, call, patience=patience)
 
 
 class _Replay:

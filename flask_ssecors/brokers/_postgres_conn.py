@@ -145,7 +145,13 @@ def unavailable(what: str, error: BaseException) -> BrokerUnavailable:
 class Runner(t.Protocol):
     """Runs ``call(connection)`` on a connection, within the broker's bounds."""
 
-    def run(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any: ...
+    def run(
+        self,
+        what: str,
+        call: t.Callable[[GeventConnection], t.Any],
+        *,
+        patience: float | None = None,
+    ) -> t.Any: ...
 
 
 class Pool:
@@ -178,9 +184,18 @@ class Pool:
         self._idle: list[GeventConnection] = []
         self._pid = os.getpid()
 
-    def run(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any:
+    def run(
+        self,
+        what: str,
+        call: t.Callable[[GeventConnection], t.Any],
+        *,
+        patience: float | None = None,
+    ) -> t.Any:
         """``call(connection)`` on a pooled connection, in autocommit, within the timeout.
 
+        :param patience: how long to wait for a free connection, when that may take longer
+            than the timeout (a subscriber's snapshot in a reconnect storm, where thousands
+            queue); by default the timeout bounds the wait and the call together.
         :raises BrokerUnavailable: when the server does not answer within the timeout, or
             cannot be reached.
         """
@@ -188,32 +203,18 @@ class Pool:
             self._idle = []
             self._slots = gevent.lock.BoundedSemaphore(self.size)
             self._pid = os.getpid()
+        slots = self._slots
+        if patience is not None and not slots.acquire(timeout=patience):
+            raise BrokerUnavailable(f"{what}: no PostgreSQL connection free within {patience:g} s")
         timer = gevent.Timeout(self.timeout)
         timer.start()
         try:
-            with self._slots:
-                connection = self._take_idle()
-                if connection is None:
-                    connection = self._open()
-                try:
-                    result = call(connection)
-                except psycopg.errors.QueryCanceled as error:
-                    raise unavailable(what, error) from None
-                except UNAVAILABLE:
-                    _close(connection)
-                    raise
-                except psycopg.Error:
-                    # The statement failed (a bug, a missing schema): the connection is fine.
-                    if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                        _close(connection)
-                    else:
-                        self._idle.append(connection)
-                    raise
-                except BaseException:
-                    _close(connection)  # cut off mid-query: it may still owe an answer
-                    raise
-                self._idle.append(connection)
-                return result
+            if patience is None:
+                slots.acquire()
+            try:
+                return self._call(what, call)
+            finally:
+                slots.release()
         except gevent.Timeout as expired:
             if expired is not timer:
                 raise
@@ -224,6 +225,30 @@ class Pool:
             raise unavailable(what, error) from None
         finally:
             timer.close()
+
+    def _call(self, what: str, call: t.Callable[[GeventConnection], t.Any]) -> t.Any:
+        connection = self._take_idle()
+        if connection is None:
+            connection = self._open()
+        try:
+            result = call(connection)
+        except psycopg.errors.QueryCanceled as error:
+            raise unavailable(what, error) from None
+        except UNAVAILABLE:
+            _close(connection)
+            raise
+        except psycopg.Error:
+            # The statement failed (a bug, a missing schema): the connection is fine.
+            if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                _close(connection)
+            else:
+                self._idle.append(connection)
+            raise
+        except BaseException:
+            _close(connection)  # cut off mid-query: it may still owe an answer
+            raise
+        self._idle.append(connection)
+        return result
 
     def _open(self) -> GeventConnection:
         """A new connection, its statements bounded by the timeout on the server too."""

@@ -19,6 +19,8 @@ import gevent.event
 
 from ..exceptions import BrokerUnavailable
 from ._base import PAGE_BYTES
+from ._base import QUEUE_TIMEOUT_FACTOR as QUEUE_TIMEOUT_FACTOR
+from ._base import QUEUE_TIMEOUT_MIN as QUEUE_TIMEOUT_MIN
 from ._redis_conn import redis as redis
 from ._redis_layout import Keys
 from ._redis_layout import parse_stream_id
@@ -27,10 +29,6 @@ from ._redis_layout import StreamId
 
 #: Most snapshots sent in one round trip.
 SNAPSHOT_BATCH: t.Final = 256
-#: A snapshot waits for its turn at most this many broker timeouts (and at least
-#: :data:`QUEUE_TIMEOUT_MIN` seconds) before its subscribe raises ``BrokerUnavailable``.
-QUEUE_TIMEOUT_FACTOR: t.Final = 10
-QUEUE_TIMEOUT_MIN: t.Final = 30.0
 
 
 class Snapshot(t.NamedTuple):
