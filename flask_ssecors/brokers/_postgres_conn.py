@@ -26,7 +26,6 @@ import typing as t
 import gevent
 import gevent.lock
 import gevent.monkey
-import gevent.select
 
 from ..exceptions import BrokerUnavailable
 
@@ -48,24 +47,50 @@ _WRITE: t.Final = 2
 
 
 def gevent_wait(gen: t.Generator[t.Any, t.Any, t.Any], fileno: int, timeout: float | None) -> t.Any:
-    """Run one of psycopg's generators, waiting for the socket through gevent's hub."""
+    """Run one of psycopg's generators, waiting for the socket through gevent's hub.
+
+    The socket is polled first (the OS's ``poll``, no wait): a write, or an answer already
+    in, costs no watcher; otherwise this greenlet waits on one libev watcher until the socket
+    is ready, then polls again for what it is ready for.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
+    hub = gevent.get_hub()
     try:
         state = next(gen)
         while True:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            readable, writable, _ = gevent.select.select(
-                (fileno,) if state & _READ else (),
-                (fileno,) if state & _WRITE else (),
-                (),
-                remaining,
-            )
-            ready = (_READ if readable else 0) | (_WRITE if writable else 0)
-            if not ready and deadline is not None and time.monotonic() >= deadline:
-                raise _WaitTimeout("wait timeout expired")
+            ready = _ready(fileno, state)
+            if not ready:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise _WaitTimeout("wait timeout expired")
+                watcher = hub.loop.io(fileno, state)
+                try:
+                    if remaining is None:
+                        hub.wait(watcher)
+                    else:
+                        with gevent.Timeout(remaining, False):
+                            hub.wait(watcher)
+                finally:
+                    watcher.close()
+                ready = _ready(fileno, state)
             state = gen.send(ready)
     except StopIteration as stop:
         return stop.value
+
+
+def _ready(fileno: int, state: int) -> int:
+    """What of ``state`` (read, write) the socket is ready for now; an error or a hang-up
+    counts as ready, for psycopg to find out what it is."""
+    poller = _poll()
+    poller.register(
+        fileno, (select.POLLIN if state & _READ else 0) | (select.POLLOUT if state & _WRITE else 0)
+    )
+    events = 0
+    for _, flags in poller.poll(0):
+        events |= flags
+    if events & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+        return state
+    return (_READ if events & select.POLLIN else 0) | (_WRITE if events & select.POLLOUT else 0)
 
 
 _WaitTimeout: t.Final[type[Exception]] = getattr(
