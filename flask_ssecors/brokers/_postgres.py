@@ -480,6 +480,8 @@ class PostgresBroker:
                 self.forget_idle_channels()
             except BrokerUnavailable as error:
                 logger.info("PostgreSQL channel sweep: %s", error)
+            except Exception:
+                logger.exception("PostgreSQL channel sweep failed")
 
     def forget_idle_channels(self) -> int:
         """Forget, now, channels unused for the TTL (a batch); return how many events went."""

@@ -257,13 +257,13 @@ class Pool:
             connection = self._open()
         try:
             result = call(connection)
-        except psycopg.errors.QueryCanceled as error:
-            raise unavailable(what, error) from None
         except UNAVAILABLE:
+            # Among them QueryCanceled (statement_timeout): closed too, never leaked.
             _close(connection)
             raise
         except psycopg.Error:
-            # The statement failed (a bug, a missing schema): the connection is fine.
+            # The statement failed (a bug, a missing schema): the connection is fine, unless
+            # a transaction was left open on it.
             if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                 _close(connection)
             else:

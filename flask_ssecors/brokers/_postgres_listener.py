@@ -394,9 +394,14 @@ class Listener:
                         finally:
                             batch += more
                             after += more_after
-                except BrokerUnavailable as error:
+                except Exception as error:
+                    # Whatever a read raises (PostgreSQL away, a bug), the reader lives on:
+                    # a dead reader would leave the worker looking healthy, delivering nothing.
                     if not self.closed and not self._read_failing:
-                        logger.warning("PostgreSQL reader: %s; retrying", error)
+                        if isinstance(error, BrokerUnavailable):
+                            logger.warning("PostgreSQL reader: %s; retrying", error)
+                        else:
+                            logger.exception("PostgreSQL reader failed; retrying")
                     self._read_failing = True
                     with self.lock:
                         self._dirty.update(batch)
@@ -413,16 +418,21 @@ class Listener:
             return batch, [s.last if s.generation is not None else 0 for s in batch]
 
     def _read(self, batch: list[Channel], after: list[int]) -> list[t.Any]:
-        names = [s.name for s in batch]
+        """The new rows of ``batch``; one channel (the usual case below a few hundred events
+        a second) has a statement of its own, planned once, instead of the array one, which
+        PostgreSQL plans again at every call."""
         self.reads += 1
+        if len(batch) == 1:
+            one = {"name": batch[0].name, "after": after[0], "limit": READ_LIMIT}
+            statement = self.statements.read_one
+            return t.cast(
+                "list[t.Any]",
+                self.pool.run("read", lambda c: c.execute(statement, one).fetchall()),
+            )
+        many = {"names": [s.name for s in batch], "after": after, "limit": READ_LIMIT}
         return t.cast(
             "list[t.Any]",
-            self.pool.run(
-                "read",
-                lambda c: c.execute(
-                    self.statements.read, {"names": names, "after": after, "limit": READ_LIMIT}
-                ).fetchall(),
-            ),
+            self.pool.run("read", lambda c: c.execute(self.statements.read, many).fetchall()),
         )
 
     def _dispatch(self, batch: list[Channel], after: list[int], rows: list[t.Any]) -> None:
@@ -580,8 +590,12 @@ class Listener:
                 names = [*self.channels, *self.leaving]
             for start in range(0, len(names), CHANNEL_BATCH * 4):
                 batch = names[start : start + CHANNEL_BATCH * 4]
-                with contextlib.suppress(BrokerUnavailable):
+                try:
                     self.pool.run("touch", functools.partial(self._touch, names=batch))
+                except BrokerUnavailable as error:
+                    logger.info("PostgreSQL: followed channels not marked used: %s", error)
+                except Exception:
+                    logger.exception("PostgreSQL: followed channels not marked used")
 
     def _touch(self, connection: GeventConnection, names: list[str]) -> None:
         connection.execute(self.statements.touch, {"names": names})

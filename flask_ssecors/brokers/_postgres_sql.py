@@ -209,6 +209,14 @@ class Statements:
             "WHERE ev.channel_id = c.id AND ev.n > w.after ORDER BY ev.n LIMIT %(limit)s"
             ") e ON true ORDER BY w.i, e.n"
         )
+        #: The same for one channel (``name``, ``after``): a plan PostgreSQL keeps.
+        self.read_one = (
+            "SELECT 1, c.generation, c.head, e.n, e.kind, e.data, e.seq "
+            f"FROM {q}.channels c LEFT JOIN LATERAL ("
+            f"SELECT ev.n, ev.kind, ev.data, ev.seq FROM {q}.events ev "
+            "WHERE ev.channel_id = c.id AND ev.n > %(after)s ORDER BY ev.n LIMIT %(limit)s"
+            ") e ON true WHERE c.name = %(name)s ORDER BY e.n"
+        )
         #: A snapshot of one channel: rows (generation, head, first kept n, n, kind, data)
         #: for the events numbered from ``start`` to ``stop`` (at most ``limit``).
         self.snapshot = (

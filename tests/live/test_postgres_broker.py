@@ -261,3 +261,29 @@ def test_subscribers_starting_together_start_one_listener(
         assert len(readers) == 1
     finally:
         made.close()
+
+
+def test_the_broker_works_past_1024_open_descriptors(postgres: PostgresServer) -> None:
+    """Regression: a worker holding a thousand streams gives its new connections descriptors
+    past 1,023, which ``select`` cannot watch; waiting with it made every statement raise, and
+    the reader greenlet died, so the worker delivered nothing more while looking healthy."""
+    import os
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.fail(f"this test needs 1,200 open files; the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held: list[int] = []
+    made = PostgresBroker(postgres.url, schema=f"f{secrets.token_hex(4)}", timeout=2.0)
+    try:
+        while not held or held[-1] < 1100:
+            held.append(os.dup(0))
+        subscription = made.subscribe("x")
+        published = [made.publish("x", Event(n)) for n in range(50)]
+        assert [parse_events(f)[0].id for f in take(subscription, 50)] == published
+    finally:
+        made.close()
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
