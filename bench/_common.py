@@ -106,6 +106,19 @@ def process_cpu_seconds(pid: int) -> float:
     return cpu_seconds(pid)
 
 
+def family_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of its children, those alive (each one's CPU-time clock) and
+    those it already reaped (its ``cutime`` and ``cstime``, 10 ms ticks): a counter that only
+    grows while children come and go, such as PostgreSQL's postmaster and its backends."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # cutime (16) and cstime (17): fields[13] and fields[14] (see cpu_seconds).
+    total = process_cpu_seconds(pid) + (int(fields[13]) + int(fields[14])) / CLOCK_TICKS
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):  # it exited meanwhile: counted as reaped, later
+            total += process_cpu_seconds(child)
+    return total
+
+
 def sched_seconds(pid: int) -> float | None:
     """On-CPU time of every thread of ``pid`` from /proc schedstat (ns resolution), if readable."""
     total = 0

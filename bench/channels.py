@@ -4,10 +4,13 @@
 ``--cluster`` also runs flask-ssecors on a Redis Cluster of three primaries (one replica each,
 started on loopback) beside the single Redis, in the same run. For each
 app and channel count, a fresh ``gunicorn -k gevent`` serves the app, one redis-server (free
-port, stopped by PID) serves the Redis apps, and this process holds the streams (an asyncio
-loop, ``tests/support/swarm.py``) and publishes over HTTP, each event to one random channel,
-``--rate`` events a second. An event's data carries the time it was sent, so latency is "POST
-sent" to "bytes received", both on this process's clock.
+port, stopped by PID) serves the Redis apps, a PostgreSQL server of the run's own
+(``tests/support/postgres.py``: ``initdb`` in a temporary directory, a free port, PostgreSQL's
+default settings, durable commits included) serves ``flask-ssecors-postgres``, and this
+process holds the streams (an asyncio loop, ``tests/support/swarm.py``) and publishes over
+HTTP, each event to one random channel, ``--rate`` events a second. An event's data carries
+the time it was sent, so latency is "POST sent" to "bytes received", both on this process's
+clock.
 
 Apps, all with one subscriber per channel:
 
@@ -22,16 +25,24 @@ Apps, all with one subscriber per channel:
 - ``flask-ssecors``: ``sse.subscribe`` on the Redis broker (two workers). At 50,000 channels
   each stream follows 8 channels (``sse.subscribe(*eight)``, 6,250 streams): this machine
   allows 20,000 open files per process, so neither the workers nor this process can hold
-  50,000 sockets; the broker follows 50,000 channels either way, which is what this measures.
+  50,000 sockets; the broker follows 50,000 channels either way, which is what this measures;
+- ``flask-ssecors-postgres``: the same app on the PostgreSQL broker (two workers; its schema
+  dropped before each run, so every run starts from empty tables). Not run unless named in
+  ``--apps`` (it needs PostgreSQL installed).
 
 Measured per app and size: p50 and p99 latency over every delivery; worker CPU per delivery
 (µs, the workers' CPU over the publishing phase divided by deliveries, the POST that publishes
-included; each process's CPU-time clock, nanosecond resolution), and redis-server's beside it;
+included; each process's CPU-time clock, nanosecond resolution), and the broker server's beside
+it: redis-server's, or PostgreSQL's (the postmaster and every process it started: the
+workers' backends, the WAL writer, the checkpointer..., those that exited included);
 throughput, deliveries per second of a burst of ``--burst`` events POSTed back to back
 from four connections; and, at 10,000 channels,
 a reconnect storm: every connection cut, one event published to every channel meanwhile, all
 clients back at once (with ``Last-Event-ID`` for flask-ssecors): seconds until every client has
-its missed event (flask-ssecors) or is connected again (the floor, which replays nothing).
+its missed event (flask-ssecors, on either broker) or is connected again (the floor, which
+replays nothing). A client whose stream ends before its missed event (a worker that cannot
+serve it yet answers with ``retry:`` and closes) comes back after that retry (3 s without one)
+with the same ``Last-Event-ID``, as EventSource does; ``storm_retries`` counts those returns.
 flask-sse cannot resume, so it has no storm figure.
 
 ``--deployment`` runs the deployment scenario instead (:mod:`bench.deployment`: W workers,
@@ -40,19 +51,23 @@ published anywhere).
 
 ``--repeat N`` runs every app N times per size, the apps taking turns, and reports the median
 of each figure (the machine is shared: one run can be slowed by a neighbour); the ratios against
-the Redis floor are taken between medians.
+the Redis floor (and, for PostgreSQL, against flask-ssecors on Redis) are taken between medians.
 
 Results: printed as Markdown, saved to ``bench/results/channels-<timestamp>.json``; ``--plot``
-also draws ``docs/_static/bench/channels.png`` and writes ``docs/_static/bench/channels.csv``.
+also draws ``docs/_static/bench/channels.png`` and writes ``docs/_static/bench/channels.csv``
+(``channels-postgres.png`` and ``.csv`` when ``flask-ssecors-postgres`` is among the apps:
+the figure of docs/benchmarks.rst's PostgreSQL section).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import http.client
 import json
+import math
 import os
 import random
 import sys
@@ -63,7 +78,12 @@ from pathlib import Path
 if t.TYPE_CHECKING:
     from flask import Flask
 
-APPS = ("bare", "redis-pubsub", "flask-sse", "flask-ssecors")
+#: What ``--apps`` runs unless told (no PostgreSQL needed).
+DEFAULT_APPS = ("bare", "redis-pubsub", "flask-sse", "flask-ssecors")
+POSTGRES_APP = "flask-ssecors-postgres"
+APPS = (*DEFAULT_APPS, POSTGRES_APP)
+#: The apps that run a reconnect storm (they replay what a client missed).
+RESUMING = ("flask-ssecors", POSTGRES_APP)
 #: Channels one flask-ssecors stream follows at 50,000 channels (see the module documentation).
 WIDE = 8
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +133,7 @@ def bare_app() -> Flask:
 
 
 def ssecors_app() -> Flask:
-    """flask-ssecors on the Redis broker; URL from ``BENCH_REDIS_URL``."""
+    """flask-ssecors on the broker of ``BENCH_BROKER_URL`` (Redis or PostgreSQL)."""
     from flask import Flask
     from flask import request
 
@@ -123,7 +143,7 @@ def ssecors_app() -> Flask:
     app = Flask("bench_channels_ssecors")
     app.config.update(
         SSECORS_ALLOWED_ORIGINS=["http://localhost:5001"],
-        SSECORS_BROKER_URL=os.environ["BENCH_REDIS_URL"],
+        SSECORS_BROKER_URL=os.environ["BENCH_BROKER_URL"],
         SSECORS_HEARTBEAT=15.0,
         # Every client of the load comes from loopback, one client to the per-client limit.
         SSECORS_MAX_STREAMS_PER_CLIENT=None,
@@ -227,6 +247,7 @@ TARGETS = {
     "redis-pubsub": ("bench.channels:pubsub_app()", 2),
     "flask-sse": ("bench.channels:flask_sse_app()", 2),
     "flask-ssecors": ("bench.channels:ssecors_app()", 2),
+    POSTGRES_APP: ("bench.channels:ssecors_app()", 2),
 }
 
 
@@ -261,14 +282,52 @@ class Poster:
             return 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Broker:
+    """The broker server an app of a run talks to."""
+
+    #: What the table's broker column says: ``Redis``, ``Redis Cluster`` or ``PostgreSQL``.
+    name: str
+    url: str
+    #: CPU seconds its server processes spent so far; None when not measured (the Cluster).
+    cpu: t.Callable[[], float] | None = None
+    #: Empties it before a run.
+    reset: t.Callable[[], None] = lambda: None
+
+
+def redis_broker(url: str, pid: int) -> Broker:
+    """One redis-server: its own CPU-time clock; ``FLUSHALL`` before each run."""
+    import redis
+
+    from bench._common import process_cpu_seconds
+
+    def reset() -> None:
+        with redis.Redis.from_url(url) as admin:
+            admin.flushall()
+
+    return Broker("Redis", url, lambda: process_cpu_seconds(pid), reset)
+
+
+def postgres_broker(url: str, pid: int) -> Broker:
+    """One PostgreSQL server: the CPU of the postmaster ``pid`` and of every process it
+    started; the broker's schema dropped before each run (the app creates it again)."""
+    import psycopg
+
+    from bench._common import family_cpu_seconds
+
+    def reset() -> None:
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute("DROP SCHEMA IF EXISTS ssecors CASCADE")
+
+    return Broker("PostgreSQL", url, lambda: family_cpu_seconds(pid), reset)
+
+
 def run_one(
     app: str,
     channels: int,
-    redis_url: str,
+    broker: Broker,
     opts: argparse.Namespace,
     *,
-    topology: str = "single",
-    redis_pid: int | None = None,
     storm_run: bool = True,
 ) -> dict[str, t.Any]:
     import redis
@@ -280,14 +339,14 @@ def run_one(
     from tests.support.swarm import Swarm
 
     target, workers = TARGETS[app]
-    cluster = topology == "cluster"
-    admin = None if cluster else redis.Redis.from_url(redis_url)
-    if admin is not None:
-        admin.flushall()
+    broker.reset()
+    # flask-sse subscribes only once its stream is read: counted in Redis before publishing.
+    admin = redis.Redis.from_url(broker.url) if app == "flask-sse" else None
+    server_cpu = broker.cpu if app != "bare" else None
     paths = stream_paths(app, channels)
     server = LiveServer(
         target,
-        env={"BENCH_REDIS_URL": redis_url},
+        env={"BENCH_REDIS_URL": broker.url, "BENCH_BROKER_URL": broker.url},
         workers=workers,
         extra_args=[
             "-c",
@@ -300,7 +359,7 @@ def run_one(
     ).start()
     result: dict[str, t.Any] = {
         "app": app,
-        "redis": topology if app != "bare" else "",
+        "broker": broker.name if app != "bare" else "",
         "channels": channels,
         "streams": len(paths),
     }
@@ -328,7 +387,7 @@ def run_one(
             result["open_failures"] = sum(s.error is not None for s in opened) + sum(
                 s.status not in (200, None) for s in opened
             )
-            if admin is not None and app == "flask-sse":  # nothing is sent before an event
+            if admin is not None:  # flask-sse: nothing is sent before an event
                 names = paths_channels(paths)
                 deadline = time.monotonic() + 60
                 while sum(n for _, n in admin.pubsub_numsub(*names)) < len(paths):
@@ -341,7 +400,7 @@ def run_one(
             names = list(by_channel)
             targets = [rng.choice(names) for _ in range(opts.events)]
             cpu_before = sum(cpu_seconds(pid) for pid in pids)
-            redis_before = cpu_seconds(redis_pid) if redis_pid else 0.0
+            server_before = server_cpu() if server_cpu else 0.0
             started = time.monotonic()
             failures = 0
             for n, channel in enumerate(targets):
@@ -362,7 +421,7 @@ def run_one(
             with contextlib.suppress(AssertionError):  # what arrived is reported
                 swarm.wait_until(lambda: delivered() >= opts.events, 30)
             cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
-            redis_cpu = cpu_seconds(redis_pid) - redis_before if redis_pid else 0.0
+            broker_cpu = server_cpu() - server_before if server_cpu else 0.0
             latencies = [
                 (event.at - event.json()["t"]) * 1000
                 for stream in opened
@@ -375,14 +434,19 @@ def run_one(
                 delivered=count / opts.events,
                 p50_ms=round(percentile(latencies, 0.5), 2),
                 p99_ms=round(percentile(latencies, 0.99), 2),
-                cpu_us_per_delivery=round(cpu / max(count, 1) * 1e6, 1),
-                redis_cpu_us_per_delivery=round(redis_cpu / max(count, 1) * 1e6, 1)
-                if redis_pid and app != "bare"
-                else 0.0,
+                # Nothing delivered: no figure (NaN), rather than the whole CPU as one delivery.
+                cpu_us_per_delivery=round(cpu / count * 1e6, 1) if count else math.nan,
+                broker_cpu_us_per_delivery=round(broker_cpu / count * 1e6, 1)
+                if count
+                else math.nan,
             )
             result["deliveries_per_s"] = burst(server.port, swarm, opened, by_channel, opts)
-            if channels == opts.storm and app == "flask-ssecors" and storm_run:
-                result["storm_s"] = storm(swarm, opened, redis_url)
+            if channels == opts.storm and app in RESUMING and storm_run:
+                try:
+                    result["storm_s"], result["storm_retries"] = storm(swarm, opened, broker.url)
+                except AssertionError as failure:  # in the table, and the other runs go on
+                    result["storm_s"] = "failed"
+                    result["storm_error"] = str(failure)[:300]
     finally:
         server.stop()
         if admin is not None:
@@ -396,7 +460,7 @@ MEASURED = (
     "p50_ms",
     "p99_ms",
     "cpu_us_per_delivery",
-    "redis_cpu_us_per_delivery",
+    "broker_cpu_us_per_delivery",
     "deliveries_per_s",
 )
 
@@ -461,15 +525,18 @@ def paths_channels(paths: list[str]) -> list[str]:
     return [name for path in paths for name in path_channels(path)]
 
 
-def storm(swarm: t.Any, opened: list[t.Any], redis_url: str) -> float:
+def storm(swarm: t.Any, opened: list[t.Any], url: str) -> tuple[float, int]:
     """Cut every stream, publish one event per channel, reconnect all at once with their
-    ``Last-Event-ID``; seconds until every client has the event it missed."""
+    ``Last-Event-ID``; seconds until every client has the event it missed, and how many
+    times a client was turned away (its stream ended before that event: it comes back after
+    the stream's ``retry``, 3 s without one, with the same ``Last-Event-ID``, as EventSource
+    does)."""
     from flask_ssecors import Event
     from flask_ssecors import Publisher
 
     paths = [s.path for s in opened]
     names = paths_channels(paths)
-    with Publisher(redis_url) as out:
+    with Publisher(url) as out:
         # First one event everywhere: a client holds an id only once it received an event.
         for name in names:
             out.publish(name, Event({"t": time.time(), "c": name, "before": True}))
@@ -479,16 +546,48 @@ def storm(swarm: t.Any, opened: list[t.Any], redis_url: str) -> float:
         for name in names:
             out.publish(name, Event({"t": time.time(), "c": name}))
     began = time.monotonic()
-    again = swarm.open(paths, last_event_ids=last_ids, parallel=len(paths))
-    swarm.wait_until(
-        lambda: all(any(e.data.startswith("{") for e in s.events) for s in again),
-        120,
-        "every client's missed event",
-        again,
-    )
+    clients = swarm.open(paths, last_event_ids=last_ids, parallel=len(paths))
+    turned_away: dict[int, float] = {}  # client -> when it was seen turned away
+    retries = 0
+    while True:
+        states: list[tuple[bool, bool, int | None]] = []
+
+        def look(states: list[tuple[bool, bool, int | None]] = states) -> bool:
+            states.extend(
+                (any(e.data.startswith("{") for e in s.events), s.ended, s.retry) for s in clients
+            )
+            return True
+
+        swarm.wait_until(look, 30)  # read in the swarm's thread: nothing changes meanwhile
+        if all(served for served, _, _ in states):
+            break
+        now = time.monotonic()
+        if now - began > 120:
+            served = sum(served for served, _, _ in states)
+            raise AssertionError(
+                f"every client's missed event did not arrive within 120 s: {served} of "
+                f"{len(states)} had it, after {retries} clients were turned away"
+            )
+        due = []
+        for i, (served, ended, retry) in enumerate(states):
+            if not served and ended:
+                seen = turned_away.setdefault(i, now)
+                if now - seen >= (retry if retry is not None else 3000) / 1000:
+                    due.append(i)
+        if not due:
+            time.sleep(0.1)
+            continue
+        retries += len(due)
+        for i in due:
+            del turned_away[i]
+        again = swarm.open(
+            [paths[i] for i in due], last_event_ids=[last_ids[i] for i in due], parallel=len(due)
+        )
+        for i, stream in zip(due, again, strict=True):
+            clients[i] = stream
     took = time.monotonic() - began
-    swarm.drop(again)
-    return round(took, 2)
+    swarm.drop(clients)
+    return round(took, 2), retries
 
 
 # -- the whole run -------------------------------------------------------------------------------
@@ -504,8 +603,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="full", action="store_false", help="1, 1,000, 10,000")
     mode.add_argument("--full", dest="full", action="store_true", help="and 50,000")
+    parser.set_defaults(full=False)  # else --quick's store_false makes every run a full one
     parser.add_argument("--channels", help="comma-separated channel counts")
-    parser.add_argument("--apps", default=",".join(APPS))
+    parser.add_argument(
+        "--apps",
+        default=",".join(DEFAULT_APPS),
+        help=f"comma-separated, among {', '.join(APPS)} (default: all but {POSTGRES_APP})",
+    )
     parser.add_argument("--events", type=int, default=1000, help="events published per run")
     parser.add_argument("--rate", type=float, default=200.0, help="events per second")
     parser.add_argument("--storm", type=int, default=10_000, help="channels of the storm run")
@@ -525,6 +629,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", action="store_true", help="draw the docs' figure and table")
     parser.add_argument("--no-save", action="store_true", help="print only")
     opts = parser.parse_args(argv)
+    apps = opts.apps.split(",")
+    unknown = sorted(set(apps) - set(APPS))
+    if unknown:
+        parser.error(f"unknown app {', '.join(unknown)}: the apps are {', '.join(APPS)}")
     sizes = (
         [int(n) for n in opts.channels.split(",")]
         if opts.channels
@@ -537,24 +645,25 @@ def main(argv: list[str] | None = None) -> int:
 
     raise_nofile_limit()
     rows: list[dict[str, t.Any]] = []
-    with RedisServer() as redis_server:
+    with contextlib.ExitStack() as servers:
+        redis_server = servers.enter_context(RedisServer())
+        assert redis_server.process is not None
+        brokers = dict.fromkeys(apps, redis_broker(redis_server.url, redis_server.process.pid))
+        if POSTGRES_APP in apps:
+            from tests.support.postgres import PostgresServer
+
+            postgres = servers.enter_context(PostgresServer())
+            assert postgres.process is not None
+            brokers[POSTGRES_APP] = postgres_broker(postgres.url, postgres.process.pid)
         for channels in sizes:
             runs: dict[str, list[dict[str, t.Any]]] = {}
             for turn in range(opts.repeat):
-                for app in opts.apps.split(","):
+                for app in apps:
                     if app == "flask-sse" and channels > 1000:
                         continue
                     if app in ("bare", "redis-pubsub") and channels > 20_000:
                         continue
-                    assert redis_server.process is not None
-                    row = run_one(
-                        app,
-                        channels,
-                        redis_server.url,
-                        opts,
-                        redis_pid=redis_server.process.pid,
-                        storm_run=turn == 0,
-                    )
+                    row = run_one(app, channels, brokers[app], opts, storm_run=turn == 0)
                     print(json.dumps(row), flush=True)
                     runs.setdefault(app, []).append(row)
             rows.extend(median_row(repeats) for repeats in runs.values())
@@ -567,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
             cluster = Cluster(Path(root)).start()
             try:
                 for channels in sizes:
-                    row = run_one("flask-ssecors", channels, cluster.url, opts, topology="cluster")
+                    row = run_one(
+                        "flask-ssecors", channels, Broker("Redis Cluster", cluster.url), opts
+                    )
                     print(json.dumps(row), flush=True)
                     rows.append(row)
             finally:
@@ -593,13 +704,13 @@ def main(argv: list[str] | None = None) -> int:
 
 HEADERS = (
     "app",
-    "Redis",
+    "broker",
     "channels",
     "streams",
     "p50 ms",
     "p99 ms",
     "CPU µs/delivery",
-    "+ Redis µs",
+    "+ broker µs",
     "delivered",
     "burst deliveries/s",
     "storm s",
@@ -610,13 +721,13 @@ def table_rows(report: dict[str, t.Any]) -> list[list[object]]:
     return [
         [
             row["app"],
-            row["redis"],
+            row["broker"],
             row["channels"],
             row["streams"],
             row["p50_ms"],
             row["p99_ms"],
             row["cpu_us_per_delivery"],
-            row.get("redis_cpu_us_per_delivery", ""),
+            row["broker_cpu_us_per_delivery"],
             f"{row['delivered']:.0%}",
             row["deliveries_per_s"],
             row.get("storm_s", ""),
@@ -625,36 +736,80 @@ def table_rows(report: dict[str, t.Any]) -> list[list[object]]:
     ]
 
 
+def total_cpu(row: dict[str, t.Any]) -> float:
+    """CPU µs per delivery of the workers and the broker server together."""
+    return float(row["cpu_us_per_delivery"] + row["broker_cpu_us_per_delivery"])
+
+
+def times(name: str, ours: float, theirs: float) -> str:
+    """``"<name> <ours / theirs>x"``, or ``"<name> n/a"`` when either has no figure."""
+    from bench._common import ratio
+
+    value = ratio(ours, theirs)
+    return f"{name} {value:.2f}x" if value == value else f"{name} n/a"
+
+
+def comparison(row: dict[str, t.Any], base: dict[str, t.Any]) -> str:
+    """``row`` against ``base`` (same size, same run): p99, CPU per delivery (workers and
+    broker server), burst throughput."""
+    return ", ".join(
+        (
+            times("p99", row["p99_ms"], base["p99_ms"]),
+            times("CPU per delivery (workers + broker)", total_cpu(row), total_cpu(base)),
+            times("burst throughput", row["deliveries_per_s"], base["deliveries_per_s"]),
+        )
+    )
+
+
 def to_markdown(report: dict[str, t.Any]) -> str:
     from bench._common import markdown_table
 
-    ours = [r for r in report["rows"] if r["app"] == "flask-ssecors" and r["redis"] == "single"]
     lines = [markdown_table(HEADERS, table_rows(report))]
-    floors = {r["channels"]: r for r in report["rows"] if r["app"] == "redis-pubsub"}
-    for row in ours:
-        floor = floors.get(row["channels"])
+    rows = report["rows"]
+    floors = {r["channels"]: r for r in rows if r["app"] == "redis-pubsub"}
+    on_redis = {
+        r["channels"]: r for r in rows if r["app"] == "flask-ssecors" and r["broker"] == "Redis"
+    }
+    on_postgres = {r["channels"]: r for r in rows if r["app"] == POSTGRES_APP}
+    for channels, row in on_redis.items():
+        floor = floors.get(channels)
         if floor is None or not floor["deliveries_per_s"]:
             continue
-        mine = row["cpu_us_per_delivery"] + row.get("redis_cpu_us_per_delivery", 0.0)
-        theirs = floor["cpu_us_per_delivery"] + floor.get("redis_cpu_us_per_delivery", 0.0)
+        cpu = total_cpu(row) / max(total_cpu(floor), 0.1)
         lines.append(
-            f"\nflask-ssecors against a bare Redis pub/sub app at {row['channels']:,} channels: "
-            f"CPU per delivery (workers + Redis) {mine / max(theirs, 0.1):.2f}x (goal: 1.2x), "
-            f"burst throughput {row['deliveries_per_s'] / floor['deliveries_per_s']:.2f}x "
-            "(goal: 0.8x)"
+            f"\nflask-ssecors against a bare Redis pub/sub app at {channels:,} channels: "
+            f"CPU per delivery (workers + Redis) {cpu:.2f}x (goal: 1.2x), burst throughput "
+            f"{row['deliveries_per_s'] / floor['deliveries_per_s']:.2f}x (goal: 0.8x)"
         )
-    if len(ours) > 1:
-        one, most = ours[0], ours[-1]
-        lines.append(
-            f"\nflask-ssecors at {most['channels']:,} channels against {one['channels']:,}: "
-            f"p99 {most['p99_ms'] / one['p99_ms']:.2f}x, CPU per delivery "
-            f"{most['cpu_us_per_delivery'] / one['cpu_us_per_delivery']:.2f}x (goal: 1.5x)"
-        )
+    for channels, row in on_postgres.items():
+        for name, base in (
+            ("the Redis floor", floors.get(channels)),
+            ("flask-ssecors on Redis", on_redis.get(channels)),
+        ):
+            if base is not None:
+                lines.append(
+                    f"\nflask-ssecors on PostgreSQL against {name} at {channels:,} channels: "
+                    + comparison(row, base)
+                )
+    for app, ours in (
+        ("flask-ssecors", list(on_redis.values())),
+        (POSTGRES_APP, list(on_postgres.values())),
+    ):
+        if len(ours) > 1:
+            one, most = ours[0], ours[-1]
+            lines.append(
+                f"\n{app} at {most['channels']:,} channels against {one['channels']:,}: "
+                + times("p99", most["p99_ms"], one["p99_ms"])
+                + ", "
+                + times("CPU per delivery", most["cpu_us_per_delivery"], one["cpu_us_per_delivery"])
+                + " (goal: 1.5x)"
+            )
     return "\n".join(lines)
 
 
 def draw(report: dict[str, t.Any], directory: Path) -> None:
-    """``channels.png`` (p99 and CPU per delivery against channels) and ``channels.csv``."""
+    """``channels.png`` (p99, CPU per delivery and burst throughput against channels) and
+    ``channels.csv``; ``channels-postgres.*`` for a run with :data:`POSTGRES_APP`."""
     import csv
 
     import matplotlib
@@ -662,35 +817,49 @@ def draw(report: dict[str, t.Any], directory: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = report["rows"]
+    stem = "channels-postgres" if any(r["app"] == POSTGRES_APP for r in rows) else "channels"
     directory.mkdir(parents=True, exist_ok=True)
-    with (directory / "channels.csv").open("w", newline="") as out:
+    with (directory / f"{stem}.csv").open("w", newline="") as out:
         writer = csv.writer(out)
         writer.writerow(HEADERS)
         writer.writerows(table_rows(report))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    series = [(app, "single" if app != "bare" else "") for app in APPS]
-    series.append(("flask-ssecors", "cluster"))
-    for app, topology in series:
-        rows = [r for r in report["rows"] if r["app"] == app and r["redis"] == topology]
-        if not rows:
-            continue
-        name = f"{app} (Redis Cluster)" if topology == "cluster" else app
-        xs = [r["channels"] for r in rows]
-        left.plot(xs, [r["p99_ms"] for r in rows], marker="o", label=name)
-        right.plot(xs, [r["cpu_us_per_delivery"] for r in rows], marker="o", label=name)
-    for axis, title in ((left, "p99 latency, ms"), (right, "worker CPU per delivery, µs")):
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4.2))
+    series = list(dict.fromkeys((r["app"], r["broker"]) for r in rows))
+    for app, broker in series:
+        mine = [r for r in rows if r["app"] == app and r["broker"] == broker]
+        name = f"{app} ({broker})" if broker == "Redis Cluster" else app
+        xs = [r["channels"] for r in mine]
+        (line,) = left.plot(xs, [r["p99_ms"] for r in mine], marker="o", label=name)
+        middle.plot(xs, [total_cpu(r) for r in mine], marker="o", color=line.get_color())
+        if any(r["broker_cpu_us_per_delivery"] for r in mine):
+            middle.plot(
+                xs,
+                [r["cpu_us_per_delivery"] for r in mine],
+                linestyle=":",
+                color=line.get_color(),
+            )
+        right.plot(xs, [r["deliveries_per_s"] for r in mine], marker="o", color=line.get_color())
+    titles = (
+        (left, "p99 latency, ms"),
+        (middle, "CPU µs per delivery: workers + broker\n(dotted: workers alone)"),
+        (right, "burst throughput, deliveries/s"),
+    )
+    for axis, title in titles:
         axis.set_xscale("symlog", linthresh=1)
         axis.set_xlabel("channels (one subscriber each)")
-        axis.set_title(title)
+        axis.set_title(title, fontsize=10)
+        axis.set_ylim(bottom=0)
         axis.grid(True, alpha=0.3)
-        axis.legend()
+    left.legend(fontsize=8)
     info = report["machine"]
     figure.suptitle(
         f"{report['mode']} run {report['started']}, {info['nproc']} CPU cores, "
-        f"{report['events']} events at {report['rate']:g}/s"
+        f"{report['events']} events at {report['rate']:g}/s",
+        fontsize=10,
     )
     figure.tight_layout()
-    figure.savefig(directory / "channels.png", dpi=100)
+    figure.savefig(directory / f"{stem}.png", dpi=100)
     plt.close(figure)
 
 
