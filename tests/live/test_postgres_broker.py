@@ -33,15 +33,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.timeout(60)]
 MakeBroker = cabc.Callable[..., PostgresBroker]
 
 
-@pytest.fixture(scope="module")
-def postgres() -> cabc.Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 class TestPostgresBrokerContract(BrokerContract):
     """The contract every broker passes; two brokers on one schema share their channels, as
     the worker processes of one app do."""

@@ -8,7 +8,6 @@ its broker, and the PostgreSQL broker would create the schema these tests want m
 
 from __future__ import annotations
 
-import collections.abc as cabc
 import json
 import secrets
 import typing as t
@@ -28,15 +27,6 @@ from tests.support.postgres import PostgresServer
 pytestmark = [pytest.mark.live, pytest.mark.postgres, pytest.mark.timeout(120)]
 
 ORIGINS = ["https://app.example.com"]
-
-
-@pytest.fixture(scope="module")
-def postgres() -> cabc.Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def new_database(server: PostgresServer, *options: str) -> str:

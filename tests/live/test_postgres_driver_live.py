@@ -14,7 +14,6 @@ driver's behaviour under gevent, which decides how the broker must talk to Postg
 
 from __future__ import annotations
 
-import collections.abc as cabc
 import subprocess
 import sys
 import textwrap
@@ -61,15 +60,6 @@ def ticks_during_a_slow_query(url: str, *, patched: bool) -> tuple[int, str]:
     )
     count, wait = result.stdout.split()
     return int(count), wait
-
-
-@pytest.fixture(scope="module")
-def postgres() -> cabc.Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_slow_query_lets_other_greenlets_run_once_gevent_patched(

@@ -56,15 +56,6 @@ HOLD = 0.4
 HOPS = 6
 
 
-@pytest.fixture(scope="module")
-def postgres() -> cabc.Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def schema() -> str:
     return f"l{secrets.token_hex(4)}"

@@ -24,15 +24,6 @@ from tests.support.postgres import PostgresServer
 pytestmark = [pytest.mark.live, pytest.mark.postgres, pytest.mark.timeout(120)]
 
 
-@pytest.fixture(scope="module")
-def postgres() -> cabc.Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def schema() -> str:
     return f"p{secrets.token_hex(4)}"

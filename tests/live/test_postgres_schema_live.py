@@ -4,7 +4,6 @@ the broker's gevent one."""
 
 from __future__ import annotations
 
-import collections.abc as cabc
 import secrets
 import threading
 
@@ -19,15 +18,6 @@ from tests.support.postgres import PASSWORD
 from tests.support.postgres import PostgresServer
 
 pytestmark = [pytest.mark.live, pytest.mark.postgres, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def postgres() -> cabc.Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
