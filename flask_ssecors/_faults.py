@@ -43,6 +43,9 @@ class Stage(enum.StrEnum):
     RELABEL = "relabel"
     #: Reading a page of replayed events raised (other than the broker being unavailable).
     REPLAY = "replay"
+    #: Writing one member's presence on one channel raised (other than the broker being
+    #: unavailable): that change is dropped, the others of its batch are written.
+    PRESENCE = "presence"
 
 
 class Faults:

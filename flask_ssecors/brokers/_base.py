@@ -143,6 +143,16 @@ def split_id(event_id: str) -> tuple[str, str] | None:
     return generation, position
 
 
+def is_number(text: str) -> bool:
+    """Whether ``text`` is a number as brokers write them in ids: ASCII digits only
+    (``str.isdigit`` also accepts other scripts' digits, which ``int`` parses), no sign, no
+    leading zero, at most 19 digits. Anything else is a position no broker assigned.
+    """
+    return (
+        0 < len(text) < 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+    )
+
+
 class EndReason(enum.StrEnum):
     """Why a stream ended (the ``reason`` of :data:`~flask_ssecors.stats.stream_closed`)."""
 

@@ -37,6 +37,7 @@ from ._base import check_event_size
 from ._base import deliver_contained
 from ._base import EMPTY_GENERATION
 from ._base import EndReason
+from ._base import is_number
 from ._base import new_generation
 from ._base import PAGE_BYTES
 from ._base import PAGE_EVENTS
@@ -219,7 +220,7 @@ class MemoryBroker:
         """What a subscriber resuming after ``last_event_id`` gets first: nothing, the reset
         event, or the events it missed, read a page at a time."""
         parts = split_id(last_event_id)
-        if parts is None or not _is_number(parts[1]):
+        if parts is None or not is_number(parts[1]):
             return self._reset(state, state.head, "unknown-id")
         generation, seq = parts[0], int(parts[1])
         if generation == EMPTY_GENERATION and seq == 0:
@@ -364,15 +365,3 @@ class _Replay:
             if not page:
                 self._last = self._tail
             return page
-
-
-def _is_number(text: str) -> bool:
-    """Whether ``text`` is a number as :class:`MemoryBroker` writes it in ids.
-
-    ASCII digits only (``str.isdigit`` also accepts other scripts' digits, which ``int``
-    parses), no sign, no leading zero, bounded length: anything else is an id this broker
-    never assigned.
-    """
-    return (
-        0 < len(text) < 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
-    )

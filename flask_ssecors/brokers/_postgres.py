@@ -35,6 +35,7 @@ from ..exceptions import BrokerUnavailable
 from ._base import check_channel
 from ._base import EMPTY_GENERATION
 from ._base import EndReason
+from ._base import is_number
 from ._base import new_generation
 from ._base import PAGE_BYTES
 from ._base import PAGE_EVENTS
@@ -64,6 +65,8 @@ _ThreadLocal: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threa
 _RLock: t.Final[t.Callable[[], t.Any]] = gevent.monkey.get_original("threading", "RLock")
 _Thread: t.Final[t.Any] = gevent.monkey.get_original("threading", "Thread")
 
+#: Above any number a channel reaches (PostgreSQL's ``bigint`` holds up to 2**63 - 1).
+MAX_NUMBER: t.Final = 2**62
 #: Channels forgotten per round of the sweeper (each with its events: bounded work).
 FORGET_BATCH: t.Final = 100
 
@@ -308,7 +311,7 @@ class PostgresBroker:
                 {
                     "name": channel,
                     "start": start,
-                    "stop": stop if stop is not None else 2**62,
+                    "stop": stop if stop is not None else MAX_NUMBER,
                     "limit": PAGE_EVENTS,
                 },
             ).fetchall()
@@ -577,9 +580,6 @@ def _parse_event_id(value: str) -> tuple[str, int] | None:
     parts = split_id(value)
     if parts is None:
         return None
-    number = parts[1]
-    if not (0 < len(number) < 19 and number.isascii() and number.isdigit()):
-        return None
-    if number != "0" and number[0] == "0":
-        return None
-    return parts[0], int(number)
+    if not is_number(parts[1]) or int(parts[1]) >= MAX_NUMBER:
+        return None  # beyond bigint: never assigned, and not to be sent to PostgreSQL
+    return parts[0], int(parts[1])

@@ -21,7 +21,10 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.monkey
+import psycopg
 
+from .._faults import FAULTS
+from .._faults import Stage
 from .._log import get_logger
 from .._wire import encode_without_id
 from ..exceptions import BrokerUnavailable
@@ -31,6 +34,7 @@ from ._base import thread_ident
 from ._postgres_conn import first
 from ._postgres_conn import GeventConnection
 from ._postgres_conn import Runner
+from ._postgres_conn import UNAVAILABLE
 from ._postgres_sql import SLACK
 from ._postgres_sql import Statements
 from ._presence import check_member
@@ -199,7 +203,10 @@ class PostgresPresence:
             if not writes:
                 return
             try:
-                self.pool.run("presence", lambda c: self._write(c, writes))
+                dropped = t.cast(
+                    "set[tuple[str, str]]",
+                    self.pool.run("presence", lambda c: self._write(c, writes)),
+                )
             except BaseException:
                 with self.lock:  # absolute counts: written again next time, harmlessly
                     for pair in dirty:
@@ -209,31 +216,56 @@ class PostgresPresence:
                 for channel, member, _, _ in writes:
                     if self.local.count(channel, member) == 0:
                         self.local.announced.discard((channel, member))
-                self.local.updates += len(writes)
+                self.local.updates += len(writes) - len(dropped)
 
     def _write(
         self, connection: GeventConnection, writes: list[tuple[str, str, int, bool]]
-    ) -> None:
-        with connection.transaction():
-            for channel, member, streams, announce in writes:
-                connection.execute(
-                    self.statements.presence_set,
-                    self._arguments(channel, member, self.worker, streams, announce),
-                )
+    ) -> set[tuple[str, str]]:
+        """Write ``writes`` in one transaction; when one of them fails (not the connection),
+        each on its own, so that only that one is dropped (counted in the faults). Returns
+        the pairs dropped."""
+        try:
+            with connection.transaction():
+                for write in writes:
+                    connection.execute(self.statements.presence_set, self._arguments(*write))
+            return set()
+        except UNAVAILABLE:
+            raise
+        except psycopg.Error:
+            pass  # one of them failed, and the transaction with it: each on its own below
+        dropped: set[tuple[str, str]] = set()
+        for write in writes:
+            try:
+                connection.execute(self.statements.presence_set, self._arguments(*write))
+            except UNAVAILABLE:
+                raise
+            except psycopg.Error:
+                FAULTS.record(Stage.PRESENCE, "the presence change was dropped", write[0])
+                dropped.add((write[0], write[1]))
+        return dropped
 
     def _arguments(
-        self, channel: str, member: str, worker: str, streams: int, announce: bool
+        self,
+        channel: str,
+        member: str,
+        streams: int,
+        announce: bool,
+        worker: str | None = None,
     ) -> dict[str, t.Any]:
+        # A count above zero can only make the member join, zero only leave (the sum over
+        # the workers cannot reach zero while this one counts streams): one event to encode.
+        kind = JOIN_EVENT if streams > 0 else LEAVE_EVENT
+        encoded = encode_without_id(presence_event(kind, member))
         return {
             "channel": channel,
             "member": member,
-            "worker": worker,
+            "worker": worker or self.worker,
             "streams": streams,
             "announce": announce,
             "max": self.max_announced,
             "generation": new_generation(),
-            "join": encode_without_id(presence_event(JOIN_EVENT, member)),
-            "leave": encode_without_id(presence_event(LEAVE_EVENT, member)),
+            "join": encoded if streams > 0 else b"",
+            "leave": encoded if streams == 0 else b"",
             "keep": self.keep,
         }
 
@@ -256,7 +288,7 @@ class PostgresPresence:
                     for channel, member in sorted(rows):
                         connection.execute(
                             self.statements.presence_set,
-                            self._arguments(channel, member, worker, 0, False),
+                            self._arguments(channel, member, 0, False, worker),
                         )
                     connection.execute(self.statements.presence_forget_worker, {"worker": worker})
                     reaped += 1

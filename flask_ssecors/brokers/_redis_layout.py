@@ -44,6 +44,7 @@ from .._wire import stored_type
 from ..events import Event
 from ..events import RESET_EVENT
 from ._base import EMPTY_GENERATION as EMPTY_GENERATION
+from ._base import is_number
 
 #: Shards: a channel's keys carry its shard's hash tag (``{sK}``), which fixes its Redis Cluster
 #: slot; a cluster listener holds one connection per shard, to the node serving its slot.
@@ -214,15 +215,9 @@ def parse_position(text: str) -> StreamId | None:
     scripts' digits, signs and underscores, and resume from a position the client never held).
     """
     ms, dash, seq = text.partition("-")
-    if not (dash and _is_number(ms) and _is_number(seq)):
+    if not (dash and is_number(ms) and is_number(seq)):
         return None
     return int(ms), int(seq)
-
-
-def _is_number(text: str) -> bool:
-    return (
-        0 < len(text) < 20 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
-    )
 
 
 def event_id(generation: str, position: StreamId) -> str:

@@ -278,3 +278,39 @@ def test_the_broker_works_past_1024_open_descriptors(postgres: PostgresServer) -
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_presence_change_that_fails_is_dropped_alone(
+    broker: PostgresBroker, postgres: PostgresServer
+) -> None:
+    """A presence write that fails for one channel (here a trigger refuses it) is counted in
+    the faults and dropped; the other changes of its batch are written, and the batch is not
+    retried forever."""
+    import psycopg
+
+    from flask_ssecors._faults import FAULTS
+
+    schema = broker.schema
+    broker.presence("warm")  # the schema exists
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(
+            f'CREATE FUNCTION "{schema}".refuse() RETURNS trigger LANGUAGE plpgsql AS $$ '
+            "BEGIN IF NEW.channel = 'poison' THEN RAISE EXCEPTION 'refused'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        admin.execute(
+            f'CREATE TRIGGER refuse BEFORE INSERT ON "{schema}".presence '
+            f'FOR EACH ROW EXECUTE FUNCTION "{schema}".refuse()'
+        )
+    FAULTS.reset()
+    poisoned = broker.subscribe("poison", member="alice")
+    fine = broker.subscribe("fine", member="bob")
+    try:
+        assert broker.presence("fine").members == {"bob"}
+        assert broker.presence("poison").member_count == 0
+        assert FAULTS.snapshot() == {"presence": 1}
+        gevent.sleep(0.3)  # the manager's next rounds: nothing retried
+        assert FAULTS.snapshot() == {"presence": 1}
+    finally:
+        poisoned.close()
+        fine.close()
